@@ -1,0 +1,234 @@
+"""Value types for the IPVS table: what a virtual service and a real server *are*.
+
+This module owns the vocabulary shared by the planner (pure diff), the netlink
+codec and the metrics collector. It knows nothing about sockets, YAML or time.
+
+Field values are exactly what the kernel stores and reports, so that a desired
+object and a dumped object compare equal when nothing needs to change:
+
+- addresses are canonical text (``socket.inet_ntop`` output);
+- ``Service.flags`` never carries ``IP_VS_SVC_F_HASHED`` (the kernel reports it
+  on every dumped service; see ../shared/notes/ipvs.md, k8s #53801);
+- ``Service.netmask`` is the IPv4 mask as a host-order integer, or the IPv6
+  prefix length, as ``ipvsadm`` and the kernel keep it;
+- ``Dest.fwd`` is the kernel's ``IP_VS_CONN_F_FWD_MASK`` value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Final
+
+AF_INET: Final = 2
+AF_INET6: Final = 10
+
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IPPROTO_SCTP: Final = 132
+
+PROTOCOL_NUMBERS: Final = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "sctp": IPPROTO_SCTP}
+PROTOCOL_NAMES: Final = {v: k for k, v in PROTOCOL_NUMBERS.items()}
+
+# include/uapi/linux/ip_vs.h
+IP_VS_SVC_F_PERSISTENT: Final = 0x0001
+IP_VS_SVC_F_HASHED: Final = 0x0002
+IP_VS_SVC_F_ONEPACKET: Final = 0x0004
+IP_VS_SVC_F_SCHED1: Final = 0x0008
+IP_VS_SVC_F_SCHED2: Final = 0x0010
+IP_VS_SVC_F_SCHED3: Final = 0x0020
+
+# Scheduler flag names as ipvsadm and keepalived spell them.
+SCHED_FLAG_BITS: Final = {
+    "flag-1": IP_VS_SVC_F_SCHED1,
+    "flag-2": IP_VS_SVC_F_SCHED2,
+    "flag-3": IP_VS_SVC_F_SCHED3,
+    "sh-fallback": IP_VS_SVC_F_SCHED1,
+    "sh-port": IP_VS_SVC_F_SCHED2,
+    "mh-fallback": IP_VS_SVC_F_SCHED1,
+    "mh-port": IP_VS_SVC_F_SCHED2,
+}
+
+IPV4_HOST_NETMASK: Final = 0xFFFFFFFF
+IPV6_HOST_PREFIX: Final = 128
+
+
+class Forwarding(IntEnum):
+    """IP_VS_CONN_F_FWD_MASK values."""
+
+    NAT = 0  # IP_VS_CONN_F_MASQ
+    LOCAL = 1  # IP_VS_CONN_F_LOCALNODE (kernel-chosen when the real server is local)
+    TUNNEL = 2
+    DR = 3  # IP_VS_CONN_F_DROUTE
+
+
+class TunnelType(IntEnum):
+    """IP_VS_CONN_F_TUNNEL_TYPE_*."""
+
+    IPIP = 0
+    GUE = 1
+    GRE = 2
+
+
+# IP_VS_TUNNEL_ENCAP_FLAG_*
+TUN_FLAG_NOCSUM: Final = 0x0000
+TUN_FLAG_CSUM: Final = 0x0001
+TUN_FLAG_REMCSUM: Final = 0x0002
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServiceKey:
+    """Identity of a virtual service: (af, protocol, address, port) or (af, fwmark)."""
+
+    af: int
+    protocol: int
+    address: str  # "" for fwmark services
+    port: int  # 0 for fwmark services
+    fwmark: int = 0
+
+    def __str__(self) -> str:
+        family = "inet6" if self.af == AF_INET6 else "inet"
+        if self.fwmark:
+            return f"fwmark {self.fwmark} ({family})"
+        proto = PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
+        host = f"[{self.address}]" if self.af == AF_INET6 else self.address
+        return f"{proto} {host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """The editable attributes of a virtual service, plus its key."""
+
+    key: ServiceKey
+    scheduler: str
+    flags: int = 0
+    timeout: int = 0  # persistence timeout in seconds; 0 = not persistent
+    netmask: int = IPV4_HOST_NETMASK
+    pe_name: str = ""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DestKey:
+    """Identity of a real server inside one virtual service."""
+
+    af: int
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if self.af == AF_INET6 else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Dest:
+    """The editable attributes of a real server, plus its key."""
+
+    key: DestKey
+    fwd: int = Forwarding.NAT
+    weight: int = 1
+    u_threshold: int = 0
+    l_threshold: int = 0
+    tun_type: int = 0
+    tun_port: int = 0
+    tun_flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Cumulative counters the kernel keeps per service and per real server."""
+
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+
+
+ZERO_STATS: Final = Stats()
+
+
+@dataclass(frozen=True, slots=True)
+class KernelDest:
+    """A real server as dumped: its attributes plus live counters."""
+
+    dest: Dest
+    active_conns: int = 0
+    inactive_conns: int = 0
+    persist_conns: int = 0
+    stats: Stats = ZERO_STATS
+
+
+@dataclass(frozen=True, slots=True)
+class KernelService:
+    """A virtual service as dumped, with its real servers."""
+
+    service: Service
+    dests: dict[DestKey, KernelDest] = field(default_factory=dict)
+    stats: Stats = ZERO_STATS
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredService:
+    """A virtual service as configuration wants it."""
+
+    service: Service
+    dests: dict[DestKey, Dest] = field(default_factory=dict)
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Global IPVS connection timeouts in seconds (0 = leave unchanged)."""
+
+    tcp: int = 0
+    tcp_fin: int = 0
+    udp: int = 0
+
+
+KernelTable = dict[ServiceKey, KernelService]
+DesiredTable = dict[ServiceKey, DesiredService]
+
+
+# --- operations: what the planner asks the kernel adapter to do -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddService:
+    service: Service
+
+
+@dataclass(frozen=True, slots=True)
+class EditService:
+    service: Service
+
+
+@dataclass(frozen=True, slots=True)
+class DelService:
+    key: ServiceKey
+
+
+@dataclass(frozen=True, slots=True)
+class AddDest:
+    service: ServiceKey
+    dest: Dest
+
+
+@dataclass(frozen=True, slots=True)
+class EditDest:
+    service: ServiceKey
+    dest: Dest
+
+
+@dataclass(frozen=True, slots=True)
+class DelDest:
+    service: ServiceKey
+    dest: DestKey
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimeouts:
+    timeouts: Timeouts
+
+
+Op = AddService | EditService | DelService | AddDest | EditDest | DelDest | SetTimeouts
