@@ -33,9 +33,10 @@ def _setns(fd: int) -> None:
 @contextlib.contextmanager
 def entered(name: str) -> Iterator[None]:
     """Run the body with the calling thread inside network namespace ``name``."""
-    with open("/proc/thread-self/ns/net", "rb") as home, open(
-        f"{NETNS_RUN_DIR}/{name}", "rb"
-    ) as target:
+    with (
+        open("/proc/thread-self/ns/net", "rb") as home,
+        open(f"{NETNS_RUN_DIR}/{name}", "rb") as target,
+    ):
         _setns(target.fileno())
         try:
             yield

@@ -27,13 +27,26 @@ from pathlib import Path
 # Parts of the stdlib and of the venv that no guest command needs (tests,
 # GUIs, static libraries, type checkers): they only make the bundle slower.
 _STDLIB_SKIP = {
-    "site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip",
-    "lib2to3", "pydoc_data",
+    "site-packages",
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
 }
 _STDLIB_SKIP_PREFIX = ("config-",)
 _VENV_SKIP_PREFIX = (
-    "mypy", "mypyc", "pip", "setuptools", "pkg_resources", "_distutils_hack", "ruff",
-    "virtme", "ast_serialize", "librt",
+    "mypy",
+    "mypyc",
+    "pip",
+    "setuptools",
+    "pkg_resources",
+    "ruff",
+    "virtme",
+    "ast_serialize",
+    "librt",
 )
 _VENV_SKIP_SUFFIX = ("__mypyc.cpython-311-x86_64-linux-gnu.so",)
 
@@ -63,9 +76,7 @@ def vng_path() -> str:
     for candidate in (Path(sys.prefix) / "bin" / "vng", shutil.which("vng")):
         if candidate and os.access(str(candidate), os.X_OK):
             return str(candidate)
-    raise VMUnavailable(
-        "virtme-ng (vng) is not installed; install it with: pip install virtme-ng"
-    )
+    raise VMUnavailable("virtme-ng (vng) is not installed; install it with: pip install virtme-ng")
 
 
 def _filtered(prefixes: tuple[str, ...], names: set[str], suffixes: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
@@ -107,14 +118,27 @@ def _bundle(src: Path, out: Path, keep) -> Path:  # type: ignore[no-untyped-def]
 
 def runtime_bundles(cache: Path) -> list[tuple[Path, Path]]:
     """(directory to overlay in the guest, tarball of its contents) pairs."""
-    stdlib = Path(sysconfig.get_paths(vars={"base": sys.base_prefix,
-                                            "platbase": sys.base_prefix})["stdlib"])
+    stdlib = Path(
+        sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["stdlib"]
+    )
     site = Path(sysconfig.get_paths()["purelib"])
-    pairs = [(stdlib, _bundle(stdlib, cache / "stdlib.tar",
-                              _filtered(_STDLIB_SKIP_PREFIX, _STDLIB_SKIP)))]
+    pairs = [
+        (
+            stdlib,
+            _bundle(stdlib, cache / "stdlib.tar", _filtered(_STDLIB_SKIP_PREFIX, _STDLIB_SKIP)),
+        )
+    ]
     if sys.prefix != sys.base_prefix:
-        pairs.append((site, _bundle(site, cache / "site-packages.tar",
-                                    _filtered(_VENV_SKIP_PREFIX, set(), _VENV_SKIP_SUFFIX))))
+        pairs.append(
+            (
+                site,
+                _bundle(
+                    site,
+                    cache / "site-packages.tar",
+                    _filtered(_VENV_SKIP_PREFIX, set(), _VENV_SKIP_SUFFIX),
+                ),
+            )
+        )
     return pairs
 
 
@@ -140,7 +164,9 @@ def run_in_vm(
     image, _version = ipvs_kernel_image()
     vng = vng_path()
     if shutil.which("qemu-system-x86_64") is None:
-        raise VMUnavailable("qemu is not installed; install it with: apt-get install qemu-system-x86")
+        raise VMUnavailable(
+            "qemu is not installed; install it with: apt-get install qemu-system-x86"
+        )
     cache = cache or Path(os.environ.get("LVS_AGENT_VM_CACHE", "/var/tmp/lvs-agent-vm"))
     bundles = runtime_bundles(cache)
     script = cache / f"guest-{os.getpid()}.sh"

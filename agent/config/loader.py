@@ -1,0 +1,528 @@
+"""Validate a YAML configuration document into ``agent.config.model.Config``.
+
+Owns every rule about what a valid configuration is. Reports all problems at
+once, each with file, line and key path; returns a Config only when there are
+none (an invalid file never half-applies). Never touches the kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+from agent.config.model import (
+    FAMILIES,
+    FORWARDING_METHODS,
+    IPVS_SYSCTLS,
+    PROTOCOLS,
+    SCHEDULER_FLAGS,
+    SCHEDULERS,
+    TUNNEL_CHECKSUMS,
+    TUNNEL_TYPES,
+    Config,
+    IpvsSettings,
+    Persistence,
+    RealServer,
+    Tunnel,
+    VirtualServer,
+)
+from agent.config.reader import ConfigError, Item, Problems, Section, compose
+
+DEFAULT_PATH = "/etc/lvs-agent/config.yaml"
+DEFAULT_METRICS = "127.0.0.1:9469"
+DEFAULT_STATE_DIR = "/var/lib/lvs-agent"
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Scheduler flags and the schedulers that understand them (ip_vs_sh.c, ip_vs_mh.c).
+_FLAG_SCHEDULER = {"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
+_FLAG_BIT = {
+    "sh-fallback": 1,
+    "sh-port": 2,
+    "mh-fallback": 1,
+    "mh-port": 2,
+    "flag-1": 1,
+    "flag-2": 2,
+    "flag-3": 3,
+}
+
+
+def load_config(path: str) -> Config:
+    """Read and validate ``path``; raises ConfigError (with every problem) or OSError."""
+    text = Path(path).read_text(encoding="utf-8")
+    return parse_config(text, path)
+
+
+def parse_config(text: str, source: str = "config.yaml") -> Config:
+    problems = Problems(source)
+    root_node = compose(text, problems)
+    if root_node is None and not problems.found:
+        problems.add(None, "", "the file is empty")
+    problems.raise_if_any()
+    assert root_node is not None
+    root = Item(root_node, "", problems).as_section()
+    problems.raise_if_any()
+    assert root is not None
+    config = _read_root(root, source)
+    problems.raise_if_any()
+    assert config is not None
+    return config
+
+
+def _read_root(root: Section, source: str) -> Config | None:
+    node = root.section("node")
+    node_name = socket.gethostname()
+    if node is not None:
+        name = node.get("name", lambda i: _name(i), node_name)
+        node.finish()
+        node_name = name or node_name
+
+    metrics = root.section("metrics")
+    host, port = _host_port_default(DEFAULT_METRICS)
+    if metrics is not None:
+        listen = metrics.item("listen")
+        if listen is not None:
+            parsed = _host_port(listen)
+            if parsed is not None:
+                host, port = parsed
+        metrics.finish()
+
+    reconcile_interval = root.get(
+        "reconcile_interval", lambda i: i.as_duration(minimum=0.1, maximum=86400), 30.0
+    )
+    state_dir = root.get("state_dir", _absolute_path, DEFAULT_STATE_DIR)
+    ipvs = _read_ipvs(root.section("ipvs"))
+    virtual_servers = _read_virtual_servers(root)
+    root.finish()
+
+    if root.problems.found:
+        return None
+    assert reconcile_interval is not None and state_dir is not None and ipvs is not None
+    return Config(
+        source=source,
+        node_name=node_name,
+        metrics_host=host,
+        metrics_port=port,
+        reconcile_interval=reconcile_interval,
+        state_dir=state_dir,
+        ipvs=ipvs,
+        virtual_servers=tuple(virtual_servers),
+    )
+
+
+# --- small readers -----------------------------------------------------------------
+
+
+def _name(item: Item) -> str | None:
+    value = item.as_str()
+    if value is None:
+        return None
+    if not value or len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
+        item.error("must be 1..64 characters of letters, digits, '-', '_' or '.'")
+        return None
+    return value
+
+
+def _absolute_path(item: Item) -> str | None:
+    value = item.as_str()
+    if value is not None and not value.startswith("/"):
+        item.error(f"must be an absolute path, got {value!r}")
+        return None
+    return value
+
+
+def _host_port_default(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def _host_port(item: Item) -> tuple[str, int] | None:
+    """``host:port`` or ``[v6]:port``."""
+    text = item.as_str()
+    if text is None:
+        return None
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        item.error(f"must be host:port (IPv6 as [addr]:port), got {text!r}")
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        item.error(f"{host!r} is not an IP address; listen takes an address, not a name")
+        return None
+    return host, int(port_text)
+
+
+def _address(item: Item | None) -> Address | None:
+    if item is None:
+        return None
+    text = item.as_str()
+    if text is None:
+        return None
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        item.error(f"{text!r} is not an IPv4 or IPv6 address")
+        return None
+    if addr.is_unspecified or addr.is_multicast:
+        item.error(f"{text} cannot be used here (unspecified or multicast)")
+        return None
+    return addr
+
+
+def _family(addr: Address) -> str:
+    return "ipv4" if addr.version == 4 else "ipv6"
+
+
+# --- ipvs ------------------------------------------------------------------------
+
+
+def _read_ipvs(section: Section | None) -> IpvsSettings | None:
+    if section is None:
+        return IpvsSettings()
+    timeouts = section.section("timeouts")
+    tcp = tcp_fin = udp = None
+    if timeouts is not None:
+
+        def whole(item: Item) -> float | None:
+            return item.as_duration(minimum=1, maximum=2**31 - 1, whole_seconds=True)
+
+        tcp = timeouts.get("tcp", whole, None)
+        tcp_fin = timeouts.get("tcp_fin", whole, None)
+        udp = timeouts.get("udp", whole, None)
+        timeouts.finish()
+    drain = section.get("drain_timeout", lambda i: i.as_duration(maximum=7 * 86400), 300.0)
+    sysctls: dict[str, int] = {}
+    sysctl_section = section.section("sysctls")
+    if sysctl_section is not None:
+        for key, (lo, hi) in IPVS_SYSCTLS.items():
+            item = sysctl_section.item(key)
+            value = _sysctl_value(item, lo, hi) if item is not None else None
+            if value is not None:
+                sysctls[key] = value
+        sysctl_section.finish()
+    section.finish()
+    if drain is None:
+        return None
+    return IpvsSettings(tcp, tcp_fin, udp, drain, sysctls)
+
+
+def _sysctl_value(item: Item, lo: int, hi: int) -> int | None:
+    if item.node.tag == "tag:yaml.org,2002:bool":
+        value = item.as_bool()
+        return None if value is None else int(value)
+    return item.as_int(lo, hi)
+
+
+# --- virtual servers -------------------------------------------------------------------
+
+
+def _read_virtual_servers(root: Section) -> list[VirtualServer]:
+    result: list[VirtualServer] = []
+    names: dict[str, int] = {}
+    keys: dict[tuple[object, ...], int] = {}
+    for item in root.items("virtual_servers"):
+        section = item.as_section()
+        if section is None:
+            continue
+        vs = _read_virtual_server(section)
+        if vs is None:
+            continue
+        if vs.name in names:
+            section.error(
+                f"duplicate virtual server name {vs.name!r} (first at line {names[vs.name]})",
+                "name",
+            )
+        else:
+            names[vs.name] = vs.line
+        key: tuple[object, ...] = (
+            ("fwmark", vs.family, vs.fwmark) if vs.fwmark else (vs.protocol, vs.address, vs.port)
+        )
+        if key in keys:
+            what = (
+                f"fwmark {vs.fwmark} ({vs.family})"
+                if vs.fwmark
+                else f"{vs.protocol} {vs.address} port {vs.port}"
+            )
+            section.error(
+                f"duplicate virtual server: {what} is already defined at line {keys[key]}"
+            )
+        else:
+            keys[key] = vs.line
+        result.append(vs)
+    return result
+
+
+def _read_virtual_server(vs: Section) -> VirtualServer | None:
+    before = len(vs.problems.found)
+    name = vs.get("name", _name, None, required=True)
+    address_item = vs.item("address")
+    address = _address(address_item)
+    port = vs.get("port", lambda i: i.as_int(1, 65535), None)
+    fwmark = vs.get("fwmark", lambda i: i.as_int(1, 2**32 - 1), None)
+    family_item = vs.item("family")
+    family = family_item.as_choice(FAMILIES) if family_item else None
+    protocol_item = vs.item("protocol")
+    protocol = protocol_item.as_choice(PROTOCOLS) if protocol_item else None
+    scheduler = vs.get("scheduler", lambda i: i.as_choice(SCHEDULERS), "wlc")
+    flags_item = vs.item("scheduler_flags")
+    flags = _scheduler_flags(flags_item, scheduler) if flags_item else ()
+    forwarding = vs.get("forwarding", lambda i: i.as_choice(FORWARDING_METHODS), "nat")
+    tunnel = _tunnel(vs)
+    one_packet = vs.get("one_packet", lambda i: i.as_bool(), False)
+    persistence_section = vs.section("persistence")
+    rs_items = list(vs.items("real_servers"))
+    vs.finish()
+
+    # Identity: address+port, or fwmark.
+    if fwmark is not None:
+        if address_item is not None or vs.has("port"):
+            vs.error("use either fwmark or address and port, not both", "fwmark")
+        if protocol_item is not None:
+            vs.error(
+                "a fwmark service matches every protocol its mark selects; remove protocol",
+                "protocol",
+            )
+    else:
+        if address_item is None:
+            vs.error("missing required key 'address' (or 'fwmark' for a firewall-mark service)")
+        if not vs.has("port"):
+            vs.error("missing required key 'port'")
+        if family_item is not None:
+            vs.error("family is implied by the address; it is only for fwmark services", "family")
+    if address is not None:
+        family = _family(address)
+    if protocol is None and fwmark is None:
+        protocol = "tcp"
+    if one_packet and protocol not in ("udp", None):
+        vs.error(f"one-packet scheduling is for UDP only, not {protocol}", "one_packet")
+
+    persistence = (
+        _persistence(persistence_section, family, protocol) if persistence_section else None
+    )
+
+    # Real servers.
+    real_servers: list[RealServer] = []
+    seen: dict[tuple[str, int], int] = {}
+    for rs_item in rs_items:
+        rs_section = rs_item.as_section()
+        if rs_section is None:
+            continue
+        rs = _real_server(rs_section, port or 0, bool(fwmark), forwarding or "nat", tunnel, family)
+        if rs is None:
+            continue
+        if (rs.address, rs.port) in seen:
+            rs_section.error(
+                f"duplicate real server {rs.address} port {rs.port} (first at line "
+                f"{seen[rs.address, rs.port]})"
+            )
+            continue
+        seen[rs.address, rs.port] = rs.line
+        real_servers.append(rs)
+
+    if fwmark is not None and family is None:
+        families = {
+            ("ipv6" if ":" in rs.address else "ipv4")
+            for rs in real_servers
+            if rs.forwarding != "tunnel"
+        }
+        family = families.pop() if len(families) == 1 else "ipv4"
+
+    if (
+        tunnel is not None
+        and forwarding != "tunnel"
+        and not any(rs.forwarding == "tunnel" for rs in real_servers)
+    ):
+        vs.error(f"tunnel options need forwarding: tunnel (this virtual server uses {forwarding})")
+
+    if len(vs.problems.found) > before:
+        return None
+    assert name is not None and scheduler is not None and family is not None
+    return VirtualServer(
+        name=name,
+        family=family,
+        address=str(address) if address is not None else None,
+        port=port or 0,
+        fwmark=fwmark or 0,
+        protocol=protocol,
+        scheduler=scheduler,
+        scheduler_flags=flags or (),
+        persistence=persistence,
+        one_packet=bool(one_packet),
+        real_servers=tuple(real_servers),
+        line=vs.line,
+    )
+
+
+def _scheduler_flags(item: Item, scheduler: str | None) -> tuple[str, ...] | None:
+    values = item.as_list()
+    if values is None:
+        return None
+    flags: list[str] = []
+    bits: dict[int, str] = {}
+    for v in values:
+        flag = v.as_choice(SCHEDULER_FLAGS)
+        if flag is None:
+            continue
+        wanted = _FLAG_SCHEDULER.get(flag)
+        if wanted is not None and scheduler is not None and wanted != scheduler:
+            v.error(f"{flag} is a flag of the {wanted} scheduler, not {scheduler}")
+            continue
+        bit = _FLAG_BIT[flag]
+        if bit in bits:
+            v.error(f"{flag} sets the same scheduler flag bit as {bits[bit]}")
+            continue
+        bits[bit] = flag
+        flags.append(flag)
+    return tuple(flags)
+
+
+def _tunnel(section: Section) -> Tunnel | None:
+    """tunnel_type / tunnel_port / tunnel_checksum of a virtual or real server."""
+    type_item = section.item("tunnel_type")
+    port_item = section.item("tunnel_port")
+    csum_item = section.item("tunnel_checksum")
+    if type_item is None and port_item is None and csum_item is None:
+        return None
+    tun_type = type_item.as_choice(TUNNEL_TYPES) if type_item else "ipip"
+    port = port_item.as_int(1, 65535) if port_item else None
+    checksum = csum_item.as_choice(TUNNEL_CHECKSUMS) if csum_item else "nocsum"
+    ok = tun_type is not None and checksum is not None and (port_item is None or port is not None)
+    if tun_type == "gue" and port_item is None:
+        section.error("tunnel_type gue needs tunnel_port (the remote GUE UDP port)", "tunnel_type")
+        ok = False
+    if tun_type in ("ipip", "gre") and port_item is not None:
+        section.error(f"tunnel_port is only for tunnel_type gue, not {tun_type}", "tunnel_port")
+        ok = False
+    if tun_type == "ipip" and checksum not in ("nocsum", None):
+        section.error(
+            "ipip tunnels have no checksum option; tunnel_checksum needs gue or gre",
+            "tunnel_checksum",
+        )
+        ok = False
+    if tun_type == "gre" and checksum == "remcsum":
+        section.error(
+            "remcsum is for gue tunnels only; gre takes nocsum or csum", "tunnel_checksum"
+        )
+        ok = False
+    if not ok:
+        return Tunnel()  # placeholder: the problem is recorded, nothing is built
+    assert tun_type is not None and checksum is not None
+    return Tunnel(tun_type, port or 0, checksum)
+
+
+def _persistence(section: Section, family: str | None, protocol: str | None) -> Persistence | None:
+    timeout = section.get(
+        "timeout", lambda i: i.as_duration(minimum=1, maximum=2**31 - 1, whole_seconds=True), 300.0
+    )
+    netmask_item = section.item("netmask")
+    engine_item = section.item("engine")
+    section.finish()
+    engine = engine_item.as_choice(("sip",)) if engine_item else None
+    if engine == "sip" and protocol != "udp":
+        section.error("the sip persistence engine works on UDP services only", "engine")
+    if family is None:
+        return None
+    netmask = 0xFFFFFFFF if family == "ipv4" else 128
+    if netmask_item is not None:
+        parsed = _netmask(netmask_item, family)
+        if parsed is None:
+            return None
+        netmask = parsed
+    if timeout is None:
+        return None
+    return Persistence(timeout=timeout, netmask=netmask, engine=engine)
+
+
+def _netmask(item: Item, family: str) -> int | None:
+    """IPv4: dotted mask or prefix length -> host-order mask. IPv6: prefix length 1..128."""
+    if family == "ipv6":
+        return item.as_int(1, 128)
+    if item.node.tag == "tag:yaml.org,2002:int":
+        length = item.as_int(1, 32)
+        return None if length is None else (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+    text = item.as_str()
+    if text is None:
+        return None
+    try:
+        net = ipaddress.IPv4Network(f"0.0.0.0/{text}")
+    except ValueError:
+        item.error(f"{text!r} is not an IPv4 netmask (like 255.255.255.0 or 24)")
+        return None
+    return int(net.netmask)
+
+
+def _real_server(
+    rs: Section,
+    vs_port: int,
+    fwmark: bool,
+    vs_forwarding: str,
+    vs_tunnel: Tunnel | None,
+    vs_family: str | None,
+) -> RealServer | None:
+    before = len(rs.problems.found)
+    address = _address(rs.item("address", required=True))
+    port_item = rs.item("port")
+    port = port_item.as_int(0 if fwmark else 1, 65535) if port_item else None
+    weight = rs.get("weight", lambda i: i.as_int(0, 65535), 1)
+    upper = rs.get("upper_threshold", lambda i: i.as_int(0, 2**31 - 1), 0)
+    lower = rs.get("lower_threshold", lambda i: i.as_int(0, 2**31 - 1), 0)
+    forwarding = rs.get("forwarding", lambda i: i.as_choice(FORWARDING_METHODS), vs_forwarding)
+    own_tunnel = _tunnel(rs)
+    rs.finish()
+
+    tunnel = own_tunnel or vs_tunnel
+    if forwarding == "tunnel":
+        tunnel = tunnel or Tunnel()
+    elif own_tunnel is not None:
+        rs.error(f"tunnel options need forwarding: tunnel (this real server uses {forwarding})")
+    else:
+        tunnel = None
+
+    if forwarding in ("dr", "tunnel") and not fwmark:
+        # DR and tunnelling cannot rewrite the port: the real server sees the VIP's port.
+        if port is not None and port != vs_port:
+            rs.error(
+                f"{forwarding} forwarding cannot change the port: it must be {vs_port} "
+                "(the virtual server's) or left out",
+                "port",
+            )
+        port = vs_port
+    elif port is None:
+        port = 0 if fwmark else vs_port
+
+    if (
+        address is not None
+        and vs_family is not None
+        and _family(address) != vs_family
+        and (forwarding != "tunnel")
+    ):
+        rs.error(
+            f"{_family(address)} real server in an {vs_family} virtual server: "
+            "only tunnel forwarding can cross address families",
+            "address",
+        )
+    if lower and not upper:
+        rs.error("lower_threshold needs upper_threshold", "lower_threshold")
+    elif upper and lower is not None and lower > upper:
+        rs.error(f"lower_threshold {lower} is above upper_threshold {upper}", "lower_threshold")
+
+    if len(rs.problems.found) > before or address is None:
+        return None
+    assert weight is not None and upper is not None and lower is not None and forwarding
+    return RealServer(
+        address=str(address),
+        port=port,
+        weight=weight,
+        upper_threshold=upper,
+        lower_threshold=lower,
+        forwarding=forwarding,
+        tunnel=tunnel,
+        line=rs.line,
+    )
+
+
+__all__ = ["DEFAULT_PATH", "ConfigError", "load_config", "parse_config"]

@@ -1,0 +1,111 @@
+"""The validated configuration: frozen, typed, complete (every default filled in).
+
+Objects here are built only from a document that passed every check in
+``agent.config.loader``; nothing downstream re-validates them.
+Durations are float seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FORWARDING_METHODS = ("nat", "dr", "tunnel")
+TUNNEL_TYPES = ("ipip", "gue", "gre")
+TUNNEL_CHECKSUMS = ("nocsum", "csum", "remcsum")
+PROTOCOLS = ("tcp", "udp", "sctp")
+SCHEDULERS = (
+    "rr",
+    "wrr",
+    "lc",
+    "wlc",
+    "lblc",
+    "lblcr",
+    "dh",
+    "sh",
+    "mh",
+    "sed",
+    "nq",
+    "fo",
+    "ovf",
+    "twos",
+)
+SCHEDULER_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port", "flag-1", "flag-2", "flag-3")
+FAMILIES = ("ipv4", "ipv6")
+
+# net.ipv4.vs.* keys the agent may set, with their allowed ranges. Only these:
+# they change how draining and failover behave (../shared/notes/ipvs.md).
+IPVS_SYSCTLS: dict[str, tuple[int, int]] = {
+    "expire_nodest_conn": (0, 1),
+    "expire_quiescent_template": (0, 1),
+    "conntrack": (0, 1),
+    "conn_reuse_mode": (0, 3),
+    "sloppy_tcp": (0, 1),
+    "sloppy_sctp": (0, 1),
+    "schedule_icmp": (0, 1),
+    "ignore_tunneled": (0, 1),
+    "snat_reroute": (0, 1),
+    "pmtu_disc": (0, 1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    type: str = "ipip"  # ipip | gue | gre
+    port: int = 0  # gue only
+    checksum: str = "nocsum"  # nocsum | csum | remcsum
+
+
+@dataclass(frozen=True, slots=True)
+class RealServer:
+    address: str  # canonical text
+    port: int  # 0 for fwmark services without a port
+    weight: int = 1
+    upper_threshold: int = 0
+    lower_threshold: int = 0
+    forwarding: str = "nat"
+    tunnel: Tunnel | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Persistence:
+    timeout: float = 300.0
+    netmask: int = 0xFFFFFFFF  # IPv4: host-order mask; IPv6: prefix length
+    engine: str | None = None  # "sip" or None
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServer:
+    name: str
+    family: str  # ipv4 | ipv6
+    address: str | None  # None for fwmark services
+    port: int
+    fwmark: int
+    protocol: str | None  # None for fwmark services
+    scheduler: str
+    scheduler_flags: tuple[str, ...] = ()
+    persistence: Persistence | None = None
+    one_packet: bool = False
+    real_servers: tuple[RealServer, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsSettings:
+    timeout_tcp: float | None = None
+    timeout_tcp_fin: float | None = None
+    timeout_udp: float | None = None
+    drain_timeout: float = 300.0
+    sysctls: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str
+    node_name: str
+    metrics_host: str
+    metrics_port: int
+    reconcile_interval: float
+    state_dir: str
+    ipvs: IpvsSettings
+    virtual_servers: tuple[VirtualServer, ...]

@@ -1,0 +1,247 @@
+"""One reconcile: read the kernel, plan against the desired table, apply, remember.
+
+The imperative shell around ``plan.plan``. Reads the table with one dump,
+applies the plan's operations in one batched exchange, writes the ownership
+file ahead of creating anything (so a crash mid-apply never leaves a service
+we made but do not know we own), and reports each step's result. An error on
+one operation does not stop the others; the next reconcile retries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from agent.config.model import IpvsSettings
+from agent.ipvs.model import (
+    AddService,
+    DelDest,
+    DelService,
+    DesiredTable,
+    KernelTable,
+    Op,
+    Timeouts,
+)
+from agent.ipvs.plan import Ownership, Plan, Step, plan
+from agent.ipvs.state import OwnershipStore
+
+SYSCTL_DIR = Path("/proc/sys/net/ipv4/vs")
+
+
+class OpFailure(Protocol):
+    errno: int
+
+    def __str__(self) -> str: ...
+
+
+class IpvsTable(Protocol):
+    """What a reconcile needs of the kernel adapter (agent.ipvs.kernel.IpvsKernel)."""
+
+    def dump(self) -> KernelTable: ...
+
+    def get_timeouts(self) -> Timeouts: ...
+
+    def apply(self, ops: Sequence[Op]) -> Sequence[OpFailure | None]: ...
+
+
+def boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def desired_timeouts(settings: IpvsSettings) -> Timeouts | None:
+    if (
+        settings.timeout_tcp is None
+        and settings.timeout_tcp_fin is None
+        and (settings.timeout_udp is None)
+    ):
+        return None
+    return Timeouts(
+        tcp=int(settings.timeout_tcp or 0),
+        tcp_fin=int(settings.timeout_tcp_fin or 0),
+        udp=int(settings.timeout_udp or 0),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SysctlChange:
+    key: str
+    old: int | None
+    new: int
+
+    def __str__(self) -> str:
+        return f"set sysctl net.ipv4.vs.{self.key} {self.old} -> {self.new}"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one reconcile found and did."""
+
+    plan: Plan
+    kernel: KernelTable
+    results: list[OpFailure | None] = field(default_factory=list)
+    sysctls: list[SysctlChange] = field(default_factory=list)
+    sysctl_errors: list[str] = field(default_factory=list)
+    applied: bool = False
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.plan.steps or self.sysctls)
+
+    @property
+    def failures(self) -> list[tuple[Step, OpFailure]]:
+        return [
+            (s, r) for s, r in zip(self.plan.steps, self.results, strict=False) if r is not None
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.sysctl_errors
+
+    def ops_by_kind(self) -> dict[str, int]:
+        """Successful operations by kind (netlink command name), for metrics."""
+        counts: dict[str, int] = {}
+        for step, result in zip(self.plan.steps, self.results, strict=False):
+            if result is None:
+                kind = op_kind(step.op)
+                counts[kind] = counts.get(kind, 0) + 1
+        if self.applied:
+            for _ in self.sysctls:
+                counts["set_sysctl"] = counts.get("set_sysctl", 0) + 1
+        return counts
+
+
+def op_kind(op: Op) -> str:
+    return {
+        "AddService": "add_service",
+        "EditService": "edit_service",
+        "DelService": "delete_service",
+        "AddDest": "add_real_server",
+        "EditDest": "edit_real_server",
+        "DelDest": "delete_real_server",
+        "SetTimeouts": "set_timeouts",
+    }[type(op).__name__]
+
+
+def make_plan(
+    desired: DesiredTable,
+    kernel: KernelTable,
+    kernel_timeouts: Timeouts | None,
+    owned: Ownership,
+    settings: IpvsSettings,
+    now: float,
+) -> Plan:
+    return plan(
+        desired,
+        kernel,
+        owned,
+        now,
+        settings.drain_timeout,
+        desired_timeouts(settings),
+        kernel_timeouts,
+    )
+
+
+def ownership_ahead(owned: Ownership, p: Plan) -> Ownership:
+    """Ownership to record before applying: everything we are about to create."""
+    created = {s.op.service.key for s in p.steps if isinstance(s.op, AddService)}
+    if created <= owned.services:
+        return owned
+    return Ownership(owned.services | created, owned.drains)
+
+
+def ownership_after(owned: Ownership, p: Plan, results: Sequence[OpFailure | None]) -> Ownership:
+    """Ownership once the plan ran: as planned, except where a delete failed."""
+    services = set(p.ownership.services)
+    for step, result in zip(p.steps, results, strict=False):
+        if result is not None and isinstance(step.op, DelService):
+            services.add(step.op.key)
+    failed_dest_deletes = {
+        (s.op.service, s.op.dest)
+        for s, r in zip(p.steps, results, strict=False)
+        if r is not None and isinstance(s.op, DelDest)
+    }
+    drains = dict(p.ownership.drains)
+    for key in failed_dest_deletes:
+        if key in owned.drains:
+            drains[key] = owned.drains[key]
+    return Ownership(frozenset(services), drains)
+
+
+def sysctl_changes(wanted: Mapping[str, int], root: Path = SYSCTL_DIR) -> list[SysctlChange]:
+    changes = []
+    for key, value in sorted(wanted.items()):
+        try:
+            current: int | None = int((root / key).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            current = None
+        if current != value:
+            changes.append(SysctlChange(key, current, value))
+    return changes
+
+
+def write_sysctls(changes: Sequence[SysctlChange], root: Path = SYSCTL_DIR) -> list[str]:
+    errors = []
+    for change in changes:
+        try:
+            (root / change.key).write_text(f"{change.new}\n")
+        except OSError as exc:
+            errors.append(f"set sysctl net.ipv4.vs.{change.key}: {exc.strerror or exc}")
+    return errors
+
+
+def reconcile(
+    kernel: IpvsTable,
+    store: OwnershipStore,
+    desired: DesiredTable,
+    settings: IpvsSettings,
+    *,
+    dry_run: bool = False,
+    now: Callable[[], float] = boottime,
+) -> Outcome:
+    """Synchronous reconcile, for the command line (``plan`` and ``apply``)."""
+    owned = store.load()
+    table = kernel.dump()
+    timeouts = kernel.get_timeouts() if desired_timeouts(settings) else None
+    p = make_plan(desired, table, timeouts, owned, settings, now())
+    outcome = Outcome(p, table, sysctls=sysctl_changes(settings.sysctls))
+    if dry_run:
+        return outcome
+    store.save(ownership_ahead(owned, p))
+    outcome.results = list(kernel.apply(p.ops)) if p.steps else []
+    outcome.sysctl_errors = write_sysctls(outcome.sysctls)
+    outcome.applied = True
+    store.save(ownership_after(owned, p, outcome.results))
+    return outcome
+
+
+class AsyncIpvsTable(Protocol):
+    def dump(self) -> Awaitable[KernelTable]: ...
+
+    def get_timeouts(self) -> Awaitable[Timeouts]: ...
+
+    def apply(self, ops: Sequence[Op]) -> Awaitable[Sequence[OpFailure | None]]: ...
+
+
+async def reconcile_async(
+    kernel: AsyncIpvsTable,
+    store: OwnershipStore,
+    desired: DesiredTable,
+    settings: IpvsSettings,
+    *,
+    now: Callable[[], float] = boottime,
+) -> Outcome:
+    """The daemon's reconcile: the same steps, with kernel I/O that yields to the loop."""
+    owned = store.load()
+    table = await kernel.dump()
+    timeouts = await kernel.get_timeouts() if desired_timeouts(settings) else None
+    p = make_plan(desired, table, timeouts, owned, settings, now())
+    outcome = Outcome(p, table, sysctls=sysctl_changes(settings.sysctls))
+    store.save(ownership_ahead(owned, p))
+    outcome.results = list(await kernel.apply(p.ops)) if p.steps else []
+    outcome.sysctl_errors = write_sysctls(outcome.sysctls)
+    outcome.applied = True
+    store.save(ownership_after(owned, p, outcome.results))
+    return outcome
