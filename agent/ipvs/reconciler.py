@@ -10,7 +10,7 @@ one operation does not stop the others; the next reconcile retries.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +23,7 @@ from agent.ipvs.model import (
     DesiredTable,
     KernelTable,
     Op,
+    ServiceKey,
     Timeouts,
 )
 from agent.ipvs.plan import Ownership, Plan, Step, plan
@@ -32,7 +33,10 @@ SYSCTL_DIR = Path("/proc/sys/net/ipv4/vs")
 
 
 class OpFailure(Protocol):
-    errno: int
+    """Why the kernel refused one operation (agent.ipvs.netlink.OpError)."""
+
+    @property
+    def errno(self) -> int: ...
 
     def __str__(self) -> str: ...
 
@@ -218,11 +222,26 @@ def reconcile(
 
 
 class AsyncIpvsTable(Protocol):
-    def dump(self) -> Awaitable[KernelTable]: ...
+    """The asyncio flavour of the kernel adapter's calls."""
 
-    def get_timeouts(self) -> Awaitable[Timeouts]: ...
+    def dump_async(self) -> Awaitable[KernelTable]: ...
 
-    def apply(self, ops: Sequence[Op]) -> Awaitable[Sequence[OpFailure | None]]: ...
+    def dump_services_async(self, keys: Iterable[ServiceKey]) -> Awaitable[KernelTable]: ...
+
+    def get_timeouts_async(self) -> Awaitable[Timeouts]: ...
+
+    def apply_async(self, ops: Sequence[Op]) -> Awaitable[Sequence[OpFailure | None]]: ...
+
+
+def _restrict(owned: Ownership, only: Set[ServiceKey]) -> Ownership:
+    return Ownership(owned.services & only, {k: v for k, v in owned.drains.items() if k[0] in only})
+
+
+def _merge(owned: Ownership, only: Set[ServiceKey], part: Ownership) -> Ownership:
+    """Ownership outside ``only`` as it was, inside as ``part`` says."""
+    drains = {k: v for k, v in owned.drains.items() if k[0] not in only}
+    drains.update(part.drains)
+    return Ownership((owned.services - only) | part.services, drains)
 
 
 async def reconcile_async(
@@ -231,17 +250,34 @@ async def reconcile_async(
     desired: DesiredTable,
     settings: IpvsSettings,
     *,
+    only: Set[ServiceKey] | None = None,
     now: Callable[[], float] = boottime,
 ) -> Outcome:
-    """The daemon's reconcile: the same steps, with kernel I/O that yields to the loop."""
+    """The daemon's reconcile: the same steps, with kernel I/O that yields to the loop.
+
+    With ``only``, just those services are read and planned (drain polling: the
+    cost stays proportional to what is draining, not to the table); timeouts
+    and sysctls are left to the full reconciles.
+    """
     owned = store.load()
-    table = await kernel.dump()
-    timeouts = await kernel.get_timeouts() if desired_timeouts(settings) else None
-    p = make_plan(desired, table, timeouts, owned, settings, now())
-    outcome = Outcome(p, table, sysctls=sysctl_changes(settings.sysctls))
-    store.save(ownership_ahead(owned, p))
-    outcome.results = list(await kernel.apply(p.ops)) if p.steps else []
-    outcome.sysctl_errors = write_sysctls(outcome.sysctls)
+    if only is None:
+        table = await kernel.dump_async()
+        timeouts = await kernel.get_timeouts_async() if desired_timeouts(settings) else None
+        p = make_plan(desired, table, timeouts, owned, settings, now())
+        outcome = Outcome(p, table, sysctls=sysctl_changes(settings.sysctls))
+        store.save(ownership_ahead(owned, p))
+        outcome.results = list(await kernel.apply_async(p.ops)) if p.steps else []
+        outcome.sysctl_errors = write_sysctls(outcome.sysctls)
+        outcome.applied = True
+        store.save(ownership_after(owned, p, outcome.results))
+        return outcome
+    table = await kernel.dump_services_async(only)
+    part = _restrict(owned, only)
+    subset = {k: v for k, v in desired.items() if k in only}
+    p = plan(subset, table, part, now(), settings.drain_timeout)
+    outcome = Outcome(p, table)
+    store.save(_merge(owned, only, ownership_ahead(part, p)))
+    outcome.results = list(await kernel.apply_async(p.ops)) if p.steps else []
     outcome.applied = True
-    store.save(ownership_after(owned, p, outcome.results))
+    store.save(_merge(owned, only, ownership_after(part, p, outcome.results)))
     return outcome

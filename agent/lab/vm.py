@@ -94,7 +94,8 @@ def _filtered(prefixes: tuple[str, ...], names: set[str], suffixes: tuple[str, .
 
 def _tree_stamp(root: Path) -> str:
     """Cheap fingerprint of a directory tree: names and mtimes of its top entries."""
-    h = hashlib.sha256(str(root).encode())
+    # The skip lists are part of the fingerprint: changing them rebuilds the bundle.
+    h = hashlib.sha256(repr((str(root), _STDLIB_SKIP, _VENV_SKIP_PREFIX)).encode())
     for entry in sorted(root.iterdir()):
         st = entry.stat()
         h.update(f"{entry.name}:{st.st_mtime_ns}:{st.st_size}".encode())

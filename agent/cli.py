@@ -1,0 +1,207 @@
+"""The ``lvs-agent`` command line.
+
+Owns argument parsing, exit codes and what each command prints. Imports are
+lazy so that ``--help`` and ``check-config`` start fast and need no kernel.
+
+Exit codes: 0 success (``plan``: nothing pending), 1 error, 2 ``plan`` found
+changes pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.config import Config
+
+DEFAULT_CONFIG = "/etc/lvs-agent/config.yaml"
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_PENDING = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lvs-agent",
+        description="LVS director agent: programs the kernel IPVS table from a YAML "
+        "configuration and keeps it there.",
+        epilog="Exit status: 0 ok (plan: nothing pending), 1 error, 2 plan: changes pending.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument(
+            "-c",
+            "--config",
+            default=DEFAULT_CONFIG,
+            metavar="FILE",
+            help=f"configuration file (default {DEFAULT_CONFIG})",
+        )
+        return cmd
+
+    with_config("check-config", "validate the configuration file; no other effect")
+    with_config("plan", "print the IPVS operations that apply would make, one per line")
+    with_config("apply", "reconcile the IPVS table with the configuration once")
+    with_config(
+        "run",
+        "run the agent: reconcile at start, every reconcile_interval, on "
+        "SIGHUP (re-reading the configuration); SIGTERM leaves the IPVS table in place",
+    )
+    with_config("status", "show the IPVS table, marking what the agent owns")
+
+    lab = sub.add_parser(
+        "lab",
+        help="build a throwaway LVS lab in network namespaces and send traffic through it",
+        description="Build a client, a director running this agent and two HTTP real servers "
+        "in network namespaces; send requests through the VIP; show which real server "
+        "answered and the IPVS table; tear everything down. Runs inside a VM with a stock "
+        "Debian kernel when the running kernel has no IPVS. Needs root.",
+    )
+    lab.add_argument(
+        "--forwarding",
+        choices=("nat", "dr"),
+        default="nat",
+        help="how the director forwards to the real servers (default nat)",
+    )
+    lab.add_argument("--requests", type=int, default=6, help="requests to send (default 6)")
+    lab.add_argument("--in-vm", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command: str = args.command
+    if command == "lab":
+        from agent.lab.demo import main as lab_main
+
+        return lab_main(forwarding=args.forwarding, requests=args.requests, in_vm=args.in_vm)
+    config = _load(args.config)
+    if config is None:
+        return EXIT_ERROR
+    if command == "check-config":
+        servers = sum(len(vs.real_servers) for vs in config.virtual_servers)
+        print(
+            f"{args.config}: valid ({len(config.virtual_servers)} virtual servers, "
+            f"{servers} real servers)"
+        )
+        return EXIT_OK
+    if command == "run":
+        from agent.daemon import run
+
+        return run(args.config)
+    return _with_kernel(command, config)
+
+
+def _load(path: str) -> Config | None:
+    from agent.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(
+            f"{path}: invalid ({len(exc.problems)} problem"
+            f"{'s' if len(exc.problems) != 1 else ''}); nothing was changed",
+            file=sys.stderr,
+        )
+    except OSError as exc:
+        print(f"lvs-agent: cannot read {path}: {exc.strerror}", file=sys.stderr)
+    return None
+
+
+def _with_kernel(command: str, config: Config) -> int:
+    from pathlib import Path
+
+    from agent.ipvs.desired import desired_table
+    from agent.ipvs.kernel import IpvsKernel, IpvsUnavailable
+    from agent.ipvs.reconciler import reconcile
+    from agent.ipvs.state import OwnershipStore, StateFileError
+
+    try:
+        kernel = IpvsKernel()
+    except IpvsUnavailable as exc:
+        print(f"lvs-agent: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    store = OwnershipStore(Path(config.state_dir) / "ipvs-state.json")
+    lock = None
+    if command == "apply":
+        from agent.daemon import InstanceLock
+
+        lock = InstanceLock(config.state_dir)
+        busy = lock.acquire()
+        if busy:
+            kernel.close()
+            print(f"lvs-agent: {busy}", file=sys.stderr)
+            return EXIT_ERROR
+    try:
+        with kernel:
+            if command == "status":
+                return _status(kernel, store)
+            outcome = reconcile(
+                kernel,
+                store,
+                desired_table(config.virtual_servers),
+                config.ipvs,
+                dry_run=command == "plan",
+            )
+    except StateFileError as exc:
+        print(f"lvs-agent: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"lvs-agent: netlink: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if lock is not None:
+            lock.release()
+
+    if command == "plan":
+        for step in outcome.plan.steps:
+            print(step.text)
+        for change in outcome.sysctls:
+            print(change)
+        n = len(outcome.plan.steps) + len(outcome.sysctls)
+        print(
+            f"{n} operation{'s' if n != 1 else ''} pending" if n else "nothing to do",
+            file=sys.stderr,
+        )
+        return EXIT_PENDING if n else EXIT_OK
+
+    failed = 0
+    for step, result in zip(outcome.plan.steps, outcome.results, strict=False):
+        if result is None:
+            print(f"applied: {step.text}")
+        else:
+            failed += 1
+            print(f"failed: {step.text}: {result}", file=sys.stderr)
+    for change in outcome.sysctls:
+        print(f"applied: {change}")
+    for error in outcome.sysctl_errors:
+        failed += 1
+        print(f"failed: {error}", file=sys.stderr)
+    done = len(outcome.plan.steps) + len(outcome.sysctls) - failed
+    summary = f"{done} applied, {failed} failed"
+    if outcome.plan.draining:
+        summary += (
+            f"; {outcome.plan.draining} real server(s) draining (removed by "
+            "`lvs-agent run`, or by a later apply once idle)"
+        )
+    print(summary if done or failed or outcome.plan.draining else "nothing to do", file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _status(kernel: object, store: object) -> int:
+    from agent.ipvs.render import render_table
+
+    table = kernel.dump()  # type: ignore[attr-defined]
+    owned = store.load().services  # type: ignore[attr-defined]
+    print(render_table(table, owned), end="")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

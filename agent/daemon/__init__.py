@@ -1,0 +1,292 @@
+"""``lvs-agent run``: the long-running agent.
+
+Wires the components together on one asyncio loop and owns the process's
+lifecycle: signals, systemd notification, the reconcile schedule.
+
+    config ──> desired table ──┐
+                               ├─> reconcile (dump, plan, apply) ──> metrics
+    kernel (IpvsKernel) <──────┘
+
+Schedule: a full reconcile at start, every ``reconcile_interval`` and after a
+successful SIGHUP reload; while real servers drain, a poll of just the
+draining services every ``DRAIN_POLL`` seconds. SIGTERM/SIGINT stop the loop
+and leave the IPVS table as it is (connections keep flowing while the agent
+restarts). An invalid configuration on reload is reported and the running one
+kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.ipvs.kernel import IpvsKernel
+    from agent.ipvs.model import DesiredTable
+    from agent.ipvs.reconciler import Outcome
+    from agent.ipvs.state import OwnershipStore
+    from agent.metrics import AgentMetrics
+
+log = logging.getLogger("lvs-agent")
+
+DRAIN_POLL = 1.0  # seconds between connection checks of draining real servers
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(address)
+            s.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify failed: %s", exc)
+
+
+class InstanceLock:
+    """One agent per state directory: two would fight over the same IPVS table."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = Path(state_dir) / "lvs-agent.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> str | None:
+        """None when acquired, else a sentence naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            return (
+                f"another lvs-agent (pid {holder}) manages the IPVS table of state "
+                f"directory {self.path.parent}; reload it with SIGHUP instead"
+            )
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Agent:
+    def __init__(
+        self, config_path: str, config: Config, kernel: IpvsKernel, metrics: AgentMetrics
+    ) -> None:
+        from agent.ipvs.state import OwnershipStore
+
+        self.config_path = config_path
+        self.config = config
+        self.kernel = kernel
+        self.metrics = metrics
+        self.store: OwnershipStore = OwnershipStore(Path(config.state_dir) / "ipvs-state.json")
+        self.desired: DesiredTable = self._desired(config)
+        self.stop = asyncio.Event()
+        self.reload = asyncio.Event()
+
+    @staticmethod
+    def _desired(config: Config) -> DesiredTable:
+        from agent.ipvs.desired import desired_table
+
+        return desired_table(config.virtual_servers)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload.set)
+        next_full = loop.time()
+        next_drain = float("inf")
+        ready = False
+        while not self.stop.is_set():
+            now = loop.time()
+            if now >= next_full:
+                await self.reconcile()
+                next_full = loop.time() + self.config.reconcile_interval
+                if not ready:
+                    sd_notify(
+                        f"READY=1\nSTATUS=reconciling every {self.config.reconcile_interval:g}s"
+                    )
+                    ready = True
+            elif now >= next_drain:
+                await self.reconcile(only_draining=True)
+            next_drain = (loop.time() + DRAIN_POLL) if self._draining() else float("inf")
+            wait = max(0.0, min(next_full, next_drain) - loop.time())
+            await self._wait(wait)
+            if self.reload.is_set():
+                self.reload.clear()
+                if self._reload():
+                    next_full = loop.time()
+        sd_notify("STOPPING=1")
+        log.info("stopping; the IPVS table stays as it is")
+
+    async def _wait(self, timeout: float) -> None:
+        stop = asyncio.ensure_future(self.stop.wait())
+        reload = asyncio.ensure_future(self.reload.wait())
+        try:
+            await asyncio.wait({stop, reload}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            reload.cancel()
+
+    def _draining(self) -> bool:
+        try:
+            return bool(self.store.load().drains)
+        except Exception:
+            return False
+
+    def _reload(self) -> bool:
+        from agent.config import ConfigError, load_config
+
+        sd_notify("RELOADING=1")
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload: %s", problem)
+            log.error("reload: %s is invalid; keeping the running configuration", self.config_path)
+            self.metrics.config_reloads.labels(result="invalid").inc()
+            self.metrics.errors.labels(kind="config").inc()
+            sd_notify("READY=1")
+            return False
+        except OSError as exc:
+            log.error(
+                "reload: cannot read %s: %s; keeping the running configuration",
+                self.config_path,
+                exc.strerror,
+            )
+            self.metrics.config_reloads.labels(result="unreadable").inc()
+            self.metrics.errors.labels(kind="config").inc()
+            sd_notify("READY=1")
+            return False
+        fixed = ("state_dir", "metrics_host", "metrics_port")
+        changed = [k for k in fixed if getattr(config, k) != getattr(self.config, k)]
+        if changed:
+            log.warning("reload: %s change only on restart", ", ".join(changed))
+        self.config = config
+        self.desired = self._desired(config)
+        self.metrics.config_reloads.labels(result="applied").inc()
+        log.info(
+            "reload: %s loaded (%d virtual servers)", self.config_path, len(config.virtual_servers)
+        )
+        sd_notify("READY=1")
+        return True
+
+    async def reconcile(self, only_draining: bool = False) -> Outcome | None:
+        from agent.ipvs.reconciler import reconcile_async
+        from agent.ipvs.state import StateFileError
+
+        only = None
+        if only_draining:
+            only = {svc for svc, _ in self.store.load().drains}
+            if not only:
+                return None
+        started = time.monotonic()
+        try:
+            outcome = await reconcile_async(
+                self.kernel, self.store, self.desired, self.config.ipvs, only=only
+            )
+        except StateFileError as exc:
+            log.error("%s", exc)
+            self.metrics.errors.labels(kind="state_file").inc()
+            return None
+        except OSError as exc:
+            log.error("reconcile failed: %s; retrying at the next reconcile", exc)
+            self.metrics.errors.labels(kind="netlink").inc()
+            return None
+        elapsed = time.monotonic() - started
+        for step, result in zip(outcome.plan.steps, outcome.results, strict=False):
+            if result is None:
+                log.info("applied: %s", step.text)
+            else:
+                log.error("failed: %s: %s", step.text, result)
+        for change in outcome.sysctls:
+            log.info("applied: %s", change)
+        for error in outcome.sysctl_errors:
+            log.error("failed: %s", error)
+        if only is None:
+            self.metrics.observe_reconcile(outcome, elapsed)
+            count = len(outcome.plan.steps) + len(outcome.sysctls)
+            if count:
+                log.info("reconcile: %d operations in %.3fs", count, elapsed)
+        else:
+            self.metrics.observe_partial(outcome)
+        return outcome
+
+
+def run(config_path: str) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from agent.config import ConfigError, load_config
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        log.error("%s is invalid; not starting", config_path)
+        return 1
+    except OSError as exc:
+        log.error("cannot read %s: %s", config_path, exc.strerror)
+        return 1
+    lock = InstanceLock(config.state_dir)
+    busy = lock.acquire()
+    if busy:
+        log.error("%s", busy)
+        return 1
+    try:
+        return asyncio.run(_main(config_path, config))
+    finally:
+        lock.release()
+
+
+async def _main(config_path: str, config: Config) -> int:
+    from agent.ipvs.kernel import IpvsKernel, IpvsUnavailable
+    from agent.metrics import AgentMetrics, serve
+
+    try:
+        kernel = IpvsKernel()
+    except IpvsUnavailable as exc:
+        log.error("%s", exc)
+        return 1
+    metrics = AgentMetrics()
+    try:
+        server = await serve(metrics, config.metrics_host, config.metrics_port)
+    except OSError as exc:
+        log.error(
+            "metrics: cannot listen on %s:%d: %s",
+            config.metrics_host,
+            config.metrics_port,
+            exc.strerror,
+        )
+        kernel.close()
+        return 1
+    log.info(
+        "started: %d virtual servers from %s; metrics on http://%s:%d/metrics",
+        len(config.virtual_servers),
+        config_path,
+        config.metrics_host,
+        config.metrics_port,
+    )
+    try:
+        await Agent(config_path, config, kernel, metrics).run()
+    finally:
+        server.close()
+        kernel.close()
+    return 0
