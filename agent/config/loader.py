@@ -380,24 +380,39 @@ def _scheduler_flags(item: Item, scheduler: str | None) -> tuple[str, ...] | Non
     return tuple(flags)
 
 
-def _tunnel(section: Section) -> Tunnel | None:
-    """tunnel_type / tunnel_port / tunnel_checksum of a virtual or real server."""
+def _tunnel(section: Section, base: Tunnel | None = None) -> Tunnel | None:
+    """tunnel_type / tunnel_port / tunnel_checksum of a virtual or real server.
+
+    A real server's keys override its virtual server's (``base``) one by one; a
+    port or checksum is inherited only where the resulting tunnel type takes it.
+    """
     type_item = section.item("tunnel_type")
     port_item = section.item("tunnel_port")
     csum_item = section.item("tunnel_checksum")
     if type_item is None and port_item is None and csum_item is None:
-        return None
-    tun_type = type_item.as_choice(TUNNEL_TYPES) if type_item else "ipip"
+        return base
+    tun_type = type_item.as_choice(TUNNEL_TYPES) if type_item else (base.type if base else "ipip")
     port = port_item.as_int(1, 65535) if port_item else None
+    if port_item is None and base is not None and base.type == "gue" == tun_type:
+        port = base.port
     checksum = csum_item.as_choice(TUNNEL_CHECKSUMS) if csum_item else "nocsum"
+    if (
+        csum_item is None
+        and base is not None
+        and (tun_type, base.checksum) in (("gue", "csum"), ("gue", "remcsum"), ("gre", "csum"))
+    ):
+        checksum = base.checksum
     ok = tun_type is not None and checksum is not None and (port_item is None or port is not None)
-    if tun_type == "gue" and port_item is None:
-        section.error("tunnel_type gue needs tunnel_port (the remote GUE UDP port)", "tunnel_type")
+    if tun_type == "gue" and port is None and port_item is None:
+        section.error(
+            "tunnel_type gue needs tunnel_port (the remote GUE UDP port)",
+            "tunnel_type" if type_item else None,
+        )
         ok = False
     if tun_type in ("ipip", "gre") and port_item is not None:
         section.error(f"tunnel_port is only for tunnel_type gue, not {tun_type}", "tunnel_port")
         ok = False
-    if tun_type == "ipip" and checksum not in ("nocsum", None):
+    if tun_type == "ipip" and csum_item is not None and checksum != "nocsum":
         section.error(
             "ipip tunnels have no checksum option; tunnel_checksum needs gue or gre",
             "tunnel_checksum",
@@ -471,13 +486,13 @@ def _real_server(
     upper = rs.get("upper_threshold", lambda i: i.as_int(0, 2**31 - 1), 0)
     lower = rs.get("lower_threshold", lambda i: i.as_int(0, 2**31 - 1), 0)
     forwarding = rs.get("forwarding", lambda i: i.as_choice(FORWARDING_METHODS), vs_forwarding)
-    own_tunnel = _tunnel(rs)
+    own_keys = any(rs.has(k) for k in ("tunnel_type", "tunnel_port", "tunnel_checksum"))
+    tunnel = _tunnel(rs, vs_tunnel)
     rs.finish()
 
-    tunnel = own_tunnel or vs_tunnel
     if forwarding == "tunnel":
         tunnel = tunnel or Tunnel()
-    elif own_tunnel is not None:
+    elif own_keys:
         rs.error(f"tunnel options need forwarding: tunnel (this real server uses {forwarding})")
     else:
         tunnel = None

@@ -270,6 +270,9 @@ async def reconcile_async(
         outcome.sysctl_errors = write_sysctls(outcome.sysctls)
         outcome.applied = True
         store.save(ownership_after(owned, p, outcome.results))
+        if p.steps:
+            # Metrics and status show the table as it now is, not as it was found.
+            outcome.kernel = await kernel.dump_async()
         return outcome
     table = await kernel.dump_services_async(only)
     part = _restrict(owned, only)
@@ -280,4 +283,6 @@ async def reconcile_async(
     outcome.results = list(await kernel.apply_async(p.ops)) if p.steps else []
     outcome.applied = True
     store.save(_merge(owned, only, ownership_after(part, p, outcome.results)))
+    if p.steps:
+        outcome.kernel = await kernel.dump_services_async(only)
     return outcome

@@ -323,3 +323,29 @@ def test_all_problems_reported_at_once() -> None:
     found = errors(text)
     assert len(found) >= 2
     assert any("bogus" in e for e in found) and any("port" in e for e in found)
+
+
+def test_real_server_tunnel_keys_override_one_by_one() -> None:
+    c = parse_config(
+        """\
+virtual_servers:
+  - name: t
+    address: "2001:db8::200"
+    port: 80
+    forwarding: tunnel
+    tunnel_type: gre
+    tunnel_checksum: csum
+    real_servers:
+      - {address: 10.0.5.1}
+      - {address: "2001:db8:5::2", tunnel_checksum: nocsum}
+      - {address: "2001:db8:5::3", tunnel_type: gue, tunnel_port: 6080}
+      - {address: "2001:db8:5::4", tunnel_type: ipip}
+"""
+    )
+    tunnels = [rs.tunnel for rs in c.virtual_servers[0].real_servers]
+    assert [(t.type, t.port, t.checksum) for t in tunnels if t] == [
+        ("gre", 0, "csum"),
+        ("gre", 0, "nocsum"),
+        ("gue", 6080, "csum"),
+        ("ipip", 0, "nocsum"),
+    ]

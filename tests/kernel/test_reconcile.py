@@ -1,0 +1,166 @@
+"""`lvs-agent plan/apply` against the real kernel, with ipvsadm as the referee."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import load_config
+from agent.ipvs.desired import desired_table
+from agent.ipvs.kernel import IpvsKernel
+from agent.ipvs.model import EditDest, KernelTable, Op
+from agent.ipvs.reconciler import reconcile
+from agent.ipvs.state import OwnershipStore
+from agent.lab import netns
+from tests.kernel.conftest import ipvsadm
+
+DATA = Path(__file__).parent / "data"
+
+
+def write_config(tmp_path: Path, text: str | None = None) -> Path:
+    text = text if text is not None else (DATA / "every-option.yaml").read_text()
+    path = tmp_path / "config.yaml"
+    path.write_text(text.replace("/STATE_DIR", str(tmp_path / "state")))
+    return path
+
+
+def cli(ns: str, *args: str) -> int:
+    with netns.entered(ns):
+        return main(list(args))
+
+
+class CountingKernel:
+    """Wraps IpvsKernel to count the operations a reconcile hands to the kernel."""
+
+    def __init__(self, kernel: IpvsKernel) -> None:
+        self.kernel = kernel
+        self.ops: list[Op] = []
+        self.messages = 0  # netlink messages the apply calls sent
+
+    def dump(self) -> KernelTable:
+        return self.kernel.dump()
+
+    def get_timeouts(self):  # type: ignore[no-untyped-def]
+        return self.kernel.get_timeouts()
+
+    def apply(self, ops: Sequence[Op]):  # type: ignore[no-untyped-def]
+        self.ops.extend(ops)
+        before = self.kernel.counters.messages_sent
+        try:
+            return self.kernel.apply(ops)
+        finally:
+            self.messages += self.kernel.counters.messages_sent - before
+
+
+def reconcile_in(ns: str, config_path: Path) -> tuple[CountingKernel, object, int]:
+    config = load_config(str(config_path))
+    with netns.entered(ns):
+        kernel = IpvsKernel()
+    with kernel:
+        counting = CountingKernel(kernel)
+        outcome = reconcile(
+            counting,
+            OwnershipStore(Path(config.state_dir) / "ipvs-state.json"),
+            desired_table(config.virtual_servers),
+            config.ipvs,
+        )
+    return counting, outcome, counting.messages
+
+
+def test_every_option_round_trips_through_ipvsadm(ns: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert cli(ns, "plan", "-c", str(config)) == 2
+    assert cli(ns, "apply", "-c", str(config)) == 0
+    assert ipvsadm(ns, "-S", "-n") == (DATA / "every-option.ipvsadm").read_text()
+    assert "Timeout (tcp tcpfin udp): 900 60 120" in ipvsadm(ns, "-L", "-n", "--timeout")
+    # ipvsadm -S does not save thresholds; --thresholds lists them.
+    thresholds = ipvsadm(ns, "-L", "-n", "--thresholds")
+    assert re.search(r"10\.0\.1\.22:8080\s+200\s+100", thresholds), thresholds
+    assert re.search(r"10\.0\.4\.11:2905\s+1000\s+800", thresholds), thresholds
+    assert re.search(r"10\.0\.7\.7:80\s+5\s+0", thresholds), thresholds
+    with netns.entered(ns):
+        for key in ("expire_nodest_conn", "expire_quiescent_template"):
+            assert Path(f"/proc/sys/net/ipv4/vs/{key}").read_text().strip() == "1"
+    # Nothing left to do: plan says so, and a second apply writes nothing.
+    assert cli(ns, "plan", "-c", str(config)) == 0
+    counting, _outcome, sent = reconcile_in(ns, config)
+    assert counting.ops == [] and sent == 0
+    assert ipvsadm(ns, "-S", "-n") == (DATA / "every-option.ipvsadm").read_text()
+
+
+def test_hand_made_service_survives_every_apply(ns: str, tmp_path: Path) -> None:
+    ipvsadm(ns, "-A", "-t", "203.0.113.5:22", "-s", "rr")
+    ipvsadm(ns, "-a", "-t", "203.0.113.5:22", "-r", "10.9.9.9:22", "-m", "-w", "7")
+    hand_made = [line for line in ipvsadm(ns, "-S", "-n").splitlines() if "203.0.113.5" in line]
+    config = write_config(tmp_path)
+    assert cli(ns, "apply", "-c", str(config)) == 0
+    # Drop every configured service: ours go, the hand-made one stays.
+    config.write_text(config.read_text().split("virtual_servers:")[0] + "virtual_servers: []\n")
+    assert cli(ns, "apply", "-c", str(config)) == 0
+    assert ipvsadm(ns, "-S", "-n").splitlines() == hand_made
+
+
+def test_weight_change_is_one_operation(ns: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert cli(ns, "apply", "-c", str(config)) == 0
+    text = config.read_text().replace("port: 8080, weight: 50,", "port: 8080, weight: 75,")
+    config.write_text(text)
+    counting, _outcome, sent = reconcile_in(ns, config)
+    assert len(counting.ops) == 1 and isinstance(counting.ops[0], EditDest)
+    assert counting.ops[0].dest.weight == 75
+    assert sent == 1, f"{sent} netlink messages for one weight change"
+    assert "-r 10.0.1.22:8080 -m -w 75" in ipvsadm(ns, "-S", "-n")
+
+
+def test_restart_cleans_up_what_config_dropped_and_restores_weights(
+    ns: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path)
+    assert cli(ns, "apply", "-c", str(config)) == 0
+    # A drain (or a crashed health check) left a configured server at weight 0 ...
+    ipvsadm(ns, "-e", "-t", "192.0.2.100:80", "-r", "10.0.1.21:8080", "-m", "-w", "0")
+    # ... and the "dns" service left the configuration while the agent was down.
+    text = config.read_text()
+    start = text.index("  - name: udp-one-packet")
+    end = text.index("  - name: fwmark-gue")
+    config.write_text(text[:start] + text[end:])
+    assert cli(ns, "apply", "-c", str(config)) == 0  # a new process: ownership from disk
+    saved = ipvsadm(ns, "-S", "-n")
+    assert "192.0.2.53:53" not in saved
+    assert "-r 10.0.1.21:8080 -m -w 100" in saved
+
+
+def test_kernel_errors_name_errno_and_object_and_the_rest_applies(
+    ns: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Debian's 6.1 kernel has no ip_vs_twos module.
+    config = write_config(
+        tmp_path,
+        f"""\
+state_dir: {tmp_path / "state"}
+virtual_servers:
+  - name: wants-twos
+    address: 192.0.2.1
+    port: 80
+    scheduler: twos
+    real_servers: [{{address: 10.0.0.1, port: 80}}]
+  - name: fine
+    address: 192.0.2.2
+    port: 80
+    real_servers: [{{address: 10.0.0.2, port: 80}}]
+""",
+    )
+    assert cli(ns, "apply", "-c", str(config)) == 1
+    err = capsys.readouterr().err
+    assert "192.0.2.1:80" in err and "twos" in err, err
+    assert re.search(r"E[A-Z]+ \(", err), err  # the errno's name, e.g. ENOENT (...)
+    saved = ipvsadm(ns, "-S", "-n")
+    assert "-a -t 192.0.2.2:80 -r 10.0.0.2:80 -m -w 1" in saved
+    # The next reconcile retries only what failed.
+    assert cli(ns, "plan", "-c", str(config)) == 2
+    pending = capsys.readouterr().out.splitlines()
+    assert pending and all("192.0.2.1:80" in line for line in pending), pending

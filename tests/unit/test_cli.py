@@ -1,0 +1,53 @@
+"""The command line: help, exit codes, check-config output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def test_help_names_every_command() -> None:
+    out = run("--help").stdout
+    for command in ("check-config", "plan", "apply", "run", "status", "lab"):
+        assert command in out
+
+
+def test_check_config_valid_and_invalid(tmp_path: Path) -> None:
+    ok = run("check-config", "-c", str(ROOT / "config.example.yaml"))
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("virtual_servers:\n  - name: x\n    address: 192.0.2.1\n    port: 99999\n")
+    proc = run("check-config", "-c", str(bad))
+    assert proc.returncode == 1
+    assert f"{bad}:4: virtual_servers[0].port: must be 1..65535, got 99999" in proc.stderr
+    assert "nothing was changed" in proc.stderr
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    proc = run("check-config", "-c", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        == f"lvs-agent: cannot read {tmp_path / 'nope.yaml'}: No such file or directory"
+    )
+
+
+def test_check_config_has_no_side_effects(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nvirtual_servers: []\n")
+    assert run("check-config", "-c", str(config)).returncode == 0
+    assert not (tmp_path / "state").exists()
