@@ -1,0 +1,397 @@
+"""The imperative shell: runs the configured VRRP instances on an asyncio loop.
+
+This module owns the wiring, and nothing that decides: it feeds the pure core
+(``machine``, ``sync``, ``trackers``) with packets from ``transport``, timer
+expiries, link states and script results, and performs the actions the core
+returns (sockets, ``vips``, notify commands). One ``VrrpService`` per agent;
+the daemon calls ``await start()`` and ``await stop()`` and reads ``counters()``.
+
+Rules it keeps:
+
+- time is ``loop.time()`` (monotonic) only; one ``call_at`` timer per instance,
+  always replaced by the latest ``ScheduleTimer``;
+- nothing raises out of a loop callback: bad packets become ``AdvertRejected``
+  (counted), netlink/socket failures are logged and counted;
+- VIPs configured for any instance are removed at start (a crashed run may have
+  left them) and by ``stop()`` (priority 0 is sent first);
+- scripts and notify commands run as child processes without a shell, bounded
+  by their timeout; only processes started here are killed, by PID.
+- link states are polled (``LINK_POLL``) through netlink; the VRRP interface of
+  each instance is tracked implicitly with weight 0, as keepalived does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import shlex
+import socket
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Final
+
+from agent.vrrp.config import SyncGroupConfig, TrackInterfaceConfig, VrrpConfig, VrrpInstanceConfig
+from agent.vrrp.counters import InstanceCounters
+from agent.vrrp.machine import (
+    Action,
+    AddVips,
+    AdvertReceived,
+    AdvertRejected,
+    Event,
+    InstanceParams,
+    Notify,
+    RemoveVips,
+    ScheduleTimer,
+    SendAdvert,
+    SendGratuitous,
+    Shutdown,
+    Startup,
+    State,
+    TimerFired,
+    VrrpMachine,
+    config_family,
+    config_vips,
+)
+from agent.vrrp.packet import VipInterface, VrrpDecodeError, decode, encode, peek_vrid
+from agent.vrrp.sync import GroupNotify, SyncGroup
+from agent.vrrp.trackers import InstanceTracking
+from agent.vrrp.transport import Received, SocketCounters, VrrpSocket
+from agent.vrrp.vips import VipError, VipManager
+
+log = logging.getLogger("agent.vrrp")
+
+LINK_POLL: Final = 0.5  # seconds between link-state polls of tracked interfaces
+NOTIFY_TIMEOUT: Final = 30.0  # a notify command still running then is killed
+NOTIFY_NAMES: Final = {
+    State.INIT: "STOP",
+    State.BACKUP: "BACKUP",
+    State.MASTER: "MASTER",
+    State.FAULT: "FAULT",
+}
+
+
+class VrrpStartError(RuntimeError):
+    """The configuration cannot run on this host (interface or address missing)."""
+
+
+@dataclass(slots=True)
+class _Instance:
+    config: VrrpInstanceConfig
+    machine: VrrpMachine
+    tracking: InstanceTracking
+    group: SyncGroup
+    socket_key: tuple[str, int]
+    timer: asyncio.TimerHandle | None = None
+
+
+async def run_command(argv: list[str], timeout: float) -> bool:
+    """Run ``argv`` (no shell); True on exit status 0 within ``timeout``."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError as e:
+        log.warning("cannot run %s: %s", argv[0] if argv else "?", e)
+        return False
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout) == 0
+    except TimeoutError:
+        return False
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: kill our own child, by PID
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 5)
+
+
+class VrrpService:
+    """All VRRP instances and sync groups of one agent."""
+
+    def __init__(self, config: VrrpConfig) -> None:
+        self.config = config
+        self._instances: dict[str, _Instance] = {}
+        self._groups: dict[str, SyncGroupConfig] = {g.name: g for g in config.vrrp_sync_groups}
+        self._sockets: dict[tuple[str, int], VrrpSocket] = {}
+        self._vips: dict[str, VipManager] = {}
+        self._by_vrid: dict[tuple[str, int, int], str] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False
+
+    # -- the surface the daemon uses
+
+    def counters(self) -> dict[str, InstanceCounters]:
+        return {name: i.machine.counters for name, i in self._instances.items()}
+
+    def socket_counters(self) -> dict[str, SocketCounters]:
+        """Per ``interface/ipv4|ipv6``: receive errors and packets matching no instance."""
+        return {
+            f"{ifname}/{'ipv4' if fam == socket.AF_INET else 'ipv6'}": s.counters
+            for (ifname, fam), s in self._sockets.items()
+        }
+
+    def states(self) -> dict[str, State]:
+        return {name: i.machine.state for name, i in self._instances.items()}
+
+    async def start(self) -> None:
+        """Clean up stale VIPs, open sockets, start trackers and every instance."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        try:
+            self._build()
+            for key, sock in self._sockets.items():
+                sock.open()
+                sock.attach(loop, functools.partial(self._on_received, key))
+        except Exception:
+            self._close_io()
+            raise
+        self._running = True
+        self._poll_links(initial=True)
+        self._spawn(self._link_loop())
+        for inst in self._instances.values():
+            for name in inst.tracking.scripts:
+                self._spawn(self._script_loop(inst.config.name, name))
+        for name in self._instances:
+            self._deliver(name, Startup())
+
+    async def stop(self) -> None:
+        """Leave MASTER everywhere (priority 0, VIPs removed), then close everything."""
+        self._running = False
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=NOTIFY_TIMEOUT)
+        for name in self._instances:
+            self._deliver(name, Shutdown())
+        for inst in self._instances.values():
+            if inst.timer is not None:
+                inst.timer.cancel()
+                inst.timer = None
+        self._close_io()
+        # Last notify commands ("STOP") were spawned by the Shutdown delivery above.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=NOTIFY_TIMEOUT)
+
+    # -- building
+
+    def _build(self) -> None:
+        configs = self.config.vrrp_instances
+        by_name = {c.name: c for c in configs}
+        member_of: dict[str, SyncGroupConfig] = {}
+        for group_cfg in self.config.vrrp_sync_groups:
+            for member in group_cfg.instances:
+                if member not in by_name:
+                    raise VrrpStartError(f"sync group {group_cfg.name}: no instance {member}")
+                member_of[member] = group_cfg
+        vips_by_if: dict[str, list[VipInterface]] = {}
+        for cfg in configs:
+            self._vips.setdefault(cfg.interface, VipManager(cfg.interface))
+            try:
+                vips_by_if.setdefault(cfg.interface, []).extend(config_vips(cfg))
+            except ValueError as e:
+                raise VrrpStartError(f"{cfg.name}: {e}") from e
+        for ifname, vips in vips_by_if.items():
+            try:
+                removed = self._vips[ifname].cleanup(vips)
+            except VipError as e:
+                raise VrrpStartError(str(e)) from e
+            if removed:
+                log.warning("removed VIPs left by an earlier run on %s: %s", ifname,
+                            ", ".join(map(str, removed)))
+        machines: dict[str, VrrpMachine] = {}
+        for cfg in configs:
+            mgr = self._vips[cfg.interface]
+            try:
+                family = config_family(cfg)
+                primary = mgr.primary_address(family, vips_by_if[cfg.interface])
+                if primary is None:
+                    raise VrrpStartError(f"{cfg.name}: {cfg.interface} has no usable address")
+                params = InstanceParams.from_config(cfg, primary)
+            except (ValueError, VipError) as e:
+                raise VrrpStartError(f"{cfg.name}: {e}") from e
+            synced = cfg.name in member_of and len(member_of[cfg.name].instances) > 1
+            machines[cfg.name] = VrrpMachine(params, synced=synced)
+            key = (cfg.interface, params.family, params.vrid)
+            if key in self._by_vrid:
+                raise VrrpStartError(f"{cfg.name}: VRID {params.vrid} twice on {cfg.interface}")
+            self._by_vrid[key] = cfg.name
+            sock_key = (cfg.interface, params.family)
+            sock = self._sockets.get(sock_key)
+            multicast = not params.unicast_peers
+            if sock is None:
+                self._sockets[sock_key] = VrrpSocket(cfg.interface, params.family,
+                                                     multicast=multicast)
+            elif multicast:
+                sock.multicast = True
+        groups = {
+            g.name: SyncGroup(g.name, [machines[m] for m in g.instances])
+            for g in self.config.vrrp_sync_groups
+        }
+        for cfg in configs:
+            membership = member_of.get(cfg.name)
+            group = (
+                groups[membership.name] if membership else SyncGroup(cfg.name, [machines[cfg.name]])
+            )
+            # The VRRP interface itself is tracked with weight 0: no link, no election.
+            interfaces: list[TrackInterfaceConfig] = [TrackInterfaceConfig(cfg.interface)]
+            interfaces += [t for t in cfg.track_interfaces if t.name != cfg.interface]
+            tracking = InstanceTracking(cfg.priority, interfaces, cfg.track_scripts)
+            machine = machines[cfg.name]
+            self._instances[cfg.name] = _Instance(
+                cfg, machine, tracking, group, (cfg.interface, machine.params.family)
+            )
+
+    def _close_io(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        for mgr in self._vips.values():
+            mgr.close()
+
+    # -- input paths
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _deliver(self, name: str, event: Event) -> None:
+        inst = self._instances[name]
+        try:
+            actions = inst.group.handle(name, event, self._now())
+        except Exception:  # a core bug must not take the loop down
+            log.exception("%s: handling %s failed", name, type(event).__name__)
+            return
+        for action in actions:
+            try:
+                self._perform(action)
+            except Exception:
+                log.exception("performing %s failed", action)
+
+    def _on_received(self, key: tuple[str, int], r: Received) -> None:
+        try:
+            vrid = peek_vrid(r.payload)
+            name = self._by_vrid.get((key[0], key[1], vrid if vrid is not None else -1))
+            if name is None:
+                reason = "vrid" if vrid is not None else "truncated"
+                self._sockets[key].counters.invalid[reason] += 1
+                return
+            params = self._instances[name].machine.params
+            try:
+                advert = decode(
+                    r.payload, family=r.family, src=r.source, dst=r.destination,
+                    hop_limit=r.hop_limit, version=params.version, auth_pass=params.auth,
+                    check_hop_limit=not params.unicast_peers,
+                )
+            except VrrpDecodeError as e:
+                self._deliver(name, AdvertRejected(e.reason))
+                return
+            self._deliver(name, AdvertReceived(advert, r.source))
+        except Exception:
+            log.exception("dropping a packet on %s", key[0])
+
+    def _on_timer(self, name: str) -> None:
+        self._instances[name].timer = None
+        self._deliver(name, TimerFired())
+
+    # -- trackers
+
+    def _spawn(self, coro: Coroutine[object, object, object]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _poll_links(self, initial: bool = False) -> None:
+        states: dict[str, bool] = {}
+        for inst in self._instances.values():
+            for ifname in inst.tracking.interfaces:
+                if ifname not in states:
+                    states[ifname] = self._link_up(ifname)
+        for name, inst in self._instances.items():
+            changed = False
+            for ifname in inst.tracking.interfaces:
+                changed |= inst.tracking.set_link(ifname, states[ifname])
+            if changed or initial:  # before Startup every instance learns its tracking once
+                self._deliver(name, inst.tracking.event())
+
+    def _link_up(self, ifname: str) -> bool:
+        mgr = self._vips.get(ifname)
+        if mgr is None:
+            mgr = self._vips[ifname] = VipManager(ifname)
+        try:
+            return mgr.link().up
+        except VipError:
+            return False  # interface gone: down
+
+    async def _link_loop(self) -> None:
+        while self._running:
+            await asyncio.sleep(LINK_POLL)
+            self._poll_links()
+
+    async def _script_loop(self, instance: str, script: str) -> None:
+        inst = self._instances[instance]
+        tracker = inst.tracking.scripts[script]
+        argv = shlex.split(tracker.config.script)
+        loop = asyncio.get_running_loop()
+        while self._running:
+            started = loop.time()
+            ok = await run_command(argv, tracker.timeout)
+            if inst.tracking.record_script(script, ok):
+                log.info("%s: track script %s is now %s", instance, script,
+                         "OK" if ok else "failing")
+                self._deliver(instance, inst.tracking.event())
+            await asyncio.sleep(max(0.0, started + tracker.config.interval - loop.time()))
+
+    # -- output paths
+
+    def _perform(self, action: Action | GroupNotify) -> None:
+        if isinstance(action, ScheduleTimer):
+            inst = self._instances[action.instance]
+            if inst.timer is not None:
+                inst.timer.cancel()
+                inst.timer = None
+            if action.at is not None and self._loop is not None:
+                inst.timer = self._loop.call_at(action.at, self._on_timer, action.instance)
+        elif isinstance(action, SendAdvert):
+            inst = self._instances[action.instance]
+            sock = self._sockets[inst.socket_key]
+            src = inst.machine.params.primary_address
+            for dst in action.destinations:
+                if not sock.send(encode(action.advert, src, dst), src, dst):
+                    inst.machine.counters.send_errors += 1
+        elif isinstance(action, (AddVips, RemoveVips, SendGratuitous)):
+            self._perform_vips(action)
+        elif isinstance(action, Notify):
+            inst = self._instances[action.instance]
+            log.info("%s: %s -> %s (priority %d, %s)", action.instance, action.old.name,
+                     action.new.name, action.priority, action.why)
+            if inst.config.notify:
+                self._notify(inst.config.notify, "INSTANCE", action.instance, action.new,
+                             action.priority)
+        elif isinstance(action, GroupNotify):
+            log.info("sync group %s: all %s", action.group, action.state.name)
+            group = self._groups.get(action.group)
+            if group is not None and group.notify:
+                self._notify(group.notify, "GROUP", action.group, action.state, 0)
+
+    def _perform_vips(self, action: AddVips | RemoveVips | SendGratuitous) -> None:
+        inst = self._instances[action.instance]
+        mgr = self._vips[inst.config.interface]
+        try:
+            if isinstance(action, AddVips):
+                # action.accept (RFC 5798 Accept_Mode) is not enforced: refusing traffic
+                # to a local address needs netfilter, and IPVS needs the VIP local anyway.
+                mgr.add(action.vips)
+            elif isinstance(action, RemoveVips):
+                mgr.remove(action.vips)
+            else:
+                mgr.announce(action.vips, action.repeat)
+        except VipError as e:
+            inst.machine.counters.vip_errors += 1
+            log.error("%s: %s", action.instance, e)
+
+    def _notify(self, command: str, kind: str, name: str, state: State, priority: int) -> None:
+        argv = [*shlex.split(command), kind, name, NOTIFY_NAMES[state], str(priority)]
+        self._spawn(run_command(argv, NOTIFY_TIMEOUT))
