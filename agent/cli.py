@@ -21,6 +21,7 @@ DEFAULT_CONFIG = "/etc/lvs-agent/config.yaml"
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_PENDING = 2
+MAX_PROBLEMS_SHOWN = 50  # a broken generated file can hold thousands of the same mistake
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,8 +103,10 @@ def _load(path: str) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
+        for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
             print(problem, file=sys.stderr)
+        if len(exc.problems) > MAX_PROBLEMS_SHOWN:
+            print(f"... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more", file=sys.stderr)
         print(
             f"{path}: invalid ({len(exc.problems)} problem"
             f"{'s' if len(exc.problems) != 1 else ''}); nothing was changed",

@@ -27,7 +27,7 @@ from agent.config.model import (
     Tunnel,
     VirtualServer,
 )
-from agent.config.reader import ConfigError, Item, Problems, Section, compose
+from agent.config.reader import BOOL_TAG, INT_TAG, ConfigError, Item, Problems, Section, compose
 
 DEFAULT_PATH = "/etc/lvs-agent/config.yaml"
 DEFAULT_METRICS = "127.0.0.1:9469"
@@ -211,7 +211,7 @@ def _read_ipvs(section: Section | None) -> IpvsSettings | None:
 
 
 def _sysctl_value(item: Item, lo: int, hi: int) -> int | None:
-    if item.node.tag == "tag:yaml.org,2002:bool":
+    if item.scalar_tag == BOOL_TAG:
         value = item.as_bool()
         return None if value is None else int(value)
     return item.as_int(lo, hi)
@@ -456,7 +456,7 @@ def _netmask(item: Item, family: str) -> int | None:
     """IPv4: dotted mask or prefix length -> host-order mask. IPv6: prefix length 1..128."""
     if family == "ipv6":
         return item.as_int(1, 128)
-    if item.node.tag == "tag:yaml.org,2002:int":
+    if item.scalar_tag == INT_TAG:
         length = item.as_int(1, 32)
         return None if length is None else (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
     text = item.as_str()

@@ -30,8 +30,86 @@ _FLOAT = "tag:yaml.org,2002:float"
 _STR = "tag:yaml.org,2002:str"
 _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
+INT_TAG = _INT
+BOOL_TAG = _BOOL
 
 _constructor = yaml.constructor.SafeConstructor()
+# Plain words YAML 1.1 reads as null or a boolean (yaml.resolver's patterns).
+_NULL_OR_BOOL_WORDS = frozenset(
+    (
+        "",
+        "~",
+        "null",
+        "Null",
+        "NULL",
+        "yes",
+        "Yes",
+        "YES",
+        "no",
+        "No",
+        "NO",
+        "true",
+        "True",
+        "TRUE",
+        "false",
+        "False",
+        "FALSE",
+        "on",
+        "On",
+        "ON",
+        "off",
+        "Off",
+        "OFF",
+    )
+)
+_RESOLVERS: dict[str | None, list[tuple[str, Any]]] = yaml.resolver.Resolver.yaml_implicit_resolvers
+
+
+class Node:
+    """A node of the document: its line (1-based) and what it holds."""
+
+    __slots__ = ("line",)
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+class ScalarNode(Node):
+    """A scalar. Plain scalars get their YAML 1.1 type (int, bool, ...) on demand."""
+
+    __slots__ = ("_tag", "value")
+
+    def __init__(self, line: int, value: str, tag: str | None) -> None:
+        self.line = line
+        self.value = value
+        self._tag = tag  # None: plain, not resolved yet
+
+    @property
+    def tag(self) -> str:
+        if self._tag is None:
+            v = self.value
+            for tag, regexp in _RESOLVERS.get(v[:1] if v else "", []) + _RESOLVERS.get(None, []):
+                if regexp.match(v):
+                    self._tag = tag
+                    return tag
+            self._tag = _STR
+        return self._tag
+
+
+class SequenceNode(Node):
+    __slots__ = ("value",)
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+        self.value: list[Node] = []
+
+
+class MappingNode(Node):
+    __slots__ = ("value",)
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+        self.value: list[tuple[Node, Node]] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +137,25 @@ class Problems:
     file: str
     found: list[Problem] = field(default_factory=list)
 
-    def add(self, node: yaml.Node | None, path: str, message: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else 1
-        self.found.append(Problem(self.file, line, path, message))
+    def add(self, node: Node | None, path: str, message: str) -> None:
+        self.found.append(Problem(self.file, node.line if node is not None else 1, path, message))
 
     def raise_if_any(self) -> None:
         if self.found:
             raise ConfigError(self.found)
 
 
-def compose(text: str, problems: Problems) -> yaml.Node | None:
-    """Parse YAML into nodes (which keep line numbers); syntax errors become problems."""
-    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def compose(text: str, problems: Problems) -> Node | None:
+    """Parse YAML into line-numbered nodes; syntax errors become problems.
+
+    Built on libyaml's event stream rather than PyYAML's composer: that one
+    resolves the type of every scalar (keys included) in Python and keeps two
+    Mark objects per node, which made a 10,000-service file take ~9 s to read.
+    Here types are resolved only for the values a reader asks about. Anchors,
+    aliases and merge keys (``<<: *defaults``) work as in YAML.
+    """
     try:
-        return yaml.compose(text, Loader=loader_cls)
+        return _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -84,29 +167,141 @@ def compose(text: str, problems: Problems) -> yaml.Node | None:
     return None
 
 
+def _compose(text: str) -> Node | None:
+    loader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)(text)
+    try:
+        return _Composer(loader.get_event).document()
+    finally:
+        loader.dispose()
+
+
+_ev = yaml.events
+
+
+class _Composer:
+    """Recursive descent over libyaml's events into line-numbered nodes."""
+
+    def __init__(self, get_event: Any) -> None:
+        self.get = get_event
+        self.anchors: dict[str, Node] = {}
+
+    def document(self) -> Node | None:
+        get = self.get
+        get()  # StreamStart
+        event = get()
+        if type(event) is _ev.StreamEndEvent:
+            return None
+        root = self.node(get())  # after DocumentStart
+        get()  # DocumentEnd
+        event = get()
+        if type(event) is not _ev.StreamEndEvent:
+            raise yaml.composer.ComposerError(
+                None, None, "expected a single document, found another one", event.start_mark
+            )
+        return root
+
+    def node(self, event: Any) -> Node:
+        cls = type(event)
+        node: Node
+        if cls is _ev.ScalarEvent:
+            tag = event.tag
+            if tag is None or tag == "!":
+                # libyaml marks plain style with '', the pure-Python parser with None
+                tag = None if (event.implicit[0] and not event.style) else _STR
+            node = ScalarNode(event.start_mark.line + 1, event.value, tag)
+        elif cls is _ev.MappingStartEvent:
+            mapping = MappingNode(event.start_mark.line + 1)
+            append = mapping.value.append
+            get = self.get
+            merge = False
+            while True:
+                key_event = get()
+                if type(key_event) is _ev.MappingEndEvent:
+                    break
+                key = self.node(key_event)
+                append((key, self.node(get())))
+                if not merge and isinstance(key, ScalarNode) and key.value == "<<":
+                    merge = key._tag is None
+            if merge:
+                _merge_keys(mapping)
+            node = mapping
+        elif cls is _ev.SequenceStartEvent:
+            sequence = SequenceNode(event.start_mark.line + 1)
+            append_item = sequence.value.append
+            get = self.get
+            while True:
+                item_event = get()
+                if type(item_event) is _ev.SequenceEndEvent:
+                    break
+                append_item(self.node(item_event))
+            node = sequence
+        elif cls is _ev.AliasEvent:
+            found = self.anchors.get(event.anchor)
+            if found is None:
+                raise yaml.composer.ComposerError(
+                    None, None, f"found undefined alias {event.anchor!r}", event.start_mark
+                )
+            return found
+        else:
+            raise yaml.composer.ComposerError(
+                None, None, f"unexpected {cls.__name__}", event.start_mark
+            )
+        if event.anchor is not None:
+            self.anchors[event.anchor] = node
+        return node
+
+
+def _merge_keys(mapping: MappingNode) -> None:
+    """YAML merge keys: ``<<: *a`` or ``<<: [*a, *b]`` add the keys not already set."""
+    merged: list[tuple[Node, Node]] = []
+    own: list[tuple[Node, Node]] = []
+    for key, value in mapping.value:
+        if isinstance(key, ScalarNode) and key.value == "<<" and key._tag is None:
+            sources = value.value if isinstance(value, SequenceNode) else [value]
+            for source in sources:
+                if isinstance(source, MappingNode):
+                    merged.extend(source.value)
+                else:
+                    own.append((key, value))  # not mergeable: left for the reader to report
+                    break
+        else:
+            own.append((key, value))
+    if merged:
+        names = {k.value for k, _ in own if isinstance(k, ScalarNode)}
+        extra: list[tuple[Node, Node]] = []
+        for key, value in merged:
+            if isinstance(key, ScalarNode) and key.value not in names:
+                names.add(key.value)
+                extra.append((key, value))
+        mapping.value = own + extra
+
+
 _TYPE_NAMES = {
     _INT: "an integer",
     _FLOAT: "a number",
     _STR: "a string",
     _BOOL: "true or false",
     _NULL: "null",
-    "seq": "a list",
-    "map": "a mapping",
 }
 
 
-def describe(node: yaml.Node) -> str:
-    if isinstance(node, yaml.SequenceNode):
+def describe(node: Node) -> str:
+    if isinstance(node, SequenceNode):
         return "a list"
-    if isinstance(node, yaml.MappingNode):
+    if isinstance(node, MappingNode):
         return "a mapping"
+    assert isinstance(node, ScalarNode)
     name = _TYPE_NAMES.get(node.tag, "a value")
     return f"{name} ({node.value!r})" if node.tag != _NULL else "null"
 
 
-def scalar(node: yaml.Node) -> Any:
+def is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _NULL
+
+
+def scalar(node: ScalarNode) -> Any:
     """The Python value of a scalar node, by the YAML 1.1 rules of the safe loader."""
-    return _constructor.construct_object(node, deep=True)
+    return _constructor.construct_object(yaml.ScalarNode(node.tag, node.value), deep=True)
 
 
 class Item:
@@ -114,7 +309,7 @@ class Item:
 
     __slots__ = ("node", "path", "problems")
 
-    def __init__(self, node: yaml.Node, path: str, problems: Problems) -> None:
+    def __init__(self, node: Node, path: str, problems: Problems) -> None:
         self.node = node
         self.path = path
         self.problems = problems
@@ -124,48 +319,62 @@ class Item:
 
     @property
     def line(self) -> int:
-        return int(self.node.start_mark.line) + 1
+        return self.node.line
+
+    @property
+    def scalar_tag(self) -> str:
+        """The YAML type tag of a scalar value; "" for a list or mapping."""
+        return self.node.tag if isinstance(self.node, ScalarNode) else ""
 
     # -- typed views; each returns None after recording a problem -------------------
 
     def as_section(self) -> Section | None:
-        if not isinstance(self.node, yaml.MappingNode):
+        if not isinstance(self.node, MappingNode):
             self.error(f"must be a mapping, got {describe(self.node)}")
             return None
         return Section(self.node, self.path, self.problems)
 
     def as_list(self) -> list[Item] | None:
-        if isinstance(self.node, yaml.ScalarNode) and self.node.tag == _NULL:
+        if isinstance(self.node, ScalarNode) and self.node.tag == _NULL:
             return []
-        if not isinstance(self.node, yaml.SequenceNode):
+        if not isinstance(self.node, SequenceNode):
             self.error(f"must be a list, got {describe(self.node)}")
             return None
         return [Item(n, f"{self.path}[{i}]", self.problems) for i, n in enumerate(self.node.value)]
 
     def as_str(self) -> str | None:
-        if not isinstance(self.node, yaml.ScalarNode) or self.node.tag == _NULL:
-            self.error(f"must be a string, got {describe(self.node)}")
+        node = self.node
+        if not isinstance(node, ScalarNode):
+            self.error(f"must be a string, got {describe(node)}")
             return None
-        # Numbers and booleans written where text is expected keep their spelling
-        # (e.g. an address 10.0.0.1 is a str already; a name 123 is fine).
-        if self.node.tag in (_BOOL,):
-            self.error(f"must be a string, got {describe(self.node)}; quote it")
+        # Numbers written where text is expected keep their spelling (a name 123,
+        # an address 10.0.0.1); only words YAML turns into null or a boolean are
+        # refused. Checking those words first avoids resolving every address.
+        if node._tag is None and node.value not in _NULL_OR_BOOL_WORDS:
+            return node.value
+        if node.tag == _NULL:
+            self.error(f"must be a string, got {describe(node)}")
             return None
-        value: str = self.node.value
-        return value
+        if node.tag == _BOOL:
+            self.error(f"must be a string, got {describe(node)}; quote it")
+            return None
+        return node.value
 
     def as_int(self, lo: int, hi: int) -> int | None:
-        if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != _INT:
+        if not isinstance(self.node, ScalarNode) or self.node.tag != _INT:
             self.error(f"must be an integer {lo}..{hi}, got {describe(self.node)}")
             return None
-        value = scalar(self.node)
+        text = self.node.value
+        # Plain decimal is the common case; anything else (0x.., 0o.., 1_000,
+        # 1:30, a leading 0 that YAML 1.1 reads as octal) takes the full rules.
+        value = int(text) if text.isdigit() and text[:1] != "0" else scalar(self.node)
         if not isinstance(value, int) or not lo <= value <= hi:
             self.error(f"must be {lo}..{hi}, got {value}")
             return None
         return value
 
     def as_bool(self) -> bool | None:
-        if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != _BOOL:
+        if not isinstance(self.node, ScalarNode) or self.node.tag != _BOOL:
             self.error(f"must be true or false, got {describe(self.node)}")
             return None
         return bool(scalar(self.node))
@@ -173,10 +382,10 @@ class Item:
     def as_duration(
         self, minimum: float = 0.0, maximum: float | None = None, whole_seconds: bool = False
     ) -> float | None:
-        if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != _STR:
+        if not isinstance(self.node, ScalarNode) or self.node.tag != _STR:
             hint = (
                 f"; write it with a unit, like {self.node.value}s"
-                if (isinstance(self.node, yaml.ScalarNode) and self.node.tag in (_INT, _FLOAT))
+                if (isinstance(self.node, ScalarNode) and self.node.tag in (_INT, _FLOAT))
                 else ""
             )
             self.error(f"must be a duration like 30s, 100ms or 5m, got {describe(self.node)}{hint}")
@@ -214,14 +423,14 @@ class Section:
 
     __slots__ = ("_keys", "_read", "node", "path", "problems")
 
-    def __init__(self, node: yaml.MappingNode, path: str, problems: Problems) -> None:
+    def __init__(self, node: MappingNode, path: str, problems: Problems) -> None:
         self.node = node
         self.path = path
         self.problems = problems
-        self._keys: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        self._keys: dict[str, tuple[Node, Node]] = {}
         self._read: set[str] = set()
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
+            if not isinstance(key_node, ScalarNode):
                 problems.add(key_node, path, "keys must be plain names")
                 continue
             key = str(key_node.value)
@@ -243,20 +452,20 @@ class Section:
 
     @property
     def line(self) -> int:
-        return int(self.node.start_mark.line) + 1
+        return self.node.line
 
     def has(self, key: str) -> bool:
         self._read.add(key)
         value = self._keys.get(key)
         return value is not None and not (
-            isinstance(value[1], yaml.ScalarNode) and value[1].tag == _NULL
+            isinstance(value[1], ScalarNode) and value[1].tag == _NULL
         )
 
     def item(self, key: str, required: bool = False) -> Item | None:
         """The value under ``key``; None when absent or null (recorded when required)."""
         self._read.add(key)
         found = self._keys.get(key)
-        if found is None or (isinstance(found[1], yaml.ScalarNode) and found[1].tag == _NULL):
+        if found is None or (isinstance(found[1], ScalarNode) and found[1].tag == _NULL):
             if required:
                 self.error(f"missing required key {key!r}")
             return None

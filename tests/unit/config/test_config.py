@@ -349,3 +349,41 @@ virtual_servers:
         ("gue", 6080, "csum"),
         ("ipip", 0, "nocsum"),
     ]
+
+
+def test_anchors_aliases_and_merge_keys() -> None:
+    c = parse_config(
+        """\
+virtual_servers:
+  - name: a
+    address: 192.0.2.1
+    port: 80
+    real_servers:
+      - &base {address: 10.0.0.1, port: 8080, weight: 5, upper_threshold: 9}
+      - <<: *base
+        address: 10.0.0.2
+  - name: b
+    address: 192.0.2.2
+    port: 80
+    real_servers: [*base]
+"""
+    )
+    a, b = c.virtual_servers
+    assert [(r.address, r.weight, r.upper_threshold) for r in a.real_servers] == [
+        ("10.0.0.1", 5, 9),
+        ("10.0.0.2", 5, 9),
+    ]
+    assert b.real_servers[0].address == "10.0.0.1"
+
+
+def test_quoted_numbers_and_yaml_11_words() -> None:
+    found = errors(BASE.replace("port: 8080", 'port: "8080"').replace("name: web", "name: yes"))
+    assert any("port: must be an integer 1..65535, got a string ('8080')" in e for e in found)
+    assert any("name: must be a string, got true or false ('yes'); quote it" in e for e in found)
+    c = parse_config(BASE.replace("port: 8080", "port: 0x1f90"))
+    assert c.virtual_servers[0].real_servers[0].port == 8080
+
+
+def test_more_than_one_document_is_refused() -> None:
+    found = errors(BASE + "---\nnode: {name: other}\n")
+    assert any("expected a single document" in e for e in found), found
