@@ -28,6 +28,7 @@ from agent.config.model import (
     VirtualServer,
 )
 from agent.config.reader import BOOL_TAG, INT_TAG, ConfigError, Item, Problems, Section, compose
+from agent.config.vrrp import read_vrrp
 
 DEFAULT_PATH = "/etc/lvs-agent/config.yaml"
 DEFAULT_METRICS = "127.0.0.1:9469"
@@ -94,6 +95,7 @@ def _read_root(root: Section, source: str) -> Config | None:
     state_dir = root.get("state_dir", _absolute_path, DEFAULT_STATE_DIR)
     ipvs = _read_ipvs(root.section("ipvs"))
     virtual_servers = _read_virtual_servers(root)
+    vrrp = read_vrrp(root)
     root.finish()
 
     if root.problems.found:
@@ -108,6 +110,7 @@ def _read_root(root: Section, source: str) -> Config | None:
         state_dir=state_dir,
         ipvs=ipvs,
         virtual_servers=tuple(virtual_servers),
+        vrrp=vrrp,
     )
 
 

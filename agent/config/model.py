@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.vrrp.config import VrrpConfig
+
 FORWARDING_METHODS = ("nat", "dr", "tunnel")
 TUNNEL_TYPES = ("ipip", "gue", "gre")
 TUNNEL_CHECKSUMS = ("nocsum", "csum", "remcsum")
@@ -109,3 +111,4 @@ class Config:
     state_dir: str
     ipvs: IpvsSettings
     virtual_servers: tuple[VirtualServer, ...]
+    vrrp: VrrpConfig = field(default_factory=VrrpConfig)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from agent.ipvs.reconciler import Outcome
     from agent.ipvs.state import OwnershipStore
     from agent.metrics import AgentMetrics
+    from agent.vrrp.service import VrrpService
 
 log = logging.getLogger("lvs-agent")
 
@@ -88,7 +89,11 @@ class InstanceLock:
 
 class Agent:
     def __init__(
-        self, config_path: str, config: Config, kernel: IpvsKernel, metrics: AgentMetrics
+        self,
+        config_path: str,
+        config: Config,
+        kernel: IpvsKernel | None,
+        metrics: AgentMetrics,
     ) -> None:
         from agent.ipvs.state import OwnershipStore
 
@@ -100,6 +105,8 @@ class Agent:
         self.desired: DesiredTable = self._desired(config)
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
+        self.vrrp: VrrpService | None = None
+        self.exit_code = 0
 
     @staticmethod
     def _desired(config: Config) -> DesiredTable:
@@ -112,6 +119,14 @@ class Agent:
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         loop.add_signal_handler(signal.SIGINT, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload.set)
+        try:
+            await self._schedule(loop)
+        finally:
+            await self._stop_vrrp()
+        sd_notify("STOPPING=1")
+        log.info("stopping; the IPVS table stays as it is")
+
+    async def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         next_full = loop.time()
         next_drain = float("inf")
         ready = False
@@ -121,6 +136,9 @@ class Agent:
                 await self.reconcile()
                 next_full = loop.time() + self.config.reconcile_interval
                 if not ready:
+                    # The table is programmed before VRRP may make this node master:
+                    # backups carry the same services, so a takeover only moves VIPs.
+                    await self._start_vrrp()
                     sd_notify(
                         f"READY=1\nSTATUS=reconciling every {self.config.reconcile_interval:g}s"
                     )
@@ -132,10 +150,37 @@ class Agent:
             await self._wait(wait)
             if self.reload.is_set():
                 self.reload.clear()
+                old_vrrp = self.config.vrrp
                 if self._reload():
                     next_full = loop.time()
-        sd_notify("STOPPING=1")
-        log.info("stopping; the IPVS table stays as it is")
+                    if self.config.vrrp != old_vrrp:
+                        log.info("reload: VRRP configuration changed; restarting VRRP")
+                        await self._stop_vrrp()
+                        await self._start_vrrp()
+
+    async def _start_vrrp(self) -> None:
+        if not self.config.vrrp.vrrp_instances or self.stop.is_set():
+            return
+        from agent.vrrp.service import VrrpService, VrrpStartError
+
+        service = VrrpService(self.config.vrrp)
+        try:
+            await service.start()
+        except (VrrpStartError, OSError) as exc:
+            log.error("vrrp: cannot start: %s", exc)
+            self.metrics.errors.labels(kind="vrrp_start").inc()
+            self.exit_code = 1
+            self.stop.set()
+            return
+        self.vrrp = service
+        self.metrics.vrrp.service = service
+        log.info("vrrp: %d instance(s) started", len(self.config.vrrp.vrrp_instances))
+
+    async def _stop_vrrp(self) -> None:
+        if self.vrrp is not None:
+            # Priority 0 tells the backups to take over at once; the VIPs go.
+            await self.vrrp.stop()
+            self.vrrp = None
 
     async def _wait(self, timeout: float) -> None:
         stop = asyncio.ensure_future(self.stop.wait())
@@ -193,6 +238,14 @@ class Agent:
         from agent.ipvs.reconciler import reconcile_async
         from agent.ipvs.state import StateFileError
 
+        if self.kernel is None:
+            if self.config.virtual_servers:
+                log.error(
+                    "virtual_servers are configured but this kernel has no IPVS; "
+                    "load it with 'modprobe ip_vs' and restart"
+                )
+                self.metrics.errors.labels(kind="ipvs_unavailable").inc()
+            return None
         only = None
         if only_draining:
             only = {svc for svc, _ in self.store.load().drains}
@@ -260,11 +313,16 @@ async def _main(config_path: str, config: Config) -> int:
     from agent.ipvs.kernel import IpvsKernel, IpvsUnavailable
     from agent.metrics import AgentMetrics, serve
 
+    kernel: IpvsKernel | None
     try:
         kernel = IpvsKernel()
     except IpvsUnavailable as exc:
-        log.error("%s", exc)
-        return 1
+        if config.virtual_servers:
+            log.error("%s", exc)
+            return 1
+        # Nothing to program: a VRRP-only node can run on a kernel without IPVS.
+        log.info("no IPVS in this kernel and no virtual_servers: running without IPVS")
+        kernel = None
     metrics = AgentMetrics()
     try:
         server = await serve(metrics, config.metrics_host, config.metrics_port)
@@ -275,7 +333,8 @@ async def _main(config_path: str, config: Config) -> int:
             config.metrics_port,
             exc.strerror,
         )
-        kernel.close()
+        if kernel is not None:
+            kernel.close()
         return 1
     log.info(
         "started: %d virtual servers from %s; metrics on http://%s:%d/metrics",
@@ -284,9 +343,11 @@ async def _main(config_path: str, config: Config) -> int:
         config.metrics_host,
         config.metrics_port,
     )
+    agent = Agent(config_path, config, kernel, metrics)
     try:
-        await Agent(config_path, config, kernel, metrics).run()
+        await agent.run()
     finally:
         server.close()
-        kernel.close()
-    return 0
+        if kernel is not None:
+            kernel.close()
+    return agent.exit_code

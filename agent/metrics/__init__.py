@@ -159,6 +159,87 @@ class IpvsCollector:
         yield weight
 
 
+class VrrpCollector:
+    """Yields the VRRP instances' counters (keepalived's state numbering)."""
+
+    def __init__(self) -> None:
+        self.service: Any = None  # agent.vrrp.service.VrrpService, once started
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        p = f"{PREFIX}_vrrp"
+        state = GaugeMetricFamily(
+            f"{p}_state",
+            "VRRP state: 0 init, 1 backup, 2 master, 3 fault (keepalived's values).",
+            labels=["instance", "interface", "vrid"],
+        )
+        priority = GaugeMetricFamily(
+            f"{p}_effective_priority", "Priority advertised, after trackers.", labels=["instance"]
+        )
+        transitions = CounterMetricFamily(
+            f"{p}_transitions", "State changes, by the state entered.", labels=["instance", "state"]
+        )
+        sent = CounterMetricFamily(f"{p}_adverts_sent", "Adverts sent.", labels=["instance"])
+        received = CounterMetricFamily(
+            f"{p}_adverts_received", "Valid adverts received.", labels=["instance"]
+        )
+        zero_sent = CounterMetricFamily(
+            f"{p}_priority_zero_sent",
+            "Priority-0 adverts sent (leaving master).",
+            labels=["instance"],
+        )
+        zero_received = CounterMetricFamily(
+            f"{p}_priority_zero_received", "Priority-0 adverts received.", labels=["instance"]
+        )
+        invalid = CounterMetricFamily(
+            f"{p}_invalid_packets", "Adverts dropped, by reason.", labels=["instance", "reason"]
+        )
+        errors = CounterMetricFamily(
+            f"{p}_errors", "Send and VIP (netlink, ARP/NA) errors.", labels=["instance", "kind"]
+        )
+        socket_invalid = CounterMetricFamily(
+            f"{p}_socket_invalid_packets",
+            "Packets dropped before reaching an instance (bad IP header, unknown VRID), by reason.",
+            labels=["socket", "reason"],
+        )
+        service = self.service
+        if service is not None:
+            configs = {c.name: c for c in service.config.vrrp_instances}
+            for name, c in service.counters().items():
+                cfg = configs[name]
+                state.add_metric([name, cfg.interface, str(cfg.vrid)], c.state)
+                priority.add_metric([name], c.effective_priority)
+                for target in ("init", "backup", "master", "fault"):
+                    transitions.add_metric([name, target], c.transitions.get(target, 0))
+                sent.add_metric([name], c.adverts_sent)
+                received.add_metric([name], c.adverts_received)
+                zero_sent.add_metric([name], c.priority_zero_sent)
+                zero_received.add_metric([name], c.priority_zero_received)
+                for reason, count in sorted(c.invalid.items()):
+                    invalid.add_metric([name, reason], count)
+                errors.add_metric([name, "send"], c.send_errors)
+                errors.add_metric([name, "vip"], c.vip_errors)
+            for sock, sc in service.socket_counters().items():
+                for reason, count in sorted(sc.invalid.items()):
+                    socket_invalid.add_metric([sock, reason], count)
+        yield from (
+            state,
+            priority,
+            transitions,
+            sent,
+            received,
+            zero_sent,
+            zero_received,
+            invalid,
+            errors,
+            socket_invalid,
+        )
+
+
 class AgentMetrics:
     """The agent's registry. One instance per process."""
 
@@ -197,6 +278,8 @@ class AgentMetrics:
         info.labels(version=_version()).set(1)
         self.ipvs = IpvsCollector()
         r.register(self.ipvs)
+        self.vrrp = VrrpCollector()
+        r.register(self.vrrp)
 
     def observe_reconcile(self, outcome: Outcome, seconds: float) -> None:
         self.ipvs.table = outcome.kernel
