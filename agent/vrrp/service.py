@@ -90,7 +90,9 @@ async def run_command(argv: list[str], timeout: float) -> bool:
     """Run ``argv`` (no shell); True on exit status 0 within ``timeout``."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
     except OSError as e:
@@ -200,8 +202,11 @@ class VrrpService:
             except VipError as e:
                 raise VrrpStartError(str(e)) from e
             if removed:
-                log.warning("removed VIPs left by an earlier run on %s: %s", ifname,
-                            ", ".join(map(str, removed)))
+                log.warning(
+                    "removed VIPs left by an earlier run on %s: %s",
+                    ifname,
+                    ", ".join(map(str, removed)),
+                )
         machines: dict[str, VrrpMachine] = {}
         for cfg in configs:
             mgr = self._vips[cfg.interface]
@@ -223,8 +228,9 @@ class VrrpService:
             sock = self._sockets.get(sock_key)
             multicast = not params.unicast_peers
             if sock is None:
-                self._sockets[sock_key] = VrrpSocket(cfg.interface, params.family,
-                                                     multicast=multicast)
+                self._sockets[sock_key] = VrrpSocket(
+                    cfg.interface, params.family, multicast=multicast
+                )
             elif multicast:
                 sock.multicast = True
         groups = {
@@ -281,8 +287,13 @@ class VrrpService:
             params = self._instances[name].machine.params
             try:
                 advert = decode(
-                    r.payload, family=r.family, src=r.source, dst=r.destination,
-                    hop_limit=r.hop_limit, version=params.version, auth_pass=params.auth,
+                    r.payload,
+                    family=r.family,
+                    src=r.source,
+                    dst=r.destination,
+                    hop_limit=r.hop_limit,
+                    version=params.version,
+                    auth_pass=params.auth,
                     check_hop_limit=not params.unicast_peers,
                 )
             except VrrpDecodeError as e:
@@ -339,8 +350,9 @@ class VrrpService:
             started = loop.time()
             ok = await run_command(argv, tracker.timeout)
             if inst.tracking.record_script(script, ok):
-                log.info("%s: track script %s is now %s", instance, script,
-                         "OK" if ok else "failing")
+                log.info(
+                    "%s: track script %s is now %s", instance, script, "OK" if ok else "failing"
+                )
                 self._deliver(instance, inst.tracking.event())
             await asyncio.sleep(max(0.0, started + tracker.config.interval - loop.time()))
 
@@ -365,11 +377,18 @@ class VrrpService:
             self._perform_vips(action)
         elif isinstance(action, Notify):
             inst = self._instances[action.instance]
-            log.info("%s: %s -> %s (priority %d, %s)", action.instance, action.old.name,
-                     action.new.name, action.priority, action.why)
+            log.info(
+                "%s: %s -> %s (priority %d, %s)",
+                action.instance,
+                action.old.name,
+                action.new.name,
+                action.priority,
+                action.why,
+            )
             if inst.config.notify:
-                self._notify(inst.config.notify, "INSTANCE", action.instance, action.new,
-                             action.priority)
+                self._notify(
+                    inst.config.notify, "INSTANCE", action.instance, action.new, action.priority
+                )
         elif isinstance(action, GroupNotify):
             log.info("sync group %s: all %s", action.group, action.state.name)
             group = self._groups.get(action.group)

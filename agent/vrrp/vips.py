@@ -200,8 +200,11 @@ class VipManager:
                 extra = {"flags": IFA_F_NODAD} if vip.version == 6 else {}
                 try:
                     ipr.addr(
-                        "add", index=index, address=str(vip.ip),
-                        prefixlen=vip.network.prefixlen, **extra,
+                        "add",
+                        index=index,
+                        address=str(vip.ip),
+                        prefixlen=vip.network.prefixlen,
+                        **extra,
                     )
                 except Exception as e:
                     if _netlink_error_code(e) == errno.EEXIST:
@@ -249,8 +252,11 @@ class VipManager:
             return 0
         link = self.link()
         source6 = next(
-            (a.address.ip for a in link.addresses
-             if isinstance(a.address, IPv6Interface) and a.address.ip.is_link_local),
+            (
+                a.address.ip
+                for a in link.addresses
+                if isinstance(a.address, IPv6Interface) and a.address.ip.is_link_local
+            ),
             None,
         )
         router = self._forwarding_v6()
