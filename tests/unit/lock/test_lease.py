@@ -1,0 +1,294 @@
+"""Scripted scenarios for the lease state machine: one rule per test, no randomness."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.lock.lease import Flaw
+from agent.lock.messages import Accept, Ballot, Kind, Prepare, Promise, Release
+from agent.lock.node import LockCore
+from agent.lock.timing import Timing, TimingError
+
+from .harness import TIMING, Net, acquire, kind
+
+
+def test_timing_formulas() -> None:
+    t = Timing.from_lease(1.0)
+    assert t.guard == pytest.approx(0.1)
+    assert t.renew_interval == pytest.approx(0.25)
+    assert t.acceptor_lease == pytest.approx(1.0 * 1.001 / 0.999 + 0.05)
+    assert t.quarantine == pytest.approx(t.acceptor_lease * 1.001 / 0.999)
+    assert t.acceptor_lease > t.lease * (1 + t.rho) / (1 - t.rho)
+    assert len(t.fingerprint()) == 8
+    assert Timing.from_lease(2.0).fingerprint() != t.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"acceptor_lease": 1.0},  # not > D_P(1+ρ)/(1−ρ)
+        {"quarantine": 0.5},  # < D_A
+        {"guard": 1.0},  # ≥ lease
+        {"renew_interval": 0.95},  # ≥ lease − guard
+    ],
+)
+def test_unsafe_timing_refused(kwargs: dict[str, float]) -> None:
+    base = Timing.from_lease(1.0)
+    fields = {
+        "lease": base.lease,
+        "guard": base.guard,
+        "acceptor_lease": base.acceptor_lease,
+        "quarantine": base.quarantine,
+        "renew_interval": base.renew_interval,
+    }
+    fields.update(kwargs)
+    with pytest.raises(TimingError):
+        Timing(**fields)
+
+
+def test_acquire_renew_and_term_is_stable() -> None:
+    net = Net()
+    t = acquire(net, "n1", 0.0)
+    lease = net.nodes["n1"].lease("vip")
+    term = lease.term
+    assert term is not None and term.node == "n1"
+    for _ in range(40):  # 2 s of renewals
+        t += 0.05
+        for n in net.members:
+            net.tick(n, t)
+        net.settle(t)
+        assert net.holders(t) == ["n1"]
+    assert lease.term == term  # renewals keep the term (fencing number)
+    assert lease.acquisitions == 1
+    events = net.nodes["n1"].drain_events()
+    assert [e.kind for e in events] == ["acquired"]
+
+
+def test_holder_steps_down_at_d_minus_guard_without_quorum() -> None:
+    net = Net()
+    t0 = acquire(net, "n1", 0.0)
+    lease = net.nodes["n1"].lease("vip")
+    end = lease.hold_until()
+    assert end is not None
+    net.queue.clear()
+    # Partition n1: everything it sends is lost from now on.
+    t = t0
+    while t < end + 0.5:
+        t += 0.01
+        net.tick("n1", t)
+        net.take(lambda m: True)
+        assert net.nodes["n1"].is_holder("vip", t) == (t < end)
+    assert lease.losses == 1
+
+
+def test_is_holder_boundary_is_strict() -> None:
+    net = Net()
+    acquire(net, "n1", 0.0)
+    lease = net.nodes["n1"].lease("vip")
+    end = lease.hold_until()
+    assert end is not None
+    assert lease.is_holder(end - 1e-9)
+    assert not lease.is_holder(end)
+
+
+def test_duplicate_promises_and_accepteds_count_once() -> None:
+    net = Net(members=("n1", "n2", "n3", "n4", "n5"))
+    net.campaign("n1", 0.0)
+    net.drop_announces()
+    net.tick("n1", 1.0)
+    prepares = net.take(kind(Kind.PREPARE))
+    n2 = [m for m in prepares if m.receiver == "n2"]
+    # Only n2 answers, three times: with the self-promise that is 2 distinct of 5 — no quorum.
+    for _ in range(3):
+        net.queue += n2
+        net.deliver(kind(Kind.PREPARE), 1.0)
+    net.deliver(kind(Kind.PROMISE), 1.0)
+    assert not net.take(kind(Kind.ACCEPT))
+    assert net.nodes["n1"].lease("vip").phase.value == "preparing"
+
+
+def test_scalar_quorum_flaw_counts_duplicates() -> None:
+    net = Net(members=("n1", "n2", "n3", "n4", "n5"), flaws=[Flaw.SCALAR_QUORUM])
+    net.campaign("n1", 0.0)
+    net.drop_announces()
+    net.tick("n1", 1.0)
+    n2 = [m for m in net.take(kind(Kind.PREPARE)) if m.receiver == "n2"]
+    for _ in range(3):
+        net.queue += n2
+    net.deliver(kind(Kind.PREPARE), 1.0)
+    net.deliver(kind(Kind.PROMISE), 1.0)
+    assert net.take(kind(Kind.ACCEPT))  # the mutant thinks it has a quorum
+
+
+def test_deadline_is_taken_at_prepare_time() -> None:
+    net = Net()
+    net.campaign("n1", 0.0)
+    net.drop_announces()
+    net.tick("n1", 1.0)
+    net.deliver(kind(Kind.PREPARE), 1.0)
+    # The PROMISEs arrive 0.95 s after PREPARE was sent: too late to be useful.
+    net.deliver(kind(Kind.PROMISE), 1.95)
+    assert not net.take(kind(Kind.ACCEPT))
+    assert net.holders(1.95) == []
+
+
+def test_acceptor_refuses_to_overwrite_live_foreign_lease() -> None:
+    net = Net()
+    t = acquire(net, "n1", 0.0)
+    n2 = net.nodes["n2"].lease("vip")
+    out = n2.handle(Accept("vip", "n3", "n2", Ballot(99, 1, "n3")), t)
+    assert [m.kind for m in out] == [Kind.REJECT]
+    assert net.nodes["n2"].counters.refused["live-foreign-lease"] == 1
+    # The same owner may replace its own lease (renewal).
+    out = n2.handle(Accept("vip", "n1", "n2", Ballot(99, 1, "n1")), t)
+    assert [m.kind for m in out] == [Kind.ACCEPTED]
+
+
+def test_own_lease_not_open_outside_renewal() -> None:
+    # n1's leftover lease (abandoned attempt) must block n1's fresh acquisition.
+    core = LockCore("n1", ("n1", "n2", "n3"), TIMING, 1, -10.0, ("vip",))
+    lease = core.lease("vip")
+    out = core.campaign("vip", 0.0)
+    out = core.tick(1.0)
+    b = next(m.ballot for m in out if isinstance(m, Prepare))
+    leftover = Ballot(b.counter - 1 if b.counter > 1 else 0, 1, "n1")
+    for a in ("n2", "n3"):
+        core.handle(Promise("vip", a, "n1", b, leftover, 0.5), 1.0)
+    assert lease.phase.value == "idle"  # blocked, attempt failed
+    assert not lease.is_holder(1.0)
+
+
+def test_release_matches_owner_and_ballot() -> None:
+    net = Net()
+    acquire(net, "n1", 0.0)
+    n2 = net.nodes["n2"].lease("vip")
+    live = n2._acc_ballot
+    assert live is not None and live.node == "n1"
+    old = Ballot(live.counter - 1, live.incarnation, "n1")
+    n2.handle(Release("vip", "n1", "n2", old), 1.5)
+    assert n2._acc_ballot == live
+    n2.handle(Release("vip", "n1", "n2", live), 1.5)
+    assert n2._acc_ballot is None
+
+
+def test_quarantine_silences_acceptor_and_proposer() -> None:
+    core = LockCore("n1", ("n1", "n2", "n3"), TIMING, 2, 100.0, ("vip",))
+    assert core.handle(Prepare("vip", "n2", "n1", Ballot(1, 1, "n2")), 100.5) == []
+    assert core.counters.dropped["quarantine"] == 1
+    out = core.campaign("vip", 100.5)
+    assert not any(m.kind is Kind.PREPARE for m in out)
+    nd = core.next_deadline()
+    assert nd is not None and nd >= 100.0 + TIMING.quarantine
+    out = core.tick(100.0 + TIMING.quarantine + 0.5)
+    assert any(m.kind is Kind.PREPARE for m in out)
+
+
+def test_release_hands_over_and_holdoff_keeps_releaser_out() -> None:
+    net = Net()
+    t = acquire(net, "n1", 0.0)
+    net.campaign("n2", t, priority=100)
+    net.emit("n1", net.nodes["n1"].release("vip", t), t)
+    assert net.holders(t) == []
+    assert [e.kind for e in net.nodes["n1"].drain_events()] == ["acquired", "released"]
+    for _ in range(60):
+        t += 0.05
+        for n in net.members:
+            net.tick(n, t)
+        net.settle(t)
+        if net.holders(t):
+            break
+    assert net.holders(t) == ["n2"]
+    assert t < 2.0  # announce-triggered, not after the acceptor exclusion
+
+
+def test_preempt_by_higher_priority_announce() -> None:
+    net = Net()
+    for core in net.nodes.values():
+        core.lease("vip").preempt = True
+    t = acquire(net, "n1", 0.0)
+    net.nodes["n1"].set_priority("vip", t, 100)
+    net.campaign("n2", t, priority=200)
+    for _ in range(80):
+        t += 0.05
+        for n in net.members:
+            net.tick(n, t)
+        net.settle(t)
+        assert len(net.holders(t)) <= 1
+        if net.holders(t) == ["n2"]:
+            break
+    assert net.holders(t) == ["n2"]
+    reasons = [e.reason for e in net.nodes["n1"].drain_events() if e.kind == "released"]
+    assert reasons == ["preempted"]
+
+
+def test_multiplexed_leases_are_independent() -> None:
+    net = Net(leases=("vi_1", "vi_2"))
+    t = 0.0
+    net.emit("n1", net.nodes["n1"].campaign("vi_1", t, 200), t)
+    net.emit("n2", net.nodes["n2"].campaign("vi_2", t, 200), t)
+    for _ in range(40):
+        t += 0.05
+        for n in net.members:
+            net.tick(n, t)
+        net.settle(t)
+    assert net.holders(t, "vi_1") == ["n1"]
+    assert net.holders(t, "vi_2") == ["n2"]
+    st = net.nodes["n1"].status(t)
+    by_name = {ls.name: ls for ls in st.leases}
+    assert by_name["vi_1"].holder and not by_name["vi_2"].holder
+    assert by_name["vi_1"].term is not None
+    assert st.quorum_reachable
+    assert net.nodes["n1"].counters.messages_in["PROMISE"] > 0
+
+
+def test_unknown_lease_is_dropped() -> None:
+    core = LockCore("n1", ("n1", "n2", "n3"), TIMING, 1, -10.0, ("vip",))
+    assert core.handle(Prepare("other", "n2", "n1", Ballot(1, 1, "n2")), 0.0) == []
+    assert core.counters.dropped["unknown-lease"] == 1
+
+
+def test_stale_owner_witness_needs_both_flaws() -> None:
+    """Revisited's StaleOwnerOpen, scripted on 2 directors + witness.
+
+    d2's ACCEPT is stuck in the network, the witness restarts, d1 acquires with a lower
+    ballot, the stale ACCEPT lands, d2 retries.  Two holders only when BOTH the renewal
+    qualifier (R3) and the acceptor-side refusal (R5/A2) are removed.
+    """
+
+    def run(flaws: list[Flaw]) -> bool:
+        net = Net(members=("d1", "d2", "w1"), flaws=flaws)
+        t = 0.0
+        net.campaign("d2", t)
+        t = 1.0
+        net.tick("d2", t)
+        net.drop_announces()
+        net.take(kind(Kind.PREPARE, to="d1"))
+        net.deliver(kind(Kind.PREPARE, to="w1"), t)
+        net.deliver(kind(Kind.PROMISE), t)
+        stale = net.take(kind(Kind.ACCEPT))
+        net.restart("w1", t)
+        t += TIMING.quarantine + 0.01
+        net.tick("d2", t)
+        net.take(lambda m: m.sender == "d2")
+        net.campaign("d1", t)
+        t += 0.5
+        net.tick("d1", t)
+        net.take(lambda m: m.receiver == "d2")
+        net.settle(t, lambda m: m.receiver in ("d1", "w1"))
+        assert net.holders(t) == ["d1"]
+        net.queue += stale
+        net.deliver(kind(Kind.ACCEPT, frm="d2"), t)
+        net.queue.clear()
+        for _ in range(20):
+            t += 0.05
+            net.tick("d2", t)
+            net.settle(t, lambda m: m.sender == "d2" or m.receiver == "d2")
+            net.queue.clear()
+            if len(net.holders(t)) > 1:
+                return True
+        return False
+
+    assert run([Flaw.STALE_OWNER_OPEN, Flaw.OVERWRITE_LIVE_LEASE])
+    assert not run([Flaw.OVERWRITE_LIVE_LEASE])
+    assert not run([Flaw.STALE_OWNER_OPEN])
+    assert not run([])

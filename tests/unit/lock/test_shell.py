@@ -1,0 +1,152 @@
+"""The imperative shell: config, incarnation file, asyncio UDP transport on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from agent.lock.config import Endpoint, LockConfig, LockConfigError, parse_endpoint
+from agent.lock.incarnation import IncarnationError, bump_incarnation, read_incarnation
+from agent.lock.lease import LeaseEvent
+from agent.lock.timing import TimingError
+from agent.lock.transport import LockTransport, boottime, build_node, load_keyring
+from agent.lock.wire import KeyFileError, KeyRing
+
+KEY = "1 " + "ab" * 32 + "\n"
+
+
+def test_parse_endpoint() -> None:
+    assert parse_endpoint("10.0.0.11:7946") == Endpoint("10.0.0.11", 7946)
+    assert parse_endpoint("[fd00::1]:7000") == Endpoint("fd00::1", 7000)
+    assert parse_endpoint("10.0.0.1") == Endpoint("10.0.0.1", 7946)
+    for bad in ("host:1", "10.0.0.1:0", "10.0.0.1:x", "[fd00::1", "[::1]x"):
+        with pytest.raises(LockConfigError):
+            parse_endpoint(bad)
+
+
+def yaml_like() -> dict[str, object]:
+    return {
+        "cluster": "lb-prod-1",
+        "listen": "10.0.0.11:7946",
+        "peers": {
+            "director1": "10.0.0.11:7946",
+            "director2": "10.0.0.12:7946",
+            "witness1": "10.0.0.13:7946",
+        },
+        "key_file": "/etc/lvs-agent/cluster.key",
+        "lease": 1.0,
+    }
+
+
+def test_config_from_mapping_derives_identity_and_timing() -> None:
+    cfg = LockConfig.from_mapping(yaml_like())
+    assert cfg.node_id == "director1"
+    t = cfg.timing()
+    assert (t.lease, t.guard, t.renew_interval) == (1.0, 0.1, 0.25)
+
+
+def test_config_errors() -> None:
+    data = yaml_like() | {"listen": "0.0.0.0:7946"}
+    with pytest.raises(LockConfigError, match="node_id"):
+        LockConfig.from_mapping(data)
+    assert LockConfig.from_mapping(data | {"node_id": "director2"}).node_id == "director2"
+    with pytest.raises(LockConfigError, match="unknown"):
+        LockConfig.from_mapping(yaml_like() | {"leese": 1})
+    with pytest.raises(TimingError):
+        LockConfig.from_mapping(yaml_like() | {"acceptor_lease": 0.5})
+    with pytest.raises(TimingError):
+        LockConfig.from_mapping(yaml_like() | {"lease": 0.1})
+
+
+def test_incarnation_grows_and_survives(tmp_path: Path) -> None:
+    d = tmp_path / "state"
+    assert read_incarnation(d) == 0
+    a = bump_incarnation(d, wall_clock=lambda: 0.0)
+    b = bump_incarnation(d, wall_clock=lambda: 0.0)
+    assert (a, b) == (1, 2)
+    assert read_incarnation(d) == 2
+    # Lost state directory: the wall-clock floor still yields a larger number.
+    assert bump_incarnation(tmp_path / "new", wall_clock=lambda: 1.7e9) == 1_700_000_000
+    (d / "lock-incarnation").write_text("garbage")
+    with pytest.raises(IncarnationError):
+        bump_incarnation(d)
+    assert not list(d.glob(".*.tmp"))
+
+
+def test_key_file_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.key"
+    path.write_text(KEY)
+    path.chmod(0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        load_keyring(path)
+    path.chmod(0o600)
+    assert load_keyring(path).primary == 1
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_three_nodes_over_real_udp() -> None:
+    asyncio.run(_three_nodes())
+
+
+async def _three_nodes() -> None:
+    ports = free_ports(3)
+    names = ("d1", "d2", "w1")
+    peers = {n: Endpoint("127.0.0.1", p) for n, p in zip(names, ports, strict=True)}
+    keys = KeyRing.parse(KEY)
+    events: list[LeaseEvent] = []
+    transports: dict[str, LockTransport] = {}
+    for n in names:
+        cfg = LockConfig(
+            cluster="test",
+            listen=peers[n],
+            peers=peers,
+            key_file=Path("/nonexistent"),
+            lease=0.3,
+            leases=("vip",),
+        )
+        node = build_node(cfg, incarnation=1, keys=keys, now=boottime())
+        tr = LockTransport(node, peers, on_event=events.append)
+        await tr.start(cfg.listen)
+        transports[n] = tr
+    try:
+        transports["d1"].campaign("vip", priority=200)
+        transports["d2"].campaign("vip", priority=100)
+        holders: list[str] = []
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            holders = [n for n, t in transports.items() if t.is_holder("vip")]
+            assert len(holders) <= 1
+            if holders:
+                break
+        assert holders == ["d1"]
+        assert transports["d1"].status().leases[0].term is not None
+        # Garbage from anywhere is dropped and counted.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.sendto(b"LK\x01garbage" * 5, ("127.0.0.1", peers["d1"].port))
+        sock.close()
+        transports["d1"].release("vip")
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            holders = [n for n, t in transports.items() if t.is_holder("vip")]
+            assert len(holders) <= 1
+            if holders == ["d2"]:
+                break
+        assert holders == ["d2"]
+        assert sum(transports["d1"].node.core.counters.dropped.values()) >= 1
+        kinds = [(e.lease, e.kind) for e in events]
+        assert ("vip", "acquired") in kinds and ("vip", "released") in kinds
+    finally:
+        for t in transports.values():
+            t.close()
