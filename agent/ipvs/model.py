@@ -78,7 +78,11 @@ TUN_FLAG_REMCSUM: Final = 0x0002
 
 @dataclass(frozen=True, slots=True, order=True)
 class ServiceKey:
-    """Identity of a virtual service: (af, protocol, address, port) or (af, fwmark)."""
+    """Identity of a virtual service: (af, protocol, address, port) or (af, fwmark).
+
+    A firewall-mark service is ``ServiceKey(af, 0, "", 0, mark)``: the kernel
+    reports no protocol, address or port for it, so that is how a dump decodes it.
+    """
 
     af: int
     protocol: int
@@ -103,6 +107,8 @@ class Service:
     scheduler: str
     flags: int = 0
     timeout: int = 0  # persistence timeout in seconds; 0 = not persistent
+    # IPv4 host-order mask; an IPv6 service needs a prefix length (128 when not
+    # persistent: the kernel refuses anything outside 1..128 with EINVAL).
     netmask: int = IPV4_HOST_NETMASK
     pe_name: str = ""
 

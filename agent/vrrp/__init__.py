@@ -18,8 +18,9 @@ Running it (the daemon)::
     await service.stop()               # service.socket_counters() for metrics
 
 ``start()`` removes configured VIPs left by a crashed run, opens one raw socket per
-(interface, family), polls tracked links, runs track scripts, and starts every
-instance; ``stop()`` sends priority 0 and removes VIPs. Everything runs on the
+(interface, family), watches tracked links (netlink notifications, and a poll),
+runs track scripts, and starts every instance; ``stop()`` removes the VIPs and
+sends priority 0. Everything runs on the
 caller's asyncio loop; no threads except one netlink worker per interface.
 
 Metrics: ``InstanceCounters`` per instance (``state`` uses keepalived's numbers,

@@ -1,0 +1,302 @@
+"""Benchmark: programming N services x 4 real servers — lvs-agent vs ipvsadm-restore vs keepalived.
+
+All in one VM boot (re-runs itself inside the lab VM when this kernel has no
+IPVS), each tool in a fresh network namespace (its own empty IPVS table), same
+rules for all three:
+
+  (a)  lvs-agent apply on an empty table
+         command: a new `lvs-agent apply` process, start to exit (interpreter start,
+                  imports, config parse, dump, plan, apply)
+         engine:  the same work inside a running agent (parse, dump, plan, apply):
+                  what a daemon pays on start-up or reload
+  (b)  ipvsadm-restore of the same rules
+  (b') keepalived -C loading the same virtual_server blocks (no checkers), from
+       process start until the last real server is in the kernel
+  (c)  a no-op re-apply (command and engine)
+  (d)  one weight change in the full table: netlink messages sent, the time of
+       that operation, and the whole reconcile (parse, dump, plan, apply)
+  (e)  peak RSS of the `lvs-agent apply` process
+
+Prints times and the ratios (a)/(b'), (a)/(b), (c)/(b); writes JSON next to
+this file. Software emulation is 5-20x slower than hardware: compare ratios
+from the same run, never absolute times across runs.
+
+    .venv/bin/python bench/ipvs_apply/run.py [--sizes 1000,10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+DESTS = 4
+
+
+def vip(i: int) -> str:
+    return f"10.{100 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
+
+
+def rip(i: int, j: int) -> str:
+    return f"172.{16 + j}.{i // 250 % 250}.{i % 250 + 1}"
+
+
+def agent_config(n: int, state_dir: str, weight_of_last: int = 1) -> str:
+    out = [f"state_dir: {state_dir}", "virtual_servers:"]
+    for i in range(n):
+        out.append(f"  - name: vs{i}\n    address: {vip(i)}\n    port: 80\n    scheduler: wlc\n"
+                   "    real_servers:")
+        for j in range(DESTS):
+            w = weight_of_last if (i == n - 1 and j == DESTS - 1) else 1
+            out.append(f"      - {{address: {rip(i, j)}, port: 8080, weight: {w}}}")
+    return "\n".join(out) + "\n"
+
+
+def ipvsadm_rules(n: int) -> str:
+    out = []
+    for i in range(n):
+        out.append(f"-A -t {vip(i)}:80 -s wlc")
+        for j in range(DESTS):
+            out.append(f"-a -t {vip(i)}:80 -r {rip(i, j)}:8080 -m -w 1")
+    return "\n".join(out) + "\n"
+
+
+def keepalived_config(n: int) -> str:
+    out = ["global_defs {\n  router_id bench\n}"]
+    for i in range(n):
+        out.append(f"virtual_server {vip(i)} 80 {{\n  delay_loop 3600\n  lb_algo wlc\n"
+                   "  lb_kind NAT\n  protocol TCP")
+        for j in range(DESTS):
+            out.append(f"  real_server {rip(i, j)} 8080 {{\n    weight 1\n  }}")
+        out.append("}")
+    return "\n".join(out) + "\n"
+
+
+@contextmanager
+def fresh_netns() -> Iterator[str]:
+    from agent.lab import netns
+
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    netns.add(name)
+    try:
+        yield name
+    finally:
+        netns.delete(name)
+
+
+def timed_command(argv: list[str], stdin: str | None = None) -> tuple[float, int, int]:
+    """(seconds, exit status, peak RSS in KiB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else None,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if stdin is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin.encode())
+        proc.stdin.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        assert proc.stderr is not None
+        print(f"  ! {' '.join(argv[:6])}...: exit {proc.returncode}: "
+              f"{proc.stderr.read().decode()[-500:]}", file=sys.stderr)
+    return elapsed, proc.returncode, usage.ru_maxrss
+
+
+def table_size(ns: str) -> tuple[int, int]:
+    from agent.ipvs.kernel import IpvsKernel
+    from agent.lab import netns
+
+    with netns.entered(ns):
+        kernel = IpvsKernel()
+    with kernel:
+        table = kernel.dump()
+    return len(table), sum(len(s.dests) for s in table.values())
+
+
+def engine_reconcile(ns: str, config_path: Path) -> tuple[float, Any, int, float]:
+    """In-process parse + dump + plan + apply: (seconds, outcome, messages, apply seconds)."""
+    from agent.config import load_config
+    from agent.ipvs.desired import desired_table
+    from agent.ipvs.kernel import IpvsKernel
+    from agent.ipvs.reconciler import reconcile
+    from agent.ipvs.state import OwnershipStore
+    from agent.lab import netns
+
+    with netns.entered(ns):
+        kernel = IpvsKernel()
+    apply_time = 0.0
+    messages = 0
+
+    class Timed:
+        def dump(self):  # type: ignore[no-untyped-def]
+            return kernel.dump()
+
+        def get_timeouts(self):  # type: ignore[no-untyped-def]
+            return kernel.get_timeouts()
+
+        def apply(self, ops):  # type: ignore[no-untyped-def]
+            nonlocal apply_time, messages
+            before = kernel.counters.messages_sent
+            t = time.perf_counter()
+            try:
+                return kernel.apply(ops)
+            finally:
+                apply_time += time.perf_counter() - t
+                messages += kernel.counters.messages_sent - before
+
+    with kernel:
+        start = time.perf_counter()
+        config = load_config(str(config_path))
+        outcome = reconcile(Timed(), OwnershipStore(Path(config.state_dir) / "ipvs-state.json"),
+                            desired_table(config.virtual_servers), config.ipvs)
+        elapsed = time.perf_counter() - start
+    return elapsed, outcome, messages, apply_time
+
+
+def keepalived_load(ns: str, conf: Path, n: int, work: Path, timeout: float) -> float:
+    """Seconds from starting keepalived until the last configured real server is in the kernel."""
+    from agent.ipvs.kernel import IpvsKernel
+    from agent.ipvs.model import AF_INET, IPPROTO_TCP, ServiceKey
+    from agent.lab import netns
+
+    last = ServiceKey(AF_INET, IPPROTO_TCP, vip(n - 1), 80)
+    with netns.entered(ns):
+        kernel = IpvsKernel()
+    argv = ["ip", "netns", "exec", ns, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf),
+            "-p", str(work / "k.pid"), "-c", str(work / "c.pid"), "-r", str(work / "v.pid")]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with kernel:
+            while time.perf_counter() - start < timeout:
+                found = kernel.dump_services([last])
+                if last in found and len(found[last].dests) == DESTS:
+                    return time.perf_counter() - start
+                if proc.poll() is not None:
+                    raise RuntimeError(f"keepalived exited with {proc.returncode}")
+                time.sleep(0.02)
+        raise TimeoutError("keepalived did not load the table in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)  # our own child; the namespace goes with the table
+        proc.wait(timeout=30)
+
+
+def run_size(n: int, work: Path) -> dict[str, Any]:
+    print(f"\n== {n} services x {DESTS} real servers", flush=True)
+    res: dict[str, Any] = {"services": n, "real_servers": n * DESTS}
+    rules = ipvsadm_rules(n)
+    kconf = work / f"keepalived-{n}.conf"
+    kconf.write_text(keepalived_config(n))
+    python = sys.executable
+
+    with fresh_netns() as ns:
+        res["ipvsadm_restore_s"], rc, _ = timed_command(
+            ["ip", "netns", "exec", ns, "ipvsadm-restore"], stdin=rules)
+        assert rc == 0 and table_size(ns) == (n, n * DESTS)
+        print(f"  (b)  ipvsadm-restore            {res['ipvsadm_restore_s']:8.2f} s", flush=True)
+
+    with fresh_netns() as ns:
+        res["keepalived_s"] = keepalived_load(ns, kconf, n, work, timeout=max(120, n * 0.05))
+        print(f"  (b') keepalived -C              {res['keepalived_s']:8.2f} s", flush=True)
+
+    # (a) a new `lvs-agent apply` process, then (c) the same again.
+    with fresh_netns() as ns:
+        config = work / f"agent-cmd-{n}.yaml"
+        config.write_text(agent_config(n, str(work / f"state-cmd-{n}")))
+        cmd = ["ip", "netns", "exec", ns, python, "-m", "agent", "apply", "-c", str(config)]
+        res["agent_command_s"], rc, rss = timed_command(cmd)
+        assert rc == 0 and table_size(ns) == (n, n * DESTS), table_size(ns)
+        res["agent_peak_rss_mb"] = rss / 1024
+        res["agent_noop_command_s"], rc, rss2 = timed_command(cmd)
+        assert rc == 0
+        res["agent_noop_peak_rss_mb"] = rss2 / 1024
+        print(f"  (a)  lvs-agent apply (command)  {res['agent_command_s']:8.2f} s   "
+              f"peak RSS {res['agent_peak_rss_mb']:.0f} MB", flush=True)
+        print(f"  (c)  no-op apply (command)      {res['agent_noop_command_s']:8.2f} s", flush=True)
+
+    # The same work inside a running agent (imports and interpreter already paid).
+    with fresh_netns() as ns:
+        config = work / f"agent-engine-{n}.yaml"
+        config.write_text(agent_config(n, str(work / f"state-engine-{n}")))
+        res["agent_engine_s"], outcome, msgs, apply_s = engine_reconcile(ns, config)
+        assert outcome.ok and len(outcome.plan.steps) == n * (DESTS + 1)
+        res["agent_engine_apply_s"] = apply_s
+        res["agent_engine_messages"] = msgs
+        res["agent_noop_engine_s"], outcome, msgs, _ = engine_reconcile(ns, config)
+        assert not outcome.plan.steps and msgs == 0
+        print(f"  (a)  apply (engine)             {res['agent_engine_s']:8.2f} s   "
+              f"(of which netlink apply {apply_s:.2f} s, {res['agent_engine_messages']} messages)",
+              flush=True)
+        print(f"  (c)  no-op (engine)             {res['agent_noop_engine_s']:8.2f} s", flush=True)
+        config.write_text(agent_config(n, str(work / f"state-engine-{n}"), weight_of_last=7))
+        res["weight_change_reconcile_s"], outcome, msgs, apply_s = engine_reconcile(ns, config)
+        assert [type(op).__name__ for op in outcome.plan.ops] == ["EditDest"], outcome.plan.ops
+        res["weight_change_ops"] = len(outcome.plan.ops)
+        res["weight_change_messages"] = msgs
+        res["weight_change_op_ms"] = apply_s * 1000
+        print(f"  (d)  one weight change          {res['weight_change_ops']} op, {msgs} netlink "
+              f"message, {apply_s * 1000:.1f} ms for the operation, "
+              f"{res['weight_change_reconcile_s']:.2f} s for the whole reconcile", flush=True)
+    b, bk = res["ipvsadm_restore_s"], res["keepalived_s"]
+    res["ratios"] = {
+        "a_command/b'": res["agent_command_s"] / bk,
+        "a_engine/b'": res["agent_engine_s"] / bk,
+        "a_command/b": res["agent_command_s"] / b,
+        "a_engine/b": res["agent_engine_s"] / b,
+        "c_command/b": res["agent_noop_command_s"] / b,
+        "c_engine/b": res["agent_noop_engine_s"] / b,
+        "b'/b": bk / b,
+    }
+    print("  ratios: " + "  ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items()), flush=True)
+    return res
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    args = parser.parse_args()
+    from agent.lab.topology import ipvs_available
+
+    if not ipvs_available():
+        from agent.lab.vm import run_in_vm
+
+        print("no IPVS in this kernel: running in the lab VM (software emulation)", flush=True)
+        cmd = (f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} "
+               f"{shlex.quote(__file__)} --sizes {args.sizes} --out {shlex.quote(args.out)}")
+        return run_in_vm(cmd, rwdirs=[str(ROOT)], memory="4G")
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "virtualized": Path("/sys/hypervisor").exists() or "virtme" in " ".join(
+            Path("/proc/cmdline").read_text().split()),
+        "sizes": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="ipvs-bench-") as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            results["sizes"].append(run_size(n, Path(tmp)))
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwritten {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
