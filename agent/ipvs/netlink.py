@@ -188,6 +188,8 @@ _SVC_KEYFW = struct.Struct("=HHH2xHHI")
 _DEST_TAIL = "HHH2xHHH2xHHIHHIHHIHHIHHB3xHHH2xHHH2x"
 _DEST4 = struct.Struct("=HHHH4s" + _DEST_TAIL)
 _DEST6 = struct.Struct("=HHHH16s" + _DEST_TAIL)
+# (struct, nest length, address attribute length) by address family
+_DEST_LAYOUT = {AF_INET: (_DEST4, 84, 8), AF_INET6: (_DEST6, 96, 20)}
 _DEST_KEY4 = struct.Struct("=HHHH4sHHH2xHHH2x")
 _DEST_KEY6 = struct.Struct("=HHHH16sHHH2xHHH2x")
 
@@ -417,77 +419,44 @@ class Encoder:
         Tunnel attributes are always sent so that SET_DEST can reset them to 0.
         """
         k = d.key
-        if k.af == AF_INET:
-            return _DEST4.pack(
-                84,
-                IPVS_CMD_ATTR_DEST,
-                8,
-                IPVS_DEST_ATTR_ADDR,
-                _inet_pton(AF_INET, k.address),
-                6,
-                IPVS_DEST_ATTR_PORT,
-                _htons(k.port),
-                6,
-                IPVS_DEST_ATTR_ADDR_FAMILY,
-                AF_INET,
-                8,
-                IPVS_DEST_ATTR_FWD_METHOD,
-                d.fwd,
-                8,
-                IPVS_DEST_ATTR_WEIGHT,
-                d.weight,
-                8,
-                IPVS_DEST_ATTR_U_THRESH,
-                d.u_threshold,
-                8,
-                IPVS_DEST_ATTR_L_THRESH,
-                d.l_threshold,
-                5,
-                IPVS_DEST_ATTR_TUN_TYPE,
-                d.tun_type,
-                6,
-                IPVS_DEST_ATTR_TUN_PORT,
-                _htons(d.tun_port),
-                6,
-                IPVS_DEST_ATTR_TUN_FLAGS,
-                d.tun_flags,
-            )
-        if k.af == AF_INET6:
-            return _DEST6.pack(
-                96,
-                IPVS_CMD_ATTR_DEST,
-                20,
-                IPVS_DEST_ATTR_ADDR,
-                _inet_pton(AF_INET6, k.address),
-                6,
-                IPVS_DEST_ATTR_PORT,
-                _htons(k.port),
-                6,
-                IPVS_DEST_ATTR_ADDR_FAMILY,
-                AF_INET6,
-                8,
-                IPVS_DEST_ATTR_FWD_METHOD,
-                d.fwd,
-                8,
-                IPVS_DEST_ATTR_WEIGHT,
-                d.weight,
-                8,
-                IPVS_DEST_ATTR_U_THRESH,
-                d.u_threshold,
-                8,
-                IPVS_DEST_ATTR_L_THRESH,
-                d.l_threshold,
-                5,
-                IPVS_DEST_ATTR_TUN_TYPE,
-                d.tun_type,
-                6,
-                IPVS_DEST_ATTR_TUN_PORT,
-                _htons(d.tun_port),
-                6,
-                IPVS_DEST_ATTR_TUN_FLAGS,
-                d.tun_flags,
-            )
-        raise ValueError(f"unsupported address family {k.af}")
+        layout = _DEST_LAYOUT.get(k.af)
+        if layout is None:
+            raise ValueError(f"unsupported address family {k.af}")
+        packer, nest_len, addr_len = layout
+        return packer.pack(
+            nest_len,
+            IPVS_CMD_ATTR_DEST,
+            addr_len,
+            IPVS_DEST_ATTR_ADDR,
+            _inet_pton(k.af, k.address),
+            6,
+            IPVS_DEST_ATTR_PORT,
+            _htons(k.port),
+            6,
+            IPVS_DEST_ATTR_ADDR_FAMILY,
+            k.af,
+            8,
+            IPVS_DEST_ATTR_FWD_METHOD,
+            d.fwd,
+            8,
+            IPVS_DEST_ATTR_WEIGHT,
+            d.weight,
+            8,
+            IPVS_DEST_ATTR_U_THRESH,
+            d.u_threshold,
+            8,
+            IPVS_DEST_ATTR_L_THRESH,
+            d.l_threshold,
+            5,
+            IPVS_DEST_ATTR_TUN_TYPE,
+            d.tun_type,
+            6,
+            IPVS_DEST_ATTR_TUN_PORT,
+            _htons(d.tun_port),
+            6,
+            IPVS_DEST_ATTR_TUN_FLAGS,
+            d.tun_flags,
+        )
 
     @staticmethod
     def dest_key(k: DestKey) -> bytes:

@@ -53,24 +53,18 @@ from agent.ipvs.model import (
     ServiceKey,
 )
 from agent.lab import netns
+from bench.ipvs_apply.workload import DESTS, ipvsadm_rules, rip, vip
 
-DESTS = 4
 
-
-def workload(n: int) -> tuple[list[Op], str]:
+def workload(n: int, scheduler: str = "wrr") -> tuple[list[Op], str]:
     """The ops and the equivalent ipvsadm-restore input for n services x 4 dests."""
     ops: list[Op] = []
-    lines: list[str] = []
     for i in range(n):
-        vip = f"10.{100 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
-        key = ServiceKey(AF_INET, IPPROTO_TCP, vip, 80)
-        ops.append(AddService(Service(key, "wrr")))
-        lines.append(f"-A -t {vip}:80 -s wrr")
+        key = ServiceKey(AF_INET, IPPROTO_TCP, vip(i), 80)
+        ops.append(AddService(Service(key, scheduler)))
         for j in range(DESTS):
-            rip = f"172.{16 + j}.{i // 250 % 250}.{i % 250 + 1}"
-            ops.append(AddDest(key, Dest(DestKey(AF_INET, rip, 8080), weight=1)))
-            lines.append(f"-a -t {vip}:80 -r {rip}:8080 -m -w 1")
-    return ops, "\n".join(lines) + "\n"
+            ops.append(AddDest(key, Dest(DestKey(AF_INET, rip(i, j), 8080), weight=1)))
+    return ops, ipvsadm_rules(n, scheduler)
 
 
 @contextmanager
@@ -105,8 +99,12 @@ class PythonTime:
         self._saved: list[tuple[type, str, Any]] = []
 
     def __enter__(self) -> PythonTime:
-        for cls, meth in ((nl.ApplyPipeline, "next_batch"), (nl.ApplyPipeline, "feed"),
-                          (nl.DumpPipeline, "next_batch"), (nl.DumpPipeline, "feed")):
+        for cls, meth in (
+            (nl.ApplyPipeline, "next_batch"),
+            (nl.ApplyPipeline, "feed"),
+            (nl.DumpPipeline, "next_batch"),
+            (nl.DumpPipeline, "feed"),
+        ):
             orig = cls.__dict__.get(meth) or getattr(cls, meth)
             self._saved.append((cls, meth, cls.__dict__.get(meth)))
 
@@ -143,14 +141,22 @@ def run_size(n: int, dump_windows: list[int], repeat: int) -> dict[str, float]:
 
     for _round in range(repeat):
         with fresh_netns() as ns:
-            t, proc = timed(lambda ns=ns: subprocess.run(
-                netns.exec_argv(ns, ["ipvsadm-restore"]), input=rules, text=True,
-                capture_output=True))
+            t, proc = timed(
+                lambda ns=ns: subprocess.run(
+                    netns.exec_argv(ns, ["ipvsadm-restore"]),
+                    input=rules,
+                    text=True,
+                    capture_output=True,
+                )
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"ipvsadm-restore failed: {proc.stderr[:500]}")
             best("ipvsadm-restore", t)
-            t, proc = timed(lambda ns=ns: subprocess.run(
-                netns.exec_argv(ns, ["ipvsadm", "-S", "-n"]), text=True, capture_output=True))
+            t, proc = timed(
+                lambda ns=ns: subprocess.run(
+                    netns.exec_argv(ns, ["ipvsadm", "-S", "-n"]), text=True, capture_output=True
+                )
+            )
             best("ipvsadm -S -n", t)
             saved_lines = proc.stdout.count("\n")
 
@@ -166,8 +172,10 @@ def run_size(n: int, dump_windows: list[int], repeat: int) -> dict[str, float]:
             best("apply", t)
             r["apply sendmsg calls"] = k.counters.sendmsg_calls
             mm = k._receiver._mm
-            variants = [(w, label, True) for w, label in
-                        zip(dump_windows, dump_labels(dump_windows), strict=True)]
+            variants = [
+                (w, label, True)
+                for w, label in zip(dump_windows, dump_labels(dump_windows), strict=True)
+            ]
             variants.append((1, "w=1 warm, plain recv", True))
             variants.append((1, "w=1 no decode cache", True))
             for w, label, _unused in variants:
@@ -184,8 +192,9 @@ def run_size(n: int, dump_windows: list[int], repeat: int) -> dict[str, float]:
                 if t < r.get(f"dump {label}", float("inf")):
                     r[f"dump {label} python"] = py.seconds
                 best(f"dump {label}", t)
-                r[f"dump {label} syscalls"] = (k.counters.sendmsg_calls - before[0]
-                                              + k.counters.recv_calls - before[1])
+                r[f"dump {label} syscalls"] = (
+                    k.counters.sendmsg_calls - before[0] + k.counters.recv_calls - before[1]
+                )
                 k.dump_cache = cache
                 got = len(table) + sum(len(ks.dests) for ks in table.values())
                 if got != saved_lines or got != n * (1 + DESTS):
@@ -209,8 +218,7 @@ def run_size(n: int, dump_windows: list[int], repeat: int) -> dict[str, float]:
 def _meminfo() -> str:
     with open("/proc/meminfo") as f:
         info = dict(line.split(":", 1) for line in f)
-    return (f"guest MemTotal {info['MemTotal'].strip()}, MemAvailable "
-            f"{info['MemAvailable'].strip()}")
+    return f"guest MemTotal {info['MemTotal'].strip()}, MemAvailable {info['MemAvailable'].strip()}"
 
 
 def main() -> int:
@@ -227,24 +235,36 @@ def main() -> int:
     for n in (int(s) for s in args.sizes.split(",")):
         r = run_size(n, windows, args.repeat)
         restore = r["ipvsadm-restore"]
-        print(f"\n== {n} services x {DESTS} dests ({n * (1 + DESTS)} objects),"
-              f" best of {args.repeat} ==")
+        print(
+            f"\n== {n} services x {DESTS} dests ({n * (1 + DESTS)} objects),"
+            f" best of {args.repeat} =="
+        )
         print(f"ipvsadm-restore      {restore:8.3f} s")
-        print(f"apply                {r['apply']:8.3f} s  = {r['apply'] / restore:.3f}x restore"
-              f"  (target < 0.47x; python {r['apply python']:.3f} s,"
-              f" {r['apply sendmsg calls']:.0f} sendmsg)")
-        print(f"ipvsadm -S -n        {r['ipvsadm -S -n']:8.3f} s"
-              f"  = {r['ipvsadm -S -n'] / restore:.3f}x restore")
+        print(
+            f"apply                {r['apply']:8.3f} s  = {r['apply'] / restore:.3f}x restore"
+            f"  (target < 0.47x; python {r['apply python']:.3f} s,"
+            f" {r['apply sendmsg calls']:.0f} sendmsg)"
+        )
+        print(
+            f"ipvsadm -S -n        {r['ipvsadm -S -n']:8.3f} s"
+            f"  = {r['ipvsadm -S -n'] / restore:.3f}x restore"
+        )
         for label in labels:
             d = r[f"dump {label}"]
-            print(f"dump {label:20s} {d:8.3f} s  = {d / restore:.3f}x restore,"
-                  f" {d / r['ipvsadm -S -n']:.3f}x ipvsadm -S (target <= 0.25x restore;"
-                  f" python {r[f'dump {label} python']:.3f} s,"
-                  f" {r[f'dump {label} syscalls']:.0f} send+recv)")
-        print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB,"
-              f" {_meminfo()}")
-        print(f"one SET_DEST         {r['set-dest median'] * 1000:8.3f} ms median of 20,"
-              f" {r['set-dest messages']:.0f} netlink message(s) each")
+            print(
+                f"dump {label:20s} {d:8.3f} s  = {d / restore:.3f}x restore,"
+                f" {d / r['ipvsadm -S -n']:.3f}x ipvsadm -S (target <= 0.25x restore;"
+                f" python {r[f'dump {label} python']:.3f} s,"
+                f" {r[f'dump {label} syscalls']:.0f} send+recv)"
+            )
+        print(
+            f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB,"
+            f" {_meminfo()}"
+        )
+        print(
+            f"one SET_DEST         {r['set-dest median'] * 1000:8.3f} ms median of 20,"
+            f" {r['set-dest messages']:.0f} netlink message(s) each"
+        )
     return 0
 
 

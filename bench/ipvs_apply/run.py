@@ -45,42 +45,29 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-DESTS = 4
-
-
-def vip(i: int) -> str:
-    return f"10.{100 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
-
-
-def rip(i: int, j: int) -> str:
-    return f"172.{16 + j}.{i // 250 % 250}.{i % 250 + 1}"
+from bench.ipvs_apply.workload import DESTS, ipvsadm_rules, rip, vip  # noqa: E402
 
 
 def agent_config(n: int, state_dir: str, weight_of_last: int = 1) -> str:
     out = [f"state_dir: {state_dir}", "virtual_servers:"]
     for i in range(n):
-        out.append(f"  - name: vs{i}\n    address: {vip(i)}\n    port: 80\n    scheduler: wlc\n"
-                   "    real_servers:")
+        out.append(
+            f"  - name: vs{i}\n    address: {vip(i)}\n    port: 80\n    scheduler: wlc\n"
+            "    real_servers:"
+        )
         for j in range(DESTS):
             w = weight_of_last if (i == n - 1 and j == DESTS - 1) else 1
             out.append(f"      - {{address: {rip(i, j)}, port: 8080, weight: {w}}}")
     return "\n".join(out) + "\n"
 
 
-def ipvsadm_rules(n: int) -> str:
-    out = []
-    for i in range(n):
-        out.append(f"-A -t {vip(i)}:80 -s wlc")
-        for j in range(DESTS):
-            out.append(f"-a -t {vip(i)}:80 -r {rip(i, j)}:8080 -m -w 1")
-    return "\n".join(out) + "\n"
-
-
 def keepalived_config(n: int) -> str:
     out = ["global_defs {\n  router_id bench\n}"]
     for i in range(n):
-        out.append(f"virtual_server {vip(i)} 80 {{\n  delay_loop 3600\n  lb_algo wlc\n"
-                   "  lb_kind NAT\n  protocol TCP")
+        out.append(
+            f"virtual_server {vip(i)} 80 {{\n  delay_loop 3600\n  lb_algo wlc\n"
+            "  lb_kind NAT\n  protocol TCP"
+        )
         for j in range(DESTS):
             out.append(f"  real_server {rip(i, j)} 8080 {{\n    weight 1\n  }}")
         out.append("}")
@@ -102,8 +89,12 @@ def fresh_netns() -> Iterator[str]:
 def timed_command(argv: list[str], stdin: str | None = None) -> tuple[float, int, int]:
     """(seconds, exit status, peak RSS in KiB) of one child process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else None,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if stdin is not None else None,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     if stdin is not None:
         assert proc.stdin is not None
         proc.stdin.write(stdin.encode())
@@ -113,8 +104,11 @@ def timed_command(argv: list[str], stdin: str | None = None) -> tuple[float, int
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         assert proc.stderr is not None
-        print(f"  ! {' '.join(argv[:6])}...: exit {proc.returncode}: "
-              f"{proc.stderr.read().decode()[-500:]}", file=sys.stderr)
+        print(
+            f"  ! {' '.join(argv[:6])}...: exit {proc.returncode}: "
+            f"{proc.stderr.read().decode()[-500:]}",
+            file=sys.stderr,
+        )
     return elapsed, proc.returncode, usage.ru_maxrss
 
 
@@ -163,8 +157,12 @@ def engine_reconcile(ns: str, config_path: Path) -> tuple[float, Any, int, float
     with kernel:
         start = time.perf_counter()
         config = load_config(str(config_path))
-        outcome = reconcile(Timed(), OwnershipStore(Path(config.state_dir) / "ipvs-state.json"),
-                            desired_table(config.virtual_servers), config.ipvs)
+        outcome = reconcile(
+            Timed(),
+            OwnershipStore(Path(config.state_dir) / "ipvs-state.json"),
+            desired_table(config.virtual_servers),
+            config.ipvs,
+        )
         elapsed = time.perf_counter() - start
     return elapsed, outcome, messages, apply_time
 
@@ -178,8 +176,25 @@ def keepalived_load(ns: str, conf: Path, n: int, work: Path, timeout: float) -> 
     last = ServiceKey(AF_INET, IPPROTO_TCP, vip(n - 1), 80)
     with netns.entered(ns):
         kernel = IpvsKernel()
-    argv = ["ip", "netns", "exec", ns, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf),
-            "-p", str(work / "k.pid"), "-c", str(work / "c.pid"), "-r", str(work / "v.pid")]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "keepalived",
+        "-n",
+        "-l",
+        "-D",
+        "-C",
+        "-f",
+        str(conf),
+        "-p",
+        str(work / "k.pid"),
+        "-c",
+        str(work / "c.pid"),
+        "-r",
+        str(work / "v.pid"),
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -207,7 +222,8 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
 
     with fresh_netns() as ns:
         res["ipvsadm_restore_s"], rc, _ = timed_command(
-            ["ip", "netns", "exec", ns, "ipvsadm-restore"], stdin=rules)
+            ["ip", "netns", "exec", ns, "ipvsadm-restore"], stdin=rules
+        )
         assert rc == 0 and table_size(ns) == (n, n * DESTS)
         print(f"  (b)  ipvsadm-restore            {res['ipvsadm_restore_s']:8.2f} s", flush=True)
 
@@ -226,8 +242,11 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
         res["agent_noop_command_s"], rc, rss2 = timed_command(cmd)
         assert rc == 0
         res["agent_noop_peak_rss_mb"] = rss2 / 1024
-        print(f"  (a)  lvs-agent apply (command)  {res['agent_command_s']:8.2f} s   "
-              f"peak RSS {res['agent_peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"  (a)  lvs-agent apply (command)  {res['agent_command_s']:8.2f} s   "
+            f"peak RSS {res['agent_peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
         print(f"  (c)  no-op apply (command)      {res['agent_noop_command_s']:8.2f} s", flush=True)
 
     # The same work inside a running agent (imports and interpreter already paid).
@@ -240,9 +259,11 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
         res["agent_engine_messages"] = msgs
         res["agent_noop_engine_s"], outcome, msgs, _ = engine_reconcile(ns, config)
         assert not outcome.plan.steps and msgs == 0
-        print(f"  (a)  apply (engine)             {res['agent_engine_s']:8.2f} s   "
-              f"(of which netlink apply {apply_s:.2f} s, {res['agent_engine_messages']} messages)",
-              flush=True)
+        print(
+            f"  (a)  apply (engine)             {res['agent_engine_s']:8.2f} s   "
+            f"(of which netlink apply {apply_s:.2f} s, {res['agent_engine_messages']} messages)",
+            flush=True,
+        )
         print(f"  (c)  no-op (engine)             {res['agent_noop_engine_s']:8.2f} s", flush=True)
         config.write_text(agent_config(n, str(work / f"state-engine-{n}"), weight_of_last=7))
         res["weight_change_reconcile_s"], outcome, msgs, apply_s = engine_reconcile(ns, config)
@@ -250,9 +271,12 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
         res["weight_change_ops"] = len(outcome.plan.ops)
         res["weight_change_messages"] = msgs
         res["weight_change_op_ms"] = apply_s * 1000
-        print(f"  (d)  one weight change          {res['weight_change_ops']} op, {msgs} netlink "
-              f"message, {apply_s * 1000:.1f} ms for the operation, "
-              f"{res['weight_change_reconcile_s']:.2f} s for the whole reconcile", flush=True)
+        print(
+            f"  (d)  one weight change          {res['weight_change_ops']} op, {msgs} netlink "
+            f"message, {apply_s * 1000:.1f} ms for the operation, "
+            f"{res['weight_change_reconcile_s']:.2f} s for the whole reconcile",
+            flush=True,
+        )
     b, bk = res["ipvsadm_restore_s"], res["keepalived_s"]
     res["ratios"] = {
         "a_command/b'": res["agent_command_s"] / bk,
@@ -268,8 +292,9 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
@@ -279,15 +304,17 @@ def main() -> int:
         from agent.lab.vm import run_in_vm
 
         print("no IPVS in this kernel: running in the lab VM (software emulation)", flush=True)
-        cmd = (f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} "
-               f"{shlex.quote(__file__)} --sizes {args.sizes} --out {shlex.quote(args.out)}")
+        cmd = (
+            f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} "
+            f"{shlex.quote(__file__)} --sizes {args.sizes} --out {shlex.quote(args.out)}"
+        )
         return run_in_vm(cmd, rwdirs=[str(ROOT)], memory="4G")
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
-        "virtualized": Path("/sys/hypervisor").exists() or "virtme" in " ".join(
-            Path("/proc/cmdline").read_text().split()),
+        "virtualized": Path("/sys/hypervisor").exists()
+        or "virtme" in " ".join(Path("/proc/cmdline").read_text().split()),
         "sizes": [],
     }
     with tempfile.TemporaryDirectory(prefix="ipvs-bench-") as tmp:

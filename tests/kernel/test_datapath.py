@@ -56,6 +56,19 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float = 60.0) -> N
         time.sleep(0.25)
 
 
+def start_agent(lab: Lab, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`lvs-agent run` in the director, once it has programmed both real servers."""
+    agent = lab.spawn(
+        lab.director(1), [sys.executable, "-m", "agent", "run", "-c", str(config)], log=log
+    )
+    wait_until(
+        "the agent to program the table",
+        lambda: sum(len(s.dests) for s in dump(lab).values()) == 2,
+        120,
+    )
+    return agent
+
+
 def apply(lab: Lab, config: Path) -> int:
     with netns.entered(lab.director(1).ns):
         return main(["apply", "-c", str(config)])
@@ -113,14 +126,7 @@ def test_drain_keeps_an_open_connection_until_it_closes(nat_lab: Lab, tmp_path: 
         lab_config(lab, str(tmp_path / "state")).replace("drain_timeout: 30s", "drain_timeout: 10m")
     )
     log = tmp_path / "agent.log"
-    agent = lab.spawn(
-        lab.director(1), [sys.executable, "-m", "agent", "run", "-c", str(config)], log=log
-    )
-    wait_until(
-        "the agent to program the table",
-        lambda: sum(len(s.dests) for s in dump(lab).values()) == 2,
-        120,
-    )
+    agent = start_agent(lab, config, log)
 
     result: dict[str, object] = {}
     worker = threading.Thread(target=slow_request, args=(lab, 12, result), daemon=True)
@@ -184,14 +190,7 @@ def test_daemon_reload_metrics_and_clean_stop(nat_lab: Lab, tmp_path: Path) -> N
     good = lab_config(lab, str(tmp_path / "state"))
     config.write_text(good)
     log = tmp_path / "agent.log"
-    agent = lab.spawn(
-        lab.director(1), [sys.executable, "-m", "agent", "run", "-c", str(config)], log=log
-    )
-    wait_until(
-        "the agent to program the table",
-        lambda: sum(len(s.dests) for s in dump(lab).values()) == 2,
-        120,
-    )
+    agent = start_agent(lab, config, log)
     assert None not in lab.ask_vip(4)
     wait_until("metrics", lambda: "lvs_agent_ipvs_backend_connections" in scrape(lab), 30)
     exposition = scrape(lab)

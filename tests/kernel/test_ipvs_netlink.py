@@ -9,16 +9,14 @@ Run with::
     .venv/bin/python -m agent.lab.vm --rwdir /work/main -- "cd /work/main && \
       LVS_AGENT_KERNEL_TIER=1 .venv/bin/python -m pytest -q tests/kernel/test_ipvs_netlink.py"
 
-Outside the VM (no IPVS) the module is skipped with the reason; with
-LVS_AGENT_KERNEL_TIER=1 a missing IPVS is a failure instead.
+(tests/kernel/conftest.py skips the tier outside the VM and fails it inside
+the VM when IPVS is missing.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import os
 import socket
 import struct
 import subprocess
@@ -63,28 +61,7 @@ from agent.ipvs.model import (
 )
 from agent.lab import netns
 
-KERNEL_TIER = os.environ.get("LVS_AGENT_KERNEL_TIER") == "1"
-
-
-def _why_no_ipvs() -> str | None:
-    if os.geteuid() != 0:
-        return "the kernel tier needs root"
-    with contextlib.suppress(FileNotFoundError):
-        subprocess.run(["modprobe", "ip_vs"], capture_output=True, check=False, timeout=60)
-    if not os.path.exists("/proc/net/ip_vs"):
-        return "the running kernel has no IPVS (modprobe ip_vs did not provide it)"
-    return None
-
-
-_WHY = _why_no_ipvs()
-if _WHY is not None:
-    if KERNEL_TIER:
-        raise RuntimeError(f"LVS_AGENT_KERNEL_TIER=1 but {_WHY}")
-    pytest.skip(
-        f"{_WHY}; run this tier in the VM: python -m agent.lab.vm -- "
-        "'LVS_AGENT_KERNEL_TIER=1 .venv/bin/python -m pytest tests/kernel'",
-        allow_module_level=True,
-    )
+# tests/kernel/conftest.py checks for IPVS (skip outside the VM, fail inside it).
 
 
 class Lab:
