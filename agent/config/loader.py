@@ -29,12 +29,12 @@ from agent.config.model import (
 )
 from agent.config.reader import BOOL_TAG, INT_TAG, ConfigError, Item, Problems, Section, compose
 from agent.config.vrrp import read_vrrp
+from agent.gcpause import paused_gc
 
 DEFAULT_PATH = "/etc/lvs-agent/config.yaml"
 DEFAULT_METRICS = "127.0.0.1:9469"
 DEFAULT_STATE_DIR = "/var/lib/lvs-agent"
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Scheduler flags and the schedulers that understand them (ip_vs_sh.c, ip_vs_mh.c).
 _FLAG_SCHEDULER = {"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
@@ -56,6 +56,11 @@ def load_config(path: str) -> Config:
 
 
 def parse_config(text: str, source: str = "config.yaml") -> Config:
+    with paused_gc():
+        return _parse_config(text, source)
+
+
+def _parse_config(text: str, source: str) -> Config:
     problems = Problems(source)
     root_node = compose(text, problems)
     if root_node is None and not problems.found:
@@ -159,25 +164,30 @@ def _host_port(item: Item) -> tuple[str, int] | None:
     return host, int(port_text)
 
 
-def _address(item: Item | None) -> Address | None:
+def _address(item: Item | None) -> str | None:
+    """A unicast IPv4 or IPv6 address in canonical (inet_ntop) spelling."""
     if item is None:
         return None
     text = item.as_str()
     if text is None:
         return None
+    # inet_pton rather than ipaddress: this runs for every real server, and a
+    # generated file can have tens of thousands of them.
+    af = socket.AF_INET6 if ":" in text else socket.AF_INET
     try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
+        packed = socket.inet_pton(af, text)
+    except OSError:
         item.error(f"{text!r} is not an IPv4 or IPv6 address")
         return None
-    if addr.is_unspecified or addr.is_multicast:
+    multicast = packed[0] == 0xFF if af == socket.AF_INET6 else 224 <= packed[0] <= 239
+    if not any(packed) or multicast:
         item.error(f"{text} cannot be used here (unspecified or multicast)")
         return None
-    return addr
+    return socket.inet_ntop(af, packed)
 
 
-def _family(addr: Address) -> str:
-    return "ipv4" if addr.version == 4 else "ipv6"
+def _family(address: str) -> str:
+    return "ipv6" if ":" in address else "ipv4"
 
 
 # --- ipvs ------------------------------------------------------------------------
@@ -347,7 +357,7 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
     return VirtualServer(
         name=name,
         family=family,
-        address=str(address) if address is not None else None,
+        address=address,
         port=port or 0,
         fwmark=fwmark or 0,
         protocol=protocol,
@@ -532,7 +542,7 @@ def _real_server(
         return None
     assert weight is not None and upper is not None and lower is not None and forwarding
     return RealServer(
-        address=str(address),
+        address=address,
         port=port,
         weight=weight,
         upper_threshold=upper,

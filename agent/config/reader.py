@@ -295,8 +295,16 @@ def describe(node: Node) -> str:
     return f"{name} ({node.value!r})" if node.tag != _NULL else "null"
 
 
+_NULL_WORDS = frozenset(("", "~", "null", "Null", "NULL"))
+
+
 def is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == _NULL
+    """A YAML null, told without running the type resolver on every value."""
+    if not isinstance(node, ScalarNode):
+        return False
+    if node._tag is None:
+        return node.value in _NULL_WORDS
+    return node._tag == _NULL
 
 
 def scalar(node: ScalarNode) -> Any:
@@ -305,14 +313,28 @@ def scalar(node: ScalarNode) -> Any:
 
 
 class Item:
-    """One value in the document, with its path for error messages."""
+    """One value in the document, with its path for error messages.
 
-    __slots__ = ("node", "path", "problems")
+    The path is spelled out only when a message needs it: a large file has
+    hundreds of thousands of values and almost never an error.
+    """
 
-    def __init__(self, node: Node, path: str, problems: Problems) -> None:
+    __slots__ = ("_key", "_parent", "node", "problems")
+
+    def __init__(self, node: Node, parent: str, problems: Problems, key: str | int = "") -> None:
         self.node = node
-        self.path = path
+        self._parent = parent
+        self._key = key
         self.problems = problems
+
+    @property
+    def path(self) -> str:
+        key = self._key
+        if isinstance(key, int):
+            return f"{self._parent}[{key}]"
+        if not key:
+            return self._parent
+        return f"{self._parent}.{key}" if self._parent else key
 
     def error(self, message: str) -> None:
         self.problems.add(self.node, self.path, message)
@@ -335,12 +357,13 @@ class Item:
         return Section(self.node, self.path, self.problems)
 
     def as_list(self) -> list[Item] | None:
-        if isinstance(self.node, ScalarNode) and self.node.tag == _NULL:
+        if is_null(self.node):
             return []
         if not isinstance(self.node, SequenceNode):
             self.error(f"must be a list, got {describe(self.node)}")
             return None
-        return [Item(n, f"{self.path}[{i}]", self.problems) for i, n in enumerate(self.node.value)]
+        path, problems = self.path, self.problems
+        return [Item(n, path, problems, i) for i, n in enumerate(self.node.value)]
 
     def as_str(self) -> str | None:
         node = self.node
@@ -361,13 +384,20 @@ class Item:
         return node.value
 
     def as_int(self, lo: int, hi: int) -> int | None:
-        if not isinstance(self.node, ScalarNode) or self.node.tag != _INT:
-            self.error(f"must be an integer {lo}..{hi}, got {describe(self.node)}")
+        node = self.node
+        text = node.value if isinstance(node, ScalarNode) else ""
+        # Plain decimal is the common case and needs no resolver; anything else
+        # (0x.., 0o.., 1_000, 1:30, a leading 0 that YAML 1.1 reads as octal)
+        # takes the full YAML rules.
+        if isinstance(node, ScalarNode) and node._tag is None and text.isdigit() and (
+            text[0] != "0" or text == "0"
+        ):
+            value: Any = int(text)
+        elif not isinstance(node, ScalarNode) or node.tag != _INT:
+            self.error(f"must be an integer {lo}..{hi}, got {describe(node)}")
             return None
-        text = self.node.value
-        # Plain decimal is the common case; anything else (0x.., 0o.., 1_000,
-        # 1:30, a leading 0 that YAML 1.1 reads as octal) takes the full rules.
-        value = int(text) if text.isdigit() and text[:1] != "0" else scalar(self.node)
+        else:
+            value = scalar(node)
         if not isinstance(value, int) or not lo <= value <= hi:
             self.error(f"must be {lo}..{hi}, got {value}")
             return None
@@ -457,19 +487,17 @@ class Section:
     def has(self, key: str) -> bool:
         self._read.add(key)
         value = self._keys.get(key)
-        return value is not None and not (
-            isinstance(value[1], ScalarNode) and value[1].tag == _NULL
-        )
+        return value is not None and not is_null(value[1])
 
     def item(self, key: str, required: bool = False) -> Item | None:
         """The value under ``key``; None when absent or null (recorded when required)."""
         self._read.add(key)
         found = self._keys.get(key)
-        if found is None or (isinstance(found[1], ScalarNode) and found[1].tag == _NULL):
+        if found is None or is_null(found[1]):
             if required:
                 self.error(f"missing required key {key!r}")
             return None
-        return Item(found[1], self._join(key), self.problems)
+        return Item(found[1], self.path, self.problems, key)
 
     def get(
         self, key: str, read: Callable[[Item], T | None], default: T, required: bool = False

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Mapping
 
 from agent.config.model import RealServer, VirtualServer
+from agent.gcpause import paused_gc
 from agent.ipvs.model import (
     AF_INET,
     AF_INET6,
@@ -94,6 +95,14 @@ def desired_table(
     (virtual server name, real server address, port): health checking uses it to
     take a server out (weight 0) without removing it.
     """
+    with paused_gc():  # see agent.gcpause
+        return _table(virtual_servers, weights)
+
+
+def _table(
+    virtual_servers: tuple[VirtualServer, ...],
+    weights: Mapping[tuple[str, str, int], int] | None,
+) -> DesiredTable:
     table: DesiredTable = {}
     for vs in virtual_servers:
         service = desired_service(vs)

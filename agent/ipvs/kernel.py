@@ -38,13 +38,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import gc
 import select
 import socket
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any, Final
 
+from agent.gcpause import paused_gc
 from agent.ipvs.model import KernelTable, Op, ServiceKey, Timeouts
 from agent.ipvs.netlink import (
     IPVS_GENL_NAME,
@@ -378,7 +378,7 @@ class IpvsKernel:
         poller = select.poll()
         poller.register(self._sock.fileno(), select.POLLIN)
         self._dirty = True
-        with _gc_paused(self.pause_gc):
+        with paused_gc(self.pause_gc):
             for step in self._steps(p, None):
                 if step == _WAIT and not poller.poll(self.timeout * 1000):
                     raise IpvsError(
@@ -393,7 +393,7 @@ class IpvsKernel:
             if self._dirty:
                 self._drain()
             self._dirty = True
-            with _gc_paused(self.pause_gc):
+            with paused_gc(self.pause_gc):
                 for step in self._steps(p, self.async_budget):
                     if step == _WAIT:
                         await self._readable()
@@ -514,15 +514,3 @@ class _MmsgVector:
                 raise IpvsError(errno.EMSGSIZE, "netlink reply truncated")
             out.append(string_at(self._base + i * self._size, m.msg_len))
         return out
-
-
-@contextlib.contextmanager
-def _gc_paused(pause: bool) -> Iterator[None]:
-    if not pause or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from agent.gcpause import paused_gc
 from agent.ipvs.model import (
     AddDest,
     AddService,
@@ -80,6 +81,19 @@ def plan(
     drain_timeout: float,
     timeouts: Timeouts | None = None,
     kernel_timeouts: Timeouts | None = None,
+) -> Plan:
+    with paused_gc():  # tens of thousands of long-lived objects: see agent.gcpause
+        return _plan(desired, kernel, owned, now, drain_timeout, timeouts, kernel_timeouts)
+
+
+def _plan(
+    desired: DesiredTable,
+    kernel: KernelTable,
+    owned: Ownership,
+    now: float,
+    drain_timeout: float,
+    timeouts: Timeouts | None,
+    kernel_timeouts: Timeouts | None,
 ) -> Plan:
     steps: list[Step] = []
     drains: dict[DrainKey, float] = {}
