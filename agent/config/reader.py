@@ -145,7 +145,12 @@ class Problems:
             raise ConfigError(self.found)
 
 
-def compose(text: str, problems: Problems) -> Node | None:
+Streamed = Callable[[Node, int], None]
+
+
+def compose(
+    text: str, problems: Problems, stream: dict[str, Streamed] | None = None
+) -> Node | None:
     """Parse YAML into line-numbered nodes; syntax errors become problems.
 
     Built on libyaml's event stream rather than PyYAML's composer: that one
@@ -153,9 +158,13 @@ def compose(text: str, problems: Problems) -> Node | None:
     Mark objects per node, which made a 10,000-service file take ~9 s to read.
     Here types are resolved only for the values a reader asks about. Anchors,
     aliases and merge keys (``<<: *defaults``) work as in YAML.
+
+    ``stream``: for a top-level key whose value is a list, a function called with
+    each entry (and its index) as soon as it is composed; the entries are then
+    not kept in the tree (the list node stays, empty), so their nodes can go.
     """
     try:
-        return _compose(text)
+        return _compose(text, stream or {})
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -167,10 +176,10 @@ def compose(text: str, problems: Problems) -> Node | None:
     return None
 
 
-def _compose(text: str) -> Node | None:
+def _compose(text: str, stream: dict[str, Streamed]) -> Node | None:
     loader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)(text)
     try:
-        return _Composer(loader.get_event).document()
+        return _Composer(loader.get_event, stream).document()
     finally:
         loader.dispose()
 
@@ -181,9 +190,10 @@ _ev = yaml.events
 class _Composer:
     """Recursive descent over libyaml's events into line-numbered nodes."""
 
-    def __init__(self, get_event: Any) -> None:
+    def __init__(self, get_event: Any, stream: dict[str, Streamed]) -> None:
         self.get = get_event
         self.anchors: dict[str, Node] = {}
+        self.stream = stream
 
     def document(self) -> Node | None:
         get = self.get
@@ -191,7 +201,7 @@ class _Composer:
         event = get()
         if type(event) is _ev.StreamEndEvent:
             return None
-        root = self.node(get())  # after DocumentStart
+        root = self.node(get(), top=True)  # after DocumentStart
         get()  # DocumentEnd
         event = get()
         if type(event) is not _ev.StreamEndEvent:
@@ -200,7 +210,7 @@ class _Composer:
             )
         return root
 
-    def node(self, event: Any) -> Node:
+    def node(self, event: Any, top: bool = False) -> Node:
         cls = type(event)
         node: Node
         if cls is _ev.ScalarEvent:
@@ -219,7 +229,14 @@ class _Composer:
                 if type(key_event) is _ev.MappingEndEvent:
                     break
                 key = self.node(key_event)
-                append((key, self.node(get())))
+                value_event = get()
+                streamed = (
+                    self.stream.get(key.value) if top and isinstance(key, ScalarNode) else None
+                )
+                if streamed is not None and type(value_event) is _ev.SequenceStartEvent:
+                    append((key, self.streamed_sequence(value_event, streamed)))
+                else:
+                    append((key, self.node(value_event)))
                 if not merge and isinstance(key, ScalarNode) and key.value == "<<":
                     merge = key._tag is None
             if merge:
@@ -249,6 +266,20 @@ class _Composer:
         if event.anchor is not None:
             self.anchors[event.anchor] = node
         return node
+
+    def streamed_sequence(self, event: Any, each: Streamed) -> SequenceNode:
+        sequence = SequenceNode(event.start_mark.line + 1)
+        get = self.get
+        index = 0
+        while True:
+            item_event = get()
+            if type(item_event) is _ev.SequenceEndEvent:
+                break
+            each(self.node(item_event), index)
+            index += 1
+        if event.anchor is not None:
+            self.anchors[event.anchor] = sequence
+        return sequence
 
 
 def _merge_keys(mapping: MappingNode) -> None:
@@ -389,8 +420,11 @@ class Item:
         # Plain decimal is the common case and needs no resolver; anything else
         # (0x.., 0o.., 1_000, 1:30, a leading 0 that YAML 1.1 reads as octal)
         # takes the full YAML rules.
-        if isinstance(node, ScalarNode) and node._tag is None and text.isdigit() and (
-            text[0] != "0" or text == "0"
+        if (
+            isinstance(node, ScalarNode)
+            and node._tag is None
+            and text.isdigit()
+            and (text[0] != "0" or text == "0")
         ):
             value: Any = int(text)
         elif not isinstance(node, ScalarNode) or node.tag != _INT:
