@@ -57,10 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     lab = sub.add_parser(
         "lab",
         help="build a throwaway LVS lab in network namespaces and send traffic through it",
-        description="Build a client, a director running this agent and two HTTP real servers "
+        description="Build a client, directors running this agent and two HTTP real servers "
         "in network namespaces; send requests through the VIP; show which real server "
-        "answered and the IPVS table; tear everything down. Runs inside a VM with a stock "
-        "Debian kernel when the running kernel has no IPVS. Needs root.",
+        "answered and the IPVS table; tear everything down. With two or more directors, "
+        "VRRP elects the one holding the VIP and the lab kills the master's agent in the "
+        "middle of a stream of requests to show the failover. Runs inside a VM with a "
+        "stock Debian kernel when the running kernel has no IPVS. Needs root.",
     )
     lab.add_argument(
         "--forwarding",
@@ -68,7 +70,16 @@ def _parser() -> argparse.ArgumentParser:
         default="nat",
         help="how the director forwards to the real servers (default nat)",
     )
-    lab.add_argument("--requests", type=int, default=6, help="requests to send (default 6)")
+    lab.add_argument(
+        "--directors",
+        type=int,
+        choices=(1, 2, 3),
+        default=2,
+        help="directors (default 2: VRRP failover; 1: a static VIP)",
+    )
+    lab.add_argument(
+        "--requests", type=int, help="requests to send (default 6, or 40 with VRRP failover)"
+    )
     lab.add_argument("--in-vm", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -79,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     if command == "lab":
         from agent.lab.demo import main as lab_main
 
-        return lab_main(forwarding=args.forwarding, requests=args.requests, in_vm=args.in_vm)
+        return lab_main(
+            forwarding=args.forwarding,
+            requests=args.requests,
+            in_vm=args.in_vm,
+            directors=args.directors,
+        )
     config = _load(args.config)
     if config is None:
         return EXIT_ERROR

@@ -11,8 +11,9 @@ Schedule: a full reconcile at start, every ``reconcile_interval`` and after a
 successful SIGHUP reload; while real servers drain, a poll of just the
 draining services every ``DRAIN_POLL`` seconds. SIGTERM/SIGINT stop the loop
 and leave the IPVS table as it is (connections keep flowing while the agent
-restarts). An invalid configuration on reload is reported and the running one
-kept.
+restarts); VRRP leaves first, in the signal handler itself (VIPs removed,
+priority 0 sent), so that a backup takes over after Skew_Time. An invalid
+configuration on reload is reported and the running one kept.
 """
 
 from __future__ import annotations
@@ -116,8 +117,8 @@ class Agent:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
-        loop.add_signal_handler(signal.SIGINT, self.stop.set)
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self.reload.set)
         try:
             await self._schedule(loop)
@@ -125,6 +126,13 @@ class Agent:
             await self._stop_vrrp()
         sd_notify("STOPPING=1")
         log.info("stopping; the IPVS table stays as it is")
+
+    def _on_stop_signal(self) -> None:
+        if self.vrrp is not None:
+            # Priority 0 first, before the rest of the shutdown: the backups take over
+            # Skew_Time after it leaves (the VIPs go just before it).
+            self.vrrp.leave()
+        self.stop.set()
 
     async def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         next_full = loop.time()

@@ -331,7 +331,9 @@ _BECOME_MASTER: Final = (
     Step.ARM_ADVER,
     Step.ARM_ANNOUNCE,
 )
-_LEAVE_MASTER: Final = (Step.SEND_PRIORITY_ZERO, Step.REMOVE_VIPS)
+# VIPs go before the priority-0 advert: a backup may take over as soon as it hears it
+# (Skew_Time is 0 at 10 ms adverts), and two nodes must never hold a VIP at once.
+_LEAVE_MASTER: Final = (Step.REMOVE_VIPS, Step.SEND_PRIORITY_ZERO)
 _AWAIT_MASTER: Final = (Step.RESET_INTERVAL, Step.ARM_MASTER_DOWN)
 _HOLD: Final = (Step.RESET_INTERVAL, Step.HOLD)
 

@@ -8,16 +8,19 @@ the daemon calls ``await start()`` and ``await stop()`` and reads ``counters()``
 
 Rules it keeps:
 
-- time is ``loop.time()`` (monotonic) only; one ``call_at`` timer per instance,
-  always replaced by the latest ``ScheduleTimer``;
+- time is ``loop.time()`` (monotonic) only; one timer per instance (a timerfd,
+  ``timers.InstanceTimer``), always re-armed by the latest ``ScheduleTimer``;
 - nothing raises out of a loop callback: bad packets become ``AdvertRejected``
   (counted), netlink/socket failures are logged and counted;
 - VIPs configured for any instance are removed at start (a crashed run may have
-  left them) and by ``stop()`` (priority 0 is sent first);
+  left them) and by ``stop()`` (then priority 0 is sent, before anything else
+  is torn down: the backups' Skew_Time starts when it leaves);
 - scripts and notify commands run as child processes without a shell, bounded
   by their timeout; only processes started here are killed, by PID.
-- link states are polled (``LINK_POLL``) through netlink; the VRRP interface of
-  each instance is tracked implicitly with weight 0, as keepalived does.
+- link states are re-read through netlink when the kernel announces a link change
+  (``LinkMonitor``) and every ``LINK_POLL`` in case a notification was lost; the
+  VRRP interface of each instance is tracked implicitly with weight 0, as keepalived
+  does. Reads run on the managers' netlink threads, never blocking the loop.
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ from agent.vrrp.machine import (
 )
 from agent.vrrp.packet import VipInterface, VrrpDecodeError, decode, encode, peek_vrid
 from agent.vrrp.sync import GroupNotify, SyncGroup
+from agent.vrrp.timers import InstanceTimer
 from agent.vrrp.trackers import InstanceTracking
-from agent.vrrp.transport import Received, SocketCounters, VrrpSocket
+from agent.vrrp.transport import LinkMonitor, Received, SocketCounters, VrrpSocket
 from agent.vrrp.vips import VipError, VipManager
 
 log = logging.getLogger("agent.vrrp")
@@ -83,7 +87,7 @@ class _Instance:
     tracking: InstanceTracking
     group: SyncGroup
     socket_key: tuple[str, int]
-    timer: asyncio.TimerHandle | None = None
+    timer: InstanceTimer | None = None  # created by start(), on the running loop
 
 
 async def run_command(argv: list[str], timeout: float) -> bool:
@@ -120,9 +124,12 @@ class VrrpService:
         self._sockets: dict[tuple[str, int], VrrpSocket] = {}
         self._vips: dict[str, VipManager] = {}
         self._by_vrid: dict[tuple[str, int, int], str] = {}
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._trackers: set[asyncio.Task[object]] = set()  # link poll, track scripts
+        self._tasks: set[asyncio.Task[object]] = set()  # notify commands
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
+        self._links = LinkMonitor()
+        self._link_changed = asyncio.Event()
 
     # -- the surface the daemon uses
 
@@ -151,30 +158,47 @@ class VrrpService:
         except Exception:
             self._close_io()
             raise
+        for name, inst in self._instances.items():
+            inst.timer = InstanceTimer(loop, functools.partial(self._on_timer, name))
         self._running = True
-        self._poll_links(initial=True)
-        self._spawn(self._link_loop())
+        try:
+            self._links.open(loop, self._link_changed.set)
+        except OSError as e:
+            log.warning("no netlink link notifications (%s); polling every %gs", e, LINK_POLL)
+        self._apply_links(self._read_links(), initial=True)
+        self._spawn(self._link_loop(), self._trackers)
         for inst in self._instances.values():
             for name in inst.tracking.scripts:
-                self._spawn(self._script_loop(inst.config.name, name))
+                self._spawn(self._script_loop(inst.config.name, name), self._trackers)
         for name in self._instances:
             self._deliver(name, Startup())
 
-    async def stop(self) -> None:
-        """Leave MASTER everywhere (priority 0, VIPs removed), then close everything."""
-        self._running = False
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=NOTIFY_TIMEOUT)
+    def leave(self) -> None:
+        """Stop taking part at once: a master removes its VIPs and sends priority 0.
+
+        Synchronous, for the daemon's signal handler: the backups' takeover clock
+        (Skew_Time) starts when our priority-0 advert leaves, so nothing may come
+        before it. ``stop()`` does it too (again is harmless), then tears down.
+        """
+        if self._loop is None:
+            return
         for name in self._instances:
             self._deliver(name, Shutdown())
+
+    async def stop(self) -> None:
+        """Leave MASTER everywhere (VIPs removed, priority 0 sent), then close everything."""
+        self._running = False
+        self.leave()
         for inst in self._instances.values():
             if inst.timer is not None:
-                inst.timer.cancel()
+                inst.timer.close()
                 inst.timer = None
+        for task in list(self._trackers):
+            task.cancel()
+        if self._trackers:
+            await asyncio.wait(self._trackers, timeout=NOTIFY_TIMEOUT)
         self._close_io()
-        # Last notify commands ("STOP") were spawned by the Shutdown delivery above.
+        # Notify commands still running, the last ("STOP") spawned by the Shutdown above.
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=NOTIFY_TIMEOUT)
 
@@ -252,6 +276,7 @@ class VrrpService:
             )
 
     def _close_io(self) -> None:
+        self._links.close()
         for sock in self._sockets.values():
             sock.close()
         for mgr in self._vips.values():
@@ -304,42 +329,66 @@ class VrrpService:
             log.exception("dropping a packet on %s", key[0])
 
     def _on_timer(self, name: str) -> None:
-        self._instances[name].timer = None
         self._deliver(name, TimerFired())
 
     # -- trackers
 
-    def _spawn(self, coro: Coroutine[object, object, object]) -> None:
+    def _spawn(
+        self, coro: Coroutine[object, object, object], into: set[asyncio.Task[object]] | None = None
+    ) -> None:
+        tasks = self._tasks if into is None else into
         task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
-    def _poll_links(self, initial: bool = False) -> None:
-        states: dict[str, bool] = {}
+    def _tracked_interfaces(self) -> list[str]:
+        names: dict[str, None] = {}
         for inst in self._instances.values():
-            for ifname in inst.tracking.interfaces:
-                if ifname not in states:
-                    states[ifname] = self._link_up(ifname)
-        for name, inst in self._instances.items():
-            changed = False
-            for ifname in inst.tracking.interfaces:
-                changed |= inst.tracking.set_link(ifname, states[ifname])
-            if changed or initial:  # before Startup every instance learns its tracking once
-                self._deliver(name, inst.tracking.event())
+            names.update(dict.fromkeys(inst.tracking.interfaces))
+        return list(names)
 
-    def _link_up(self, ifname: str) -> bool:
+    def _manager(self, ifname: str) -> VipManager:
         mgr = self._vips.get(ifname)
         if mgr is None:
             mgr = self._vips[ifname] = VipManager(ifname)
-        try:
-            return mgr.link().up
-        except VipError:
-            return False  # interface gone: down
+        return mgr
+
+    def _read_links(self) -> dict[str, bool]:
+        states: dict[str, bool] = {}
+        for ifname in self._tracked_interfaces():
+            try:
+                states[ifname] = self._manager(ifname).link().up
+            except VipError:
+                states[ifname] = False  # interface gone: down
+        return states
+
+    async def _read_links_async(self) -> dict[str, bool]:
+        # Each manager's own worker thread answers: the loop keeps sending adverts meanwhile.
+        names = self._tracked_interfaces()
+        answers = await asyncio.gather(
+            *(self._manager(n).link_async() for n in names), return_exceptions=True
+        )
+        return {
+            name: answer.up if not isinstance(answer, BaseException) else False
+            for name, answer in zip(names, answers, strict=True)
+        }
+
+    def _apply_links(self, states: dict[str, bool], initial: bool = False) -> None:
+        for name, inst in self._instances.items():
+            changed = False
+            for ifname in inst.tracking.interfaces:
+                changed |= inst.tracking.set_link(ifname, states.get(ifname, False))
+            if changed or initial:  # before Startup every instance learns its tracking once
+                self._deliver(name, inst.tracking.event())
 
     async def _link_loop(self) -> None:
         while self._running:
-            await asyncio.sleep(LINK_POLL)
-            self._poll_links()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._link_changed.wait(), LINK_POLL)
+            self._link_changed.clear()
+            states = await self._read_links_async()
+            if self._running:
+                self._apply_links(states)
 
     async def _script_loop(self, instance: str, script: str) -> None:
         inst = self._instances[instance]
@@ -361,11 +410,12 @@ class VrrpService:
     def _perform(self, action: Action | GroupNotify) -> None:
         if isinstance(action, ScheduleTimer):
             inst = self._instances[action.instance]
-            if inst.timer is not None:
+            if inst.timer is None:
+                return  # stopped
+            if action.at is None:
                 inst.timer.cancel()
-                inst.timer = None
-            if action.at is not None and self._loop is not None:
-                inst.timer = self._loop.call_at(action.at, self._on_timer, action.instance)
+            else:
+                inst.timer.arm(action.at)
         elif isinstance(action, SendAdvert):
             inst = self._instances[action.instance]
             sock = self._sockets[inst.socket_key]

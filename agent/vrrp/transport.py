@@ -222,3 +222,52 @@ class VrrpSocket:
         if isinstance(source, IPv4Address):  # cannot happen on an AF_INET6 raw socket
             source = IPv6Address("::")
         return Received(self.family, source, destination, hop_limit, data)
+
+
+RTMGRP_LINK: Final = 0x1  # rtnetlink multicast group of link changes
+
+
+class LinkMonitor:
+    """Calls back when the kernel reports any link change (RTM_NEWLINK / RTM_DELLINK).
+
+    The messages are not parsed: the callback re-reads the links it cares about. This
+    turns a link failure into a FAULT at once instead of at the next poll, as
+    keepalived does with its netlink reflector. Counters and errors: none; a monitor
+    that cannot open just leaves the service to its periodic poll.
+    """
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def open(self, loop: asyncio.AbstractEventLoop, on_change: Callable[[], None]) -> None:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 0)
+        try:
+            sock.bind((0, RTMGRP_LINK))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._loop = loop
+        loop.add_reader(sock.fileno(), self._drain, on_change)
+
+    def _drain(self, on_change: Callable[[], None]) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(RECV_BURST):
+            try:
+                sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break  # ENOBUFS (overrun) included: the re-read below catches up
+        on_change()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+        self._sock = None
+        self._loop = None

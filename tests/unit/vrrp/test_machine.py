@@ -77,7 +77,12 @@ class Case:
 
 S, T = State, Trigger
 N, SA, AV, RV, SG, ST = (
-    "Notify", "SendAdvert", "AddVips", "RemoveVips", "SendGratuitous", "ScheduleTimer",
+    "Notify",
+    "SendAdvert",
+    "AddVips",
+    "RemoveVips",
+    "SendGratuitous",
+    "ScheduleTimer",
 )
 BECOME_MASTER = [SA, AV, SG, N, ST]
 
@@ -91,29 +96,57 @@ CASES: dict[str, Case] = {
     # Initialize
     "startup": Case(S.INIT, T.STARTUP, lambda m: Startup(), S.BACKUP, [N, ST]),
     "startup owner": Case(
-        S.INIT, T.STARTUP_AS_OWNER, lambda m: Startup(), S.MASTER, BECOME_MASTER,
+        S.INIT,
+        T.STARTUP_AS_OWNER,
+        lambda m: Startup(),
+        S.MASTER,
+        BECOME_MASTER,
         kw={"priority": 255},
     ),
     "startup owner synced": Case(
-        S.INIT, T.STARTUP_AS_OWNER_HELD, lambda m: Startup(), S.BACKUP, [N],
-        kw={"priority": 255}, synced=True,
+        S.INIT,
+        T.STARTUP_AS_OWNER_HELD,
+        lambda m: Startup(),
+        S.BACKUP,
+        [N],
+        kw={"priority": 255},
+        synced=True,
     ),
     "startup faulted": Case(
-        S.INIT, T.STARTUP_IN_FAULT, lambda m: Startup(), S.FAULT, [N],
+        S.INIT,
+        T.STARTUP_IN_FAULT,
+        lambda m: Startup(),
+        S.FAULT,
+        [N],
         setup=lambda m, now: m.handle(TrackingChanged(100, True), now),
     ),
     # Backup
     "master down": Case(
-        S.BACKUP, T.MASTER_DOWN, lambda m: TimerFired(), S.MASTER, BECOME_MASTER,
+        S.BACKUP,
+        T.MASTER_DOWN,
+        lambda m: TimerFired(),
+        S.MASTER,
+        BECOME_MASTER,
         delay=lambda m: m.master_down_interval,
     ),
     "master down synced": Case(
-        S.BACKUP, T.MASTER_DOWN_HELD, lambda m: TimerFired(), S.BACKUP, [ST],
-        delay=lambda m: m.master_down_interval, synced=True,
+        S.BACKUP,
+        T.MASTER_DOWN_HELD,
+        lambda m: TimerFired(),
+        S.BACKUP,
+        [ST],
+        delay=lambda m: m.master_down_interval,
+        synced=True,
     ),
     "group master": Case(
-        S.BACKUP, T.GROUP_MASTER, lambda m: GroupCommand(S.MASTER), S.MASTER, BECOME_MASTER,
-        synced=True, setup=_hold, delay=lambda m: m.master_down_interval,
+        S.BACKUP,
+        T.GROUP_MASTER,
+        lambda m: GroupCommand(S.MASTER),
+        S.MASTER,
+        BECOME_MASTER,
+        synced=True,
+        setup=_hold,
+        delay=lambda m: m.master_down_interval,
     ),
     "backup hears priority 0": Case(
         S.BACKUP, T.PRIORITY_ZERO, lambda m: from_peer(m, 0), S.BACKUP, [ST]
@@ -125,27 +158,41 @@ CASES: dict[str, Case] = {
         S.BACKUP, T.FROM_MASTER, lambda m: from_peer(m, 100, HIGHER_PEER), S.BACKUP, [ST]
     ),
     "backup no-preempt hears lower": Case(
-        S.BACKUP, T.FROM_MASTER, lambda m: from_peer(m, 50), S.BACKUP, [ST],
+        S.BACKUP,
+        T.FROM_MASTER,
+        lambda m: from_peer(m, 50),
+        S.BACKUP,
+        [ST],
         kw={"preempt": False},
     ),
     "backup hears lower during preempt delay": Case(
-        S.BACKUP, T.PREEMPT_DEFERRED, lambda m: from_peer(m, 50), S.BACKUP, [ST],
+        S.BACKUP,
+        T.PREEMPT_DEFERRED,
+        lambda m: from_peer(m, 50),
+        S.BACKUP,
+        [ST],
         kw={"preempt_delay": 10.0},
     ),
     "backup hears lower": Case(
         S.BACKUP, T.LOWER_PRIORITY, lambda m: from_peer(m, 50), S.BACKUP, []
     ),
-    "backup fault": Case(
-        S.BACKUP, T.FAULT, lambda m: TrackingChanged(100, True), S.FAULT, [N, ST]
-    ),
+    "backup fault": Case(S.BACKUP, T.FAULT, lambda m: TrackingChanged(100, True), S.FAULT, [N, ST]),
     "backup shutdown": Case(S.BACKUP, T.SHUTDOWN, lambda m: Shutdown(), S.INIT, [N, ST]),
     # Master
     "adver timer": Case(
-        S.MASTER, T.ADVER_TIMER, lambda m: TimerFired(), S.MASTER, [SA, ST],
+        S.MASTER,
+        T.ADVER_TIMER,
+        lambda m: TimerFired(),
+        S.MASTER,
+        [SA, ST],
         delay=lambda m: 1.0,
     ),
     "delayed garp": Case(
-        S.MASTER, T.ANNOUNCE_TIMER, lambda m: TimerFired(), S.MASTER, [SG, ST],
+        S.MASTER,
+        T.ANNOUNCE_TIMER,
+        lambda m: TimerFired(),
+        S.MASTER,
+        [SG, ST],
         kw={"garp": GarpConfig(repeat=3, delay=0.5)},
     ),
     "master hears priority 0": Case(
@@ -164,28 +211,44 @@ CASES: dict[str, Case] = {
         S.MASTER, T.HIGHER_PRIORITY, lambda m: from_peer(m, 200), S.BACKUP, [RV, N, ST]
     ),
     "master hears equal from higher address": Case(
-        S.MASTER, T.HIGHER_PRIORITY, lambda m: from_peer(m, 100, HIGHER_PEER), S.BACKUP,
+        S.MASTER,
+        T.HIGHER_PRIORITY,
+        lambda m: from_peer(m, 100, HIGHER_PEER),
+        S.BACKUP,
         [RV, N, ST],
     ),
     "group backup": Case(
-        S.MASTER, T.GROUP_BACKUP, lambda m: GroupCommand(S.BACKUP), S.BACKUP,
-        [SA, RV, N, ST], synced=True,
+        S.MASTER,
+        T.GROUP_BACKUP,
+        lambda m: GroupCommand(S.BACKUP),
+        S.BACKUP,
+        [RV, SA, N, ST],
+        synced=True,
     ),
     "master fault": Case(
-        S.MASTER, T.FAULT, lambda m: TrackingChanged(100, True), S.FAULT, [SA, RV, N, ST]
+        S.MASTER, T.FAULT, lambda m: TrackingChanged(100, True), S.FAULT, [RV, SA, N, ST]
     ),
-    "master shutdown": Case(S.MASTER, T.SHUTDOWN, lambda m: Shutdown(), S.INIT, [SA, RV, N, ST]),
+    "master shutdown": Case(S.MASTER, T.SHUTDOWN, lambda m: Shutdown(), S.INIT, [RV, SA, N, ST]),
     # Fault
     "fault cleared": Case(
         S.FAULT, T.FAULT_CLEARED, lambda m: TrackingChanged(100, False), S.BACKUP, [N, ST]
     ),
     "fault cleared owner": Case(
-        S.FAULT, T.FAULT_CLEARED_AS_OWNER, lambda m: TrackingChanged(255, False), S.MASTER,
-        BECOME_MASTER, kw={"priority": 255},
+        S.FAULT,
+        T.FAULT_CLEARED_AS_OWNER,
+        lambda m: TrackingChanged(255, False),
+        S.MASTER,
+        BECOME_MASTER,
+        kw={"priority": 255},
     ),
     "fault cleared owner synced": Case(
-        S.FAULT, T.FAULT_CLEARED_AS_OWNER_HELD, lambda m: TrackingChanged(255, False), S.BACKUP,
-        [N], kw={"priority": 255}, synced=True,
+        S.FAULT,
+        T.FAULT_CLEARED_AS_OWNER_HELD,
+        lambda m: TrackingChanged(255, False),
+        S.BACKUP,
+        [N],
+        kw={"priority": 255},
+        synced=True,
     ),
     "fault shutdown": Case(S.FAULT, T.SHUTDOWN, lambda m: Shutdown(), S.INIT, [N]),
 }
@@ -378,12 +441,13 @@ def test_garp_repeat_zero_sends_nothing() -> None:
     assert kinds(out) == ["SendAdvert"]
 
 
-def test_shutdown_from_master_sends_priority_zero_then_removes_vips() -> None:
+def test_shutdown_from_master_removes_vips_then_sends_priority_zero() -> None:
     m = VrrpMachine(params())
     now = drive_to(m, State.MASTER)
     out = m.handle(Shutdown(), now + 0.3)
-    assert isinstance(out[0], SendAdvert) and out[0].advert.priority == 0
-    assert out[1] == RemoveVips("web", (IPv4Interface(VIP),))
+    # VIPs first: a backup hearing priority 0 may take over at once (no dual holders).
+    assert out[0] == RemoveVips("web", (IPv4Interface(VIP),))
+    assert isinstance(out[1], SendAdvert) and out[1].advert.priority == 0
     assert out[2] == Notify("web", State.MASTER, State.INIT, 100, "shutdown")
     assert out[3] == ScheduleTimer("web", None)
     assert m.counters.priority_zero_sent == 1
@@ -415,7 +479,11 @@ def test_rejections_are_counted_and_change_nothing() -> None:
     assert m.handle(AdvertReceived(good, HIGHER_PEER), 1.0) == []  # not a peer
     assert m.handle(AdvertRejected(Reason.CHECKSUM), 1.0) == []
     assert m.counters.invalid == {
-        "vrid": 1, "version": 1, "address_list": 1, "unicast_source": 1, "checksum": 1
+        "vrid": 1,
+        "version": 1,
+        "address_list": 1,
+        "unicast_source": 1,
+        "checksum": 1,
     }
     assert m.counters.adverts_received == 0
     assert m.handle(AdvertReceived(good, LOWER_PEER), 1.0) != []

@@ -1,0 +1,123 @@
+"""One-shot timers for the VRRP instances, precise to the microsecond (timerfd).
+
+This module owns how an instance's single timer (the latest ``ScheduleTimer``) is
+kept on the asyncio loop. asyncio's own ``call_at`` wakes the loop through
+``epoll_wait``, whose timeout is in whole milliseconds, rounded up: a deadline
+fires up to 1 ms late (0.5 ms on average), which is all of the difference
+between us and keepalived in a takeover at 1 s adverts (bench/vrrp_failover). A
+``timerfd`` armed with the absolute CLOCK_MONOTONIC deadline makes the loop's
+epoll wake at the deadline itself.
+
+It decides nothing: it calls back, and the state machine checks what is due (a
+late or spurious call is harmless). Where timerfd is unavailable it falls back to
+``call_at``. ctypes, because ``os.timerfd_create`` arrives only in Python 3.13.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import os
+import time
+from collections.abc import Callable
+from typing import Final
+
+CLOCK_MONOTONIC: Final = 1
+TFD_TIMER_ABSTIME: Final = 1
+TFD_NONBLOCK: Final = os.O_NONBLOCK
+TFD_CLOEXEC: Final = os.O_CLOEXEC
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.timerfd_settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.c_void_p,
+        ]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
+
+
+class InstanceTimer:
+    """Calls ``callback`` once at the last time given to ``arm`` (loop.time() units)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed = False
+        self._fd = -1
+        if _LIBC is not None:
+            fd = _LIBC.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
+            if fd >= 0:
+                self._fd = fd
+                loop.add_reader(fd, self._expired)
+
+    @property
+    def precise(self) -> bool:
+        """True when backed by a timerfd (else by ``call_at``)."""
+        return self._fd >= 0
+
+    def arm(self, at: float) -> None:
+        """Fire at ``at`` (replacing any earlier deadline); at once if it has passed."""
+        if self._fd < 0:
+            self.cancel()
+            self._handle = self._loop.call_at(at, self._fire)
+            return
+        # loop.time() is time.monotonic() (CLOCK_MONOTONIC) for asyncio's loops; the
+        # offset keeps this right for a loop with a clock of its own.
+        deadline = max(at + (time.monotonic() - self._loop.time()), 1e-9)
+        seconds = int(deadline)
+        spec = _Itimerspec(_Timespec(0, 0), _Timespec(seconds, int((deadline - seconds) * 1e9)))
+        self._settime(spec)
+        self._armed = True
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._fd >= 0 and self._armed:
+            self._settime(_Itimerspec())  # all zero: disarm (and forget a pending expiry)
+            self._armed = False
+
+    def close(self) -> None:
+        self.cancel()
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+    def _settime(self, spec: _Itimerspec) -> None:
+        assert _LIBC is not None
+        if _LIBC.timerfd_settime(self._fd, TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
+
+    def _expired(self) -> None:
+        try:
+            os.read(self._fd, 8)
+        except BlockingIOError:
+            return  # re-armed or cancelled after epoll reported the old expiry
+        self._armed = False
+        self._callback()
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._callback()
