@@ -11,6 +11,7 @@ import ipaddress
 import socket
 from pathlib import Path
 
+from agent.config.lock import read_lock_section, read_witness
 from agent.config.model import (
     FAMILIES,
     FORWARDING_METHODS,
@@ -39,6 +40,8 @@ from agent.config.reader import (
 )
 from agent.config.vrrp import read_vrrp
 from agent.gcpause import paused_gc
+from agent.lock.config import LockConfig
+from agent.vrrp.config import VrrpConfig
 
 DEFAULT_PATH = "/etc/lvs-agent/config.yaml"
 DEFAULT_METRICS = "127.0.0.1:9469"
@@ -64,12 +67,18 @@ def load_config(path: str) -> Config:
     return parse_config(text, path)
 
 
-def parse_config(text: str, source: str = "config.yaml") -> Config:
+def parse_config(text: str, source: str = "config.yaml", *, witness: bool = False) -> Config:
+    """``witness``: the file of ``lvs-agent witness`` (``lock`` and ``witness`` sections)."""
     with paused_gc():
-        return _parse_config(text, source)
+        return _parse_config(text, source, witness)
 
 
-def _parse_config(text: str, source: str) -> Config:
+def load_witness_config(path: str) -> Config:
+    text = Path(path).read_text(encoding="utf-8")
+    return parse_config(text, path, witness=True)
+
+
+def _parse_config(text: str, source: str, witness: bool = False) -> Config:
     problems = Problems(source)
     servers = _VirtualServers(problems)
     root_node = compose(text, problems, stream={"virtual_servers": servers.add})
@@ -82,13 +91,15 @@ def _parse_config(text: str, source: str) -> Config:
     if root is None:
         problems.raise_if_any()
     assert root is not None
-    config = _read_root(root, source, servers)
+    config = _read_root(root, source, servers, witness)
     problems.raise_if_any()
     assert config is not None
     return config
 
 
-def _read_root(root: Section, source: str, servers: _VirtualServers) -> Config | None:
+def _read_root(
+    root: Section, source: str, servers: _VirtualServers, witness: bool = False
+) -> Config | None:
     node = root.section("node")
     node_name = socket.gethostname()
     if node is not None:
@@ -115,7 +126,8 @@ def _read_root(root: Section, source: str, servers: _VirtualServers) -> Config |
     if listed is not None:
         listed.as_list()  # entries were read as they were composed; this checks the shape
     virtual_servers = servers.result
-    vrrp = read_vrrp(root)
+    vrrp = read_vrrp(root, quorum_allowed=witness or root.has("lock"))
+    lock, served = _read_lock(root, vrrp, state_dir or DEFAULT_STATE_DIR, witness)
     root.finish()
 
     if root.problems.found:
@@ -131,7 +143,23 @@ def _read_root(root: Section, source: str, servers: _VirtualServers) -> Config |
         ipvs=ipvs,
         virtual_servers=tuple(virtual_servers),
         vrrp=vrrp,
+        lock=lock,
+        witness=served,
     )
+
+
+def _read_lock(
+    root: Section, vrrp: VrrpConfig, state_dir: str, witness: bool
+) -> tuple[LockConfig | None, tuple[LockConfig, ...]]:
+    if witness:
+        served = read_witness(root, state_dir)
+        if not served and not root.problems.found:
+            root.error("a witness needs a 'lock' section or 'witness: {clusters: [...]}'")
+        return None, served
+    leases = tuple(dict.fromkeys(i.lease for i in vrrp.vrrp_instances if i.lease))
+    section = root.section("lock")
+    lock = read_lock_section(section, state_dir, leases) if section is not None else None
+    return lock, ()
 
 
 # --- small readers -----------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.lock.config import LockConfig
 from agent.vrrp.config import VrrpConfig
 
 FORWARDING_METHODS = ("nat", "dr", "tunnel")
@@ -112,3 +113,6 @@ class Config:
     ipvs: IpvsSettings
     virtual_servers: tuple[VirtualServer, ...]
     vrrp: VrrpConfig = field(default_factory=VrrpConfig)
+    lock: LockConfig | None = None  # the quorum lease lock; None: no ``lock:`` section
+    #: clusters served as a witness (``lvs-agent witness``): ``witness.clusters`` + ``lock``
+    witness: tuple[LockConfig, ...] = ()

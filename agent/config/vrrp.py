@@ -8,6 +8,7 @@ instances start) is checked here, so ``check-config`` catches it.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from agent.config.duration import format_duration
 from agent.config.reader import Item, Section
@@ -24,9 +25,11 @@ V3_MIN_INTERVAL = 0.01
 V3_MAX_INTERVAL = 40.95  # 12 bits of centiseconds (RFC 5798 5.2.7)
 TRACK_WEIGHT = 253  # keepalived's bound: a weight can take 254 to 1 and back
 IFNAMSIZ = 15
+ELECTIONS = ("vrrp", "quorum")
 
 
-def read_vrrp(root: Section) -> VrrpConfig:
+def read_vrrp(root: Section, quorum_allowed: bool = True) -> VrrpConfig:
+    """``quorum_allowed``: the document has a ``lock:`` section for election: quorum."""
     instances: list[VrrpInstanceConfig] = []
     names: dict[str, int] = {}
     vrids: dict[tuple[str, int, int], int] = {}
@@ -38,6 +41,11 @@ def read_vrrp(root: Section) -> VrrpConfig:
         instance = _instance(section)
         if instance is None:
             continue
+        if instance.election == "quorum" and not quorum_allowed:
+            section.error(
+                "election: quorum needs a 'lock' section (cluster, listen, peers, key_file)",
+                "election",
+            )
         if instance.name in names:
             section.error(
                 f"duplicate instance name {instance.name!r} (first at line {names[instance.name]})",
@@ -63,8 +71,21 @@ def read_vrrp(root: Section) -> VrrpConfig:
                 )
             vips.setdefault(address, section.line)
         instances.append(instance)
-    groups = _sync_groups(root, {i.name for i in instances})
+    groups = _sync_groups(root, {i.name: i for i in instances})
+    instances = _group_leases(instances, groups)
     return VrrpConfig(tuple(instances), tuple(groups))
+
+
+def _group_leases(
+    instances: list[VrrpInstanceConfig], groups: list[SyncGroupConfig]
+) -> list[VrrpInstanceConfig]:
+    """A sync group under quorum election is one lease, named after the group."""
+    by_name = {i.name: i for i in instances}
+    lease_of: dict[str, str] = {}
+    for group in groups:
+        if all(by_name[m].election == "quorum" for m in group.instances):
+            lease_of.update(dict.fromkeys(group.instances, group.name))
+    return [replace(i, lease=lease_of[i.name]) if i.name in lease_of else i for i in instances]
 
 
 def _advert_family(instance: VrrpInstanceConfig) -> int:
@@ -119,6 +140,7 @@ def _instance(s: Section) -> VrrpInstanceConfig | None:
     track_scripts = [_track_script(i) for i in s.items("track_scripts")]
     notify = s.get("notify", _command, None)
     garp = _garp(s.section("garp"))
+    election = s.get("election", lambda i: i.as_choice(ELECTIONS), "vrrp")
     s.finish()
 
     if not vip_items:
@@ -160,7 +182,7 @@ def _instance(s: Section) -> VrrpInstanceConfig | None:
     if priority == 255 and not addresses:
         s.error("priority 255 means the address owner, which needs virtual_ips", "priority")
 
-    if len(s.problems.found) > before or garp is None:
+    if len(s.problems.found) > before or garp is None or election is None:
         return None
     assert name and interface and vrid and version and priority and interval is not None
     assert preempt is not None and preempt_delay is not None
@@ -180,6 +202,8 @@ def _instance(s: Section) -> VrrpInstanceConfig | None:
         track_scripts=tuple(t for t in track_scripts if t is not None),
         notify=notify,
         garp=garp,
+        election=election,
+        lease=name if election == "quorum" else "",
     )
 
 
@@ -264,7 +288,7 @@ def _garp(s: Section | None) -> GarpConfig | None:
     return GarpConfig(repeat, delay, refresh)
 
 
-def _sync_groups(root: Section, instances: set[str]) -> list[SyncGroupConfig]:
+def _sync_groups(root: Section, instances: dict[str, VrrpInstanceConfig]) -> list[SyncGroupConfig]:
     groups: list[SyncGroupConfig] = []
     member_of: dict[str, str] = {}
     names: set[str] = set()
@@ -287,6 +311,12 @@ def _sync_groups(root: Section, instances: set[str]) -> list[SyncGroupConfig]:
                 members.append(member)
         notify = s.get("notify", _command, None)
         s.finish()
+        if len({instances[m].election for m in members}) > 1:
+            s.error(
+                "mixes election: vrrp and election: quorum members; a group is MASTER "
+                "together, so its members must elect the same way",
+                "instances",
+            )
         if not s.has("instances") or not members:
             s.error("a sync group needs instances")
         if name in names:

@@ -10,7 +10,7 @@ It must never read a clock or the configuration file; it is arithmetic only.
 Formulas (all seconds, all measured on each node's own monotonic clock)::
 
     D_P    = lease                                   proposer lease, from PREPARE send time
-    G      = max(0.1, D_P / 10)                      guard: VIPs are withdrawn by d − G
+    G      = max(min(0.1, D_P / 4), D_P / 10)        guard: VIPs are withdrawn by d − G
     margin = max(0.01, D_P / 20)                     slack for float rounding / ρ misestimate
     D_A    = D_P · (1 + ρ) / (1 − ρ) + margin        acceptor exclusion, from ACCEPT receipt
     Q      = D_A · (1 + ρ) / (1 − ρ)                 restart quarantine (≥ D_A, note rule)
@@ -37,6 +37,7 @@ from typing import Final
 
 DEFAULT_RHO: Final = 1e-3
 MIN_GUARD: Final = 0.1
+MIN_LEASE: Final = 0.2
 MIN_MARGIN: Final = 0.01
 FINGERPRINT_SIZE: Final = 8
 
@@ -83,9 +84,11 @@ class Timing:
         if not 0.0 <= rho < 0.1:
             raise TimingError(f"rho {rho} outside [0, 0.1)")
         stretch = (1.0 + rho) / (1.0 - rho)
-        guard = max(MIN_GUARD, lease / 10.0)
-        if guard >= lease / 2.0:
-            raise TimingError(f"lease {lease}s too short for a {MIN_GUARD}s guard")
+        # 100 ms to withdraw VIPs, but at most a quarter of a short lease (200 ms: 50 ms,
+        # still far more than the ~10 us netlink request that removes a VIP).
+        guard = max(min(MIN_GUARD, lease / 4.0), lease / 10.0)
+        if lease < MIN_LEASE:
+            raise TimingError(f"lease {lease}s is shorter than {MIN_LEASE}s")
         margin = max(MIN_MARGIN, lease / 20.0)
         acceptor_lease = lease * stretch + margin
         return cls(

@@ -94,6 +94,10 @@ class VrrpInstanceConfig:
     track_scripts: tuple[TrackScriptConfig, ...] = ()
     notify: str | None = None
     garp: GarpConfig = GarpConfig()
+    #: "vrrp": RFC 5798 election by adverts; "quorum": MASTER only while this node holds
+    #: the lease ``lease`` of the ``lock:`` section (the sync group's name if in one).
+    election: str = "vrrp"
+    lease: str = ""
 
 
 @dataclass(frozen=True, slots=True)
