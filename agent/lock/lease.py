@@ -47,6 +47,7 @@ from agent.lock.timing import Timing
 
 DEFAULT_PRIORITY: Final = 100
 MAX_PRIORITY: Final = 255
+HANDOVER_SKEW: Final = 0.04  # seconds of priority skew after a holder let go (at most)
 
 
 class Flaw(Enum):
@@ -589,11 +590,23 @@ class Lease:
 
     # ------------------------------------------------------------------ campaign hooks
 
-    def _campaign_delay(self, now: float) -> float:
-        """VRRP-style skew: lower priority waits longer; defer to fresh better peers."""
-        ri = self._timing.renew_interval
+    def _campaign_delay(self, now: float, handover: bool = False) -> float:
+        """VRRP-style skew: lower priority waits longer; defer to fresh better peers.
+
+        ``handover``: the holder just announced that it let go.  Every candidate heard
+        that at about the same instant, so a short skew still orders them by priority,
+        and a better peer that is itself the releaser (now in its hold-off) must not
+        add a whole lease to the takeover.
+        """
+        ri = (
+            min(self._timing.renew_interval, HANDOVER_SKEW)
+            if handover
+            else (self._timing.renew_interval)
+        )
         delay = (MAX_PRIORITY - self._priority) / MAX_PRIORITY * ri
         delay += _jitter(self.node_id, self._counter) * ri / 4.0
+        if handover:
+            return delay
         fresh = now - 3.0 * self._timing.announce_interval
         for hint in self._hints.values():
             if hint.eligible and hint.heard_at >= fresh and hint.priority > self._priority:
@@ -614,7 +627,7 @@ class Lease:
         ):
             # The holder says it gave the lease up (release, handover, withdraw): try soon
             # instead of waiting out the exclusion its acceptors reported.
-            soon = max(now, self._holdoff_until) + self._campaign_delay(now)
+            soon = max(now, self._holdoff_until) + self._campaign_delay(now, handover=True)
             if self._next_attempt is None or soon < self._next_attempt:
                 self._next_attempt = soon
         if self.preempt and msg.eligible and msg.priority > self._priority and self.is_holder(now):

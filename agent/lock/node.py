@@ -20,11 +20,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from agent.lock.lease import Counters, Flaw, Lease, LeaseEvent, LeaseStatus
-from agent.lock.messages import Message
+from agent.lock.messages import Kind, Message
 from agent.lock.timing import Timing
 from agent.lock.wire import WireCodec, WireError
 
 MAX_LOCAL_ROUNDS: Final = 16  # bound on in-process self-delivery chains per input
+MAX_LEASES: Final = 256  # leases an acceptor learns from authenticated peers, at most
+# Messages that may name a lease this node has not declared: an acceptor (a witness
+# declares none) learns the name from them.  Replies to proposals are never for those.
+_LEARNS_LEASE: Final = frozenset({Kind.PREPARE, Kind.ACCEPT, Kind.RELEASE, Kind.ANNOUNCE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +113,13 @@ class LockCore:
         self.counters.count_in(msg.kind)
         lease = self._leases.get(msg.lease)
         if lease is None:
-            self.counters.drop("unknown-lease")
-            return []
+            # A fresh lease is safe to answer for: this process never promised or
+            # accepted anything under that name, and the restart quarantine (shared by
+            # every lease) covers what an earlier incarnation may have.
+            if msg.kind not in _LEARNS_LEASE or len(self._leases) >= MAX_LEASES:
+                self.counters.drop("unknown-lease")
+                return []
+            lease = self.add_lease(msg.lease)
         if msg.sender != self.node_id:
             self._heard[msg.sender] = now
         out = lease.handle(msg, now)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.lock.lease import Flaw
-from agent.lock.messages import Accept, Ballot, Kind, Prepare, Promise, Release
-from agent.lock.node import LockCore
+from agent.lock.messages import Accept, Accepted, Ballot, Kind, Prepare, Promise, Release
+from agent.lock.node import MAX_LEASES, LockCore
 from agent.lock.timing import Timing, TimingError
 
 from .harness import TIMING, Net, acquire, kind
@@ -241,10 +241,18 @@ def test_multiplexed_leases_are_independent() -> None:
     assert net.nodes["n1"].counters.messages_in["PROMISE"] > 0
 
 
-def test_unknown_lease_is_dropped() -> None:
+def test_acceptor_learns_lease_names_up_to_a_bound() -> None:
+    """A witness declares no leases: it answers for names the proposers use."""
     core = LockCore("n1", ("n1", "n2", "n3"), TIMING, 1, -10.0, ("vip",))
-    assert core.handle(Prepare("other", "n2", "n1", Ballot(1, 1, "n2")), 0.0) == []
+    (promise,) = core.handle(Prepare("other", "n2", "n1", Ballot(1, 1, "n2")), 0.0)
+    assert promise.kind is Kind.PROMISE and "other" in core.lease_names
+    # A reply for a lease we never proposed on is not a reason to learn it.
+    core.handle(Accepted("stray", "n2", "n1", Ballot(1, 1, "n1")), 0.0)
     assert core.counters.dropped["unknown-lease"] == 1
+    for i in range(MAX_LEASES + 5):
+        core.handle(Prepare(f"l{i}", "n2", "n1", Ballot(1, 1, "n2")), 0.0)
+    assert len(core.lease_names) == MAX_LEASES
+    assert core.counters.dropped["unknown-lease"] == 1 + 7
 
 
 def test_stale_owner_witness_needs_both_flaws() -> None:
