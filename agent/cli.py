@@ -52,7 +52,24 @@ def _parser() -> argparse.ArgumentParser:
         "run the agent: reconcile at start, every reconcile_interval, on "
         "SIGHUP (re-reading the configuration); SIGTERM leaves the IPVS table in place",
     )
-    with_config("status", "show the IPVS table, marking what the agent owns")
+    with_config(
+        "status",
+        "show the IPVS table, marking what the agent owns, and the quorum lock's leases "
+        "(holder, term) as the running agent last wrote them",
+    )
+    with_config(
+        "failover",
+        "make the running agent of this configuration hand every quorum lease it holds "
+        "over to another director now (its VIPs go first); it campaigns again after a "
+        "hold-off, and with preempt a higher-priority node takes the lease back then",
+    )
+    with_config(
+        "witness",
+        "run as a quorum witness: an acceptor-only lock member for one or more clusters "
+        "(no IPVS, no VRRP), so that two directors plus a witness have a majority. "
+        "The file has a 'lock' section and/or 'witness: {clusters: [{cluster, listen, "
+        "peers, key_file, lease, node_id}, ...]}'; metrics.listen serves lvs_agent_lock_*",
+    )
 
     lab = sub.add_parser(
         "lab",
@@ -96,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             in_vm=args.in_vm,
             directors=args.directors,
         )
+    if command == "witness":
+        from agent.daemon.witness import run_witness
+
+        return run_witness(args.config)
     config = _load(args.config)
     if config is None:
         return EXIT_ERROR
@@ -110,7 +131,69 @@ def main(argv: list[str] | None = None) -> int:
         from agent.daemon import run
 
         return run(args.config)
+    if command == "failover":
+        return _failover(config)
+    if command == "status" and config.lock is not None:
+        _lock_status(config)
+        if not config.virtual_servers:
+            return EXIT_OK
     return _with_kernel(command, config)
+
+
+def _failover(config: Config) -> int:
+    import os
+    import signal
+
+    from agent.daemon import InstanceLock
+
+    if config.lock is None:
+        print("lvs-agent: no 'lock' section: no quorum lease to hand over", file=sys.stderr)
+        return EXIT_ERROR
+    pid = InstanceLock(config.state_dir).holder()
+    if pid is None:
+        print(
+            f"lvs-agent: no running agent for state directory {config.state_dir}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except OSError as exc:
+        print(f"lvs-agent: cannot signal pid {pid}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"asked lvs-agent (pid {pid}) to hand its leases over")
+    return EXIT_OK
+
+
+def _lock_status(config: Config) -> None:
+    import json
+    from pathlib import Path
+
+    from agent.daemon import LOCK_STATUS_FILE
+
+    path = Path(config.state_dir) / LOCK_STATUS_FILE
+    try:
+        st = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"lock: no status from a running agent ({path}: {exc})")
+        return
+    print(
+        f"lock: node {st['node']} incarnation {st['incarnation']}, quorum "
+        f"{'reachable' if st['quorum_reachable'] else 'NOT reachable'} "
+        f"({', '.join(st['reachable'])})" + (", quarantined" if st["quarantined"] else "")
+    )
+    for ls in st["leases"]:
+        if ls["holder"]:
+            who = f"held here, term {ls['term']}"
+        elif ls["known_holder"]:
+            who = f"held by {ls['known_holder']}, term {ls['known_term']}"
+        else:
+            who = "no known holder"
+        print(
+            f"  lease {ls['name']}: {who}; priority {ls['priority']}"
+            f"{'' if ls['campaigning'] else ' (not campaigning)'}; acquisitions "
+            f"{ls['acquisitions']}, losses {ls['losses']}, releases {ls['releases']}"
+        )
 
 
 def _load(path: str) -> Config | None:

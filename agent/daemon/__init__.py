@@ -14,12 +14,20 @@ and leave the IPVS table as it is (connections keep flowing while the agent
 restarts); VRRP leaves first, in the signal handler itself (VIPs removed,
 priority 0 sent), so that a backup takes over after Skew_Time. An invalid
 configuration on reload is reported and the running one kept.
+
+With a ``lock:`` section the quorum lease lock starts before VRRP (it begins in its
+restart quarantine, so no lease is held before VRRP has cleared stale VIPs); quorum
+instances' leases are withdrawn on SIGTERM right after their VIPs go, and SIGUSR1
+(``lvs-agent failover``) hands every held lease over. The lock's state is written to
+``state_dir/lock-status.json`` every second for ``lvs-agent status``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -34,12 +42,15 @@ if TYPE_CHECKING:
     from agent.ipvs.model import DesiredTable
     from agent.ipvs.reconciler import Outcome
     from agent.ipvs.state import OwnershipStore
+    from agent.lock import LeaseEvent, LockTransport
     from agent.metrics import AgentMetrics
     from agent.vrrp.service import VrrpService
 
 log = logging.getLogger("lvs-agent")
 
 DRAIN_POLL = 1.0  # seconds between connection checks of draining real servers
+STATUS_INTERVAL = 1.0  # seconds between writes of lock-status.json
+LOCK_STATUS_FILE = "lock-status.json"
 
 
 def sd_notify(message: str) -> None:
@@ -87,6 +98,22 @@ class InstanceLock:
             os.close(self._fd)
             self._fd = None
 
+    def holder(self) -> int | None:
+        """PID of the running agent of this state directory (None: none runs)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.read(fd, 32).decode(errors="replace").strip()
+                return int(text) if text.isdigit() else None
+            return None  # nobody holds the lock: the PID in the file is stale
+        finally:
+            os.close(fd)
+
 
 class Agent:
     def __init__(
@@ -107,6 +134,7 @@ class Agent:
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
         self.vrrp: VrrpService | None = None
+        self.lock: LockTransport | None = None
         self.exit_code = 0
 
     @staticmethod
@@ -120,19 +148,78 @@ class Agent:
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self.reload.set)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_failover_signal)
+        status: asyncio.Task[None] | None = None
         try:
+            if not await self._start_lock():
+                return
+            if self.lock is not None:
+                status = asyncio.ensure_future(self._status_loop())
             await self._schedule(loop)
         finally:
             await self._stop_vrrp()
+            if status is not None:
+                status.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await status
+            if self.lock is not None:
+                self.lock.close()
+                self.metrics.lock.transports = {}
         sd_notify("STOPPING=1")
         log.info("stopping; the IPVS table stays as it is")
 
     def _on_stop_signal(self) -> None:
         if self.vrrp is not None:
             # Priority 0 first, before the rest of the shutdown: the backups take over
-            # Skew_Time after it leaves (the VIPs go just before it).
+            # Skew_Time after it leaves (the VIPs go just before it); quorum leases are
+            # released right after their VIPs went, so the next holder need not wait.
             self.vrrp.leave()
         self.stop.set()
+
+    def _on_failover_signal(self) -> None:
+        if self.vrrp is None:
+            log.warning("failover: no VRRP instances running")
+            return
+        given = self.vrrp.hand_over()
+        log.info("failover: released %s", ", ".join(given) if given else "no lease (none held)")
+
+    async def _start_lock(self) -> bool:
+        cfg = self.config.lock
+        if cfg is None:
+            return True
+        from agent.lock import IncarnationError, KeyFileError, start_lock
+
+        try:
+            self.lock = await start_lock(cfg, on_event=self._on_lease_event)
+        except (KeyFileError, IncarnationError, OSError, ValueError) as exc:
+            log.error("lock: cannot start: %s", exc)
+            self.metrics.errors.labels(kind="lock_start").inc()
+            self.exit_code = 1
+            return False
+        self.metrics.lock.transports = {cfg.cluster: self.lock}
+        log.info(
+            "lock: %s as %s on %s, %d members, lease %gs",
+            cfg.cluster,
+            cfg.node_id,
+            cfg.listen,
+            len(cfg.peers),
+            cfg.lease,
+        )
+        return True
+
+    def _on_lease_event(self, event: LeaseEvent) -> None:
+        if self.vrrp is not None:
+            self.vrrp.on_lease_event(event)
+
+    async def _status_loop(self) -> None:
+        path = Path(self.config.state_dir) / LOCK_STATUS_FILE
+        while True:
+            if self.lock is not None:
+                try:
+                    write_lock_status(path, self.lock, self.vrrp)
+                except OSError as exc:
+                    log.warning("cannot write %s: %s", path, exc)
+            await asyncio.sleep(STATUS_INTERVAL)
 
     async def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         next_full = loop.time()
@@ -171,7 +258,7 @@ class Agent:
             return
         from agent.vrrp.service import VrrpService, VrrpStartError
 
-        service = VrrpService(self.config.vrrp)
+        service = VrrpService(self.config.vrrp, self.lock)
         try:
             await service.start()
         except (VrrpStartError, OSError) as exc:
@@ -229,10 +316,22 @@ class Agent:
             self.metrics.errors.labels(kind="config").inc()
             sd_notify("READY=1")
             return False
-        fixed = ("state_dir", "metrics_host", "metrics_port")
+        fixed = ("state_dir", "metrics_host", "metrics_port", "lock")
         changed = [k for k in fixed if getattr(config, k) != getattr(self.config, k)]
         if changed:
             log.warning("reload: %s change only on restart", ", ".join(changed))
+        if config.lock != self.config.lock and self.config.lock is not None:
+            # Keep the running lock (its identity and durations) but the new lease names.
+            from dataclasses import replace
+
+            leases = config.lock.leases if config.lock is not None else ()
+            config = replace(config, lock=replace(self.config.lock, leases=leases))
+        elif config.lock is not None and self.config.lock is None:
+            log.warning(
+                "reload: the lock section takes effect on restart; quorum "
+                "instances cannot start before"
+            )
+            config = replace_vrrp_elections(config)
         self.config = config
         self.desired = self._desired(config)
         self.metrics.config_reloads.labels(result="applied").inc()
@@ -315,6 +414,53 @@ def run(config_path: str) -> int:
         return asyncio.run(_main(config_path, config))
     finally:
         lock.release()
+
+
+def replace_vrrp_elections(config: Config) -> Config:
+    """``config`` with every quorum instance dropped (no lock runs to elect it)."""
+    from dataclasses import replace
+
+    vrrp = config.vrrp
+    kept = tuple(i for i in vrrp.vrrp_instances if i.election != "quorum")
+    names = {i.name for i in kept}
+    groups = tuple(g for g in vrrp.vrrp_sync_groups if set(g.instances) <= names)
+    return replace(
+        config, lock=None, vrrp=replace(vrrp, vrrp_instances=kept, vrrp_sync_groups=groups)
+    )
+
+
+def lock_status(lock: LockTransport, vrrp: VrrpService | None) -> dict[str, object]:
+    """What ``lvs-agent status`` shows about the lock: JSON-ready."""
+    st = lock.status()
+    terms = vrrp.terms() if vrrp is not None else {}
+    return {
+        "node": st.node_id,
+        "incarnation": st.incarnation,
+        "quarantined": st.quarantined,
+        "quorum_reachable": st.quorum_reachable,
+        "reachable": list(st.reachable),
+        "leases": [
+            {
+                "name": ls.name,
+                "holder": ls.holder,
+                "term": str(ls.term) if ls.term is not None else terms.get(ls.name) or None,
+                "known_holder": ls.known_holder[0] if ls.known_holder else None,
+                "known_term": str(ls.known_holder[1]) if ls.known_holder else None,
+                "campaigning": ls.campaigning,
+                "priority": ls.priority,
+                "acquisitions": ls.acquisitions,
+                "losses": ls.losses,
+                "releases": ls.releases,
+            }
+            for ls in st.leases
+        ],
+    }
+
+
+def write_lock_status(path: Path, lock: LockTransport, vrrp: VrrpService | None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(lock_status(lock, vrrp), indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 async def _main(config_path: str, config: Config) -> int:

@@ -80,6 +80,9 @@ class LockTransport(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
         self.send_errors = 0
+        #: called after every input was handled (the VRRP service refreshes VIP lifetimes
+        #: when a renewal moved ``hold_until``)
+        self.after_input: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -143,22 +146,34 @@ class LockTransport(asyncio.DatagramProtocol):
     def is_holder(self, lease: str) -> bool:
         return self.node.is_holder(lease, self._clock())
 
+    def hold_left(self, lease: str) -> float | None:
+        """Seconds of the current hold left (None: not holding), on the lock's clock."""
+        now = self._clock()
+        if not self.node.is_holder(lease, now):
+            return None
+        until = self.node.core.lease(lease).hold_until()
+        return None if until is None else until - now
+
     def status(self) -> LockStatus:
         return self.node.status(self._clock())
 
     # ------------------------------------------------------------------ plumbing
 
     def _deliver(self, out: list[Datagram], now: float) -> None:
+        # Events first: a node that gives a lease up (release, preemption, withdraw) has
+        # removed its VIPs before the RELEASE that lets another node take them leaves.
+        for event in self.node.drain_events():
+            log.info("lock %s %s term=%s %s", event.lease, event.kind, event.term, event.reason)
+            if self._on_event is not None:
+                self._on_event(event)
         tr = self._transport
         if tr is not None:
             for peer, data in out:
                 addr = self._addr.get(peer)
                 if addr is not None:
                     tr.sendto(data, addr)
-        for event in self.node.drain_events():
-            log.info("lock %s %s term=%s %s", event.lease, event.kind, event.term, event.reason)
-            if self._on_event is not None:
-                self._on_event(event)
+        if self.after_input is not None:
+            self.after_input()
         self._rearm(now)
 
     def _rearm(self, now: float) -> None:

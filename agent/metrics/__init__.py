@@ -240,6 +240,137 @@ class VrrpCollector:
         )
 
 
+def _items(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """A sorted copy of a dict the event loop may be changing (exposition runs in a thread)."""
+    for _ in range(3):
+        try:
+            return sorted(counts.items())
+        except RuntimeError:  # changed size during iteration: try again
+            continue
+    return []
+
+
+class LockCollector:
+    """Yields the quorum lock's state and counters, per cluster (a witness serves several)."""
+
+    def __init__(self) -> None:
+        self.transports: dict[str, Any] = {}  # cluster -> agent.lock.LockTransport
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        p = f"{PREFIX}_lock"
+        holder_info = GaugeMetricFamily(
+            f"{p}_holder_info",
+            "The lease holder this node knows of (itself, or from the holder's announcements) "
+            "and its term, the fencing number of the holding period.",
+            labels=["cluster", "lease", "node", "term"],
+        )
+        is_holder = GaugeMetricFamily(
+            f"{p}_is_holder", "1 while this node holds the lease.", labels=["cluster", "lease"]
+        )
+        term_counter = GaugeMetricFamily(
+            f"{p}_term",
+            "Ballot counter of this node's current term (0 while not holding).",
+            labels=["cluster", "lease"],
+        )
+        acquisitions = CounterMetricFamily(
+            f"{p}_acquisitions", "Holding periods begun here.", labels=["cluster", "lease"]
+        )
+        losses = CounterMetricFamily(
+            f"{p}_losses",
+            "Holding periods ended by expiry (renewals failed).",
+            labels=["cluster", "lease"],
+        )
+        releases = CounterMetricFamily(
+            f"{p}_releases",
+            "Holding periods ended on purpose (shutdown, failover, preemption, fault).",
+            labels=["cluster", "lease"],
+        )
+        quorum = GaugeMetricFamily(
+            f"{p}_quorum_reachable",
+            "1 while a majority of members (this node included) was heard from recently.",
+            labels=["cluster"],
+        )
+        reachable = GaugeMetricFamily(
+            f"{p}_reachable_members",
+            "Members heard from recently, self included.",
+            labels=["cluster"],
+        )
+        members = GaugeMetricFamily(f"{p}_members", "Configured members.", labels=["cluster"])
+        quarantined = GaugeMetricFamily(
+            f"{p}_quarantined", "1 during the restart quarantine.", labels=["cluster"]
+        )
+        received = CounterMetricFamily(
+            f"{p}_messages_received",
+            "Authenticated messages handled, by type.",
+            labels=["cluster", "type"],
+        )
+        sent = CounterMetricFamily(
+            f"{p}_messages_sent", "Messages sent, by type.", labels=["cluster", "type"]
+        )
+        rejected = CounterMetricFamily(
+            f"{p}_messages_rejected",
+            "Datagrams dropped unanswered (bad MAC, replay, reflection, garbage, wrong "
+            "cluster, quarantine, ...), by reason.",
+            labels=["cluster", "reason"],
+        )
+        refused = CounterMetricFamily(
+            f"{p}_refusals",
+            "Protocol refusals and failed attempts, by reason.",
+            labels=["cluster", "reason"],
+        )
+        send_errors = CounterMetricFamily(
+            f"{p}_send_errors", "Datagrams the kernel could not send.", labels=["cluster"]
+        )
+        for cluster, tr in sorted(self.transports.items()):
+            st = tr.status()
+            quorum.add_metric([cluster], 1 if st.quorum_reachable else 0)
+            reachable.add_metric([cluster], len(st.reachable))
+            members.add_metric([cluster], len(tr.node.core.members))
+            quarantined.add_metric([cluster], 1 if st.quarantined else 0)
+            for ls in st.leases:
+                key = [cluster, ls.name]
+                if ls.known_holder is not None:
+                    node, term = ls.known_holder
+                    holder_info.add_metric([*key, node, str(term)], 1)
+                is_holder.add_metric(key, 1 if ls.holder else 0)
+                term_counter.add_metric(key, ls.term.counter if ls.term is not None else 0)
+                acquisitions.add_metric(key, ls.acquisitions)
+                losses.add_metric(key, ls.losses)
+                releases.add_metric(key, ls.releases)
+            c = tr.node.core.counters
+            for kind, count in _items(c.messages_in):
+                received.add_metric([cluster, kind.lower()], count)
+            for kind, count in _items(c.messages_out):
+                sent.add_metric([cluster, kind.lower()], count)
+            for reason, count in _items(c.dropped):
+                rejected.add_metric([cluster, reason], count)
+            for reason, count in _items(c.refused):
+                refused.add_metric([cluster, reason], count)
+            send_errors.add_metric([cluster], tr.send_errors)
+        yield from (
+            holder_info,
+            is_holder,
+            term_counter,
+            acquisitions,
+            losses,
+            releases,
+            quorum,
+            reachable,
+            members,
+            quarantined,
+            received,
+            sent,
+            rejected,
+            refused,
+            send_errors,
+        )
+
+
 class AgentMetrics:
     """The agent's registry. One instance per process."""
 
@@ -280,6 +411,8 @@ class AgentMetrics:
         r.register(self.ipvs)
         self.vrrp = VrrpCollector()
         r.register(self.vrrp)
+        self.lock = LockCollector()
+        r.register(self.lock)
 
     def observe_reconcile(self, outcome: Outcome, seconds: float) -> None:
         self.ipvs.table = outcome.kernel

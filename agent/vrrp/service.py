@@ -17,6 +17,14 @@ Rules it keeps:
   is torn down: the backups' Skew_Time starts when it leaves);
 - scripts and notify commands run as child processes without a shell, bounded
   by their timeout; only processes started here are killed, by PID.
+- ``election: quorum`` instances (with a ``LockTransport``) are MASTER only while this
+  node holds their lease: their machines never promote themselves (built ``synced``,
+  in a ``gated`` group); the lease's ``acquired`` promotes them, ``lost``/``released``
+  demotes them (VIPs removed, priority 0 sent). The service campaigns with the
+  instance's effective priority and withdraws while it is in FAULT. Their VIPs carry a
+  kernel valid lifetime that ends no earlier than the hold and is extended on each
+  renewal: a frozen holder's VIPs expire without it. Adverts received for them are
+  not fed to the machine (the lease, not the adverts, elects).
 - link states are re-read through netlink when the kernel announces a link change
   (``LinkMonitor``) and every ``LINK_POLL`` in case a notification was lost; the
   VRRP interface of each instance is tracked implicitly with weight 0, as keepalived
@@ -29,11 +37,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import shlex
 import socket
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
 
 from agent.vrrp.config import SyncGroupConfig, TrackInterfaceConfig, VrrpConfig, VrrpInstanceConfig
 from agent.vrrp.counters import InstanceCounters
@@ -43,6 +52,7 @@ from agent.vrrp.machine import (
     AdvertReceived,
     AdvertRejected,
     Event,
+    GroupCommand,
     InstanceParams,
     Notify,
     RemoveVips,
@@ -63,6 +73,9 @@ from agent.vrrp.timers import InstanceTimer
 from agent.vrrp.trackers import InstanceTracking
 from agent.vrrp.transport import LinkMonitor, Received, SocketCounters, VrrpSocket
 from agent.vrrp.vips import VipError, VipManager
+
+if TYPE_CHECKING:
+    from agent.lock import LeaseEvent, LockTransport
 
 log = logging.getLogger("agent.vrrp")
 
@@ -88,6 +101,18 @@ class _Instance:
     group: SyncGroup
     socket_key: tuple[str, int]
     timer: InstanceTimer | None = None  # created by start(), on the running loop
+    lease: str = ""  # election: quorum — the lease that gates MASTER
+
+
+@dataclass(slots=True)
+class _Lease:
+    """A quorum lease and the instances it makes MASTER (one, or a sync group's)."""
+
+    name: str
+    members: list[str] = field(default_factory=list)
+    told: int | None = None  # priority we campaign with; None: not campaigning
+    term: str = ""  # fencing number of the current (or last) holding period
+    fenced_until: float = 0.0  # hold_left() + now of the last VIP lifetime refresh
 
 
 async def run_command(argv: list[str], timeout: float) -> bool:
@@ -117,8 +142,11 @@ async def run_command(argv: list[str], timeout: float) -> bool:
 class VrrpService:
     """All VRRP instances and sync groups of one agent."""
 
-    def __init__(self, config: VrrpConfig) -> None:
+    def __init__(self, config: VrrpConfig, lock: LockTransport | None = None) -> None:
         self.config = config
+        self._lock = lock
+        self._leases: dict[str, _Lease] = {}
+        self._lease_busy = False  # inside a lease event: campaign updates wait
         self._instances: dict[str, _Instance] = {}
         self._groups: dict[str, SyncGroupConfig] = {g.name: g for g in config.vrrp_sync_groups}
         self._sockets: dict[tuple[str, int], VrrpSocket] = {}
@@ -146,6 +174,10 @@ class VrrpService:
     def states(self) -> dict[str, State]:
         return {name: i.machine.state for name, i in self._instances.items()}
 
+    def terms(self) -> dict[str, str]:
+        """Lease -> term of its current or last holding period here ("" if none yet)."""
+        return {name: lease.term for name, lease in self._leases.items()}
+
     async def start(self) -> None:
         """Clean up stale VIPs, open sockets, start trackers and every instance."""
         loop = asyncio.get_running_loop()
@@ -172,6 +204,10 @@ class VrrpService:
                 self._spawn(self._script_loop(inst.config.name, name), self._trackers)
         for name in self._instances:
             self._deliver(name, Startup())
+        if self._lock is not None:
+            self._lock.after_input = self._refresh_fences
+        for lease in self._leases:
+            self._update_campaign(lease)
 
     def leave(self) -> None:
         """Stop taking part at once: a master removes its VIPs and sends priority 0.
@@ -184,11 +220,36 @@ class VrrpService:
             return
         for name in self._instances:
             self._deliver(name, Shutdown())
+        # VIPs are gone (Shutdown left MASTER): now the leases, so the next node takes
+        # over at once instead of after the acceptors' exclusion runs out.
+        for lease in self._leases:
+            self._update_campaign(lease)
+
+    def hand_over(self) -> list[str]:
+        """``lvs-agent failover``: give up every lease held here; returns their names.
+
+        Members leave MASTER first (VIPs removed, priority 0 sent), then the lease is
+        released; this node campaigns again after the lock's hand-over hold-off.
+        """
+        if self._lock is None or self._loop is None:
+            return []
+        given: list[str] = []
+        for name, lease in self._leases.items():
+            if not self._lock.is_holder(name):
+                continue
+            for member in lease.members:
+                if self._instances[member].machine.state is State.MASTER:
+                    self._deliver(member, GroupCommand(State.BACKUP))
+            self._lock.release(name)
+            given.append(name)
+        return given
 
     async def stop(self) -> None:
         """Leave MASTER everywhere (VIPs removed, priority 0 sent), then close everything."""
         self._running = False
         self.leave()
+        if self._lock is not None:
+            self._lock.after_input = None
         for inst in self._instances.values():
             if inst.timer is not None:
                 inst.timer.close()
@@ -243,7 +304,9 @@ class VrrpService:
             except (ValueError, VipError) as e:
                 raise VrrpStartError(f"{cfg.name}: {e}") from e
             synced = cfg.name in member_of and len(member_of[cfg.name].instances) > 1
-            machines[cfg.name] = VrrpMachine(params, synced=synced)
+            quorum = self._quorum(cfg)
+            # A quorum instance never promotes itself: it waits for its lease.
+            machines[cfg.name] = VrrpMachine(params, synced=synced or quorum)
             key = (cfg.interface, params.family, params.vrid)
             if key in self._by_vrid:
                 raise VrrpStartError(f"{cfg.name}: VRID {params.vrid} twice on {cfg.interface}")
@@ -257,23 +320,45 @@ class VrrpService:
                 )
             elif multicast:
                 sock.multicast = True
+        by_cfg = {c.name: c for c in configs}
         groups = {
-            g.name: SyncGroup(g.name, [machines[m] for m in g.instances])
+            g.name: SyncGroup(
+                g.name,
+                [machines[m] for m in g.instances],
+                gated=all(self._quorum(by_cfg[m]) for m in g.instances),
+            )
             for g in self.config.vrrp_sync_groups
         }
         for cfg in configs:
             membership = member_of.get(cfg.name)
             group = (
-                groups[membership.name] if membership else SyncGroup(cfg.name, [machines[cfg.name]])
+                groups[membership.name]
+                if membership
+                else SyncGroup(cfg.name, [machines[cfg.name]], gated=self._quorum(cfg))
             )
             # The VRRP interface itself is tracked with weight 0: no link, no election.
             interfaces: list[TrackInterfaceConfig] = [TrackInterfaceConfig(cfg.interface)]
             interfaces += [t for t in cfg.track_interfaces if t.name != cfg.interface]
             tracking = InstanceTracking(cfg.priority, interfaces, cfg.track_scripts)
             machine = machines[cfg.name]
+            lease = cfg.lease if self._quorum(cfg) else ""
             self._instances[cfg.name] = _Instance(
-                cfg, machine, tracking, group, (cfg.interface, machine.params.family)
+                cfg, machine, tracking, group, (cfg.interface, machine.params.family), lease=lease
             )
+            if lease:
+                self._leases.setdefault(lease, _Lease(lease)).members.append(cfg.name)
+        if self._lock is not None:
+            for name, entry in self._leases.items():
+                # preempt is the instance's (all members of a group must want it)
+                core_lease = self._lock.node.core.add_lease(name)
+                core_lease.preempt = all(by_cfg[m].preempt for m in entry.members)
+
+    def _quorum(self, cfg: VrrpInstanceConfig) -> bool:
+        if cfg.election != "quorum":
+            return False
+        if self._lock is None:
+            raise VrrpStartError(f"{cfg.name}: election: quorum needs the lock to be running")
+        return True
 
     def _close_io(self) -> None:
         self._links.close()
@@ -300,6 +385,8 @@ class VrrpService:
                 self._perform(action)
             except Exception:
                 log.exception("performing %s failed", action)
+        if inst.lease and not self._lease_busy:
+            self._update_campaign(inst.lease)
 
     def _on_received(self, key: tuple[str, int], r: Received) -> None:
         try:
@@ -309,6 +396,8 @@ class VrrpService:
                 reason = "vrid" if vrid is not None else "truncated"
                 self._sockets[key].counters.invalid[reason] += 1
                 return
+            if self._instances[name].lease:
+                return  # quorum election: the lease decides, adverts only inform routers
             params = self._instances[name].machine.params
             try:
                 advert = decode(
@@ -437,13 +526,20 @@ class VrrpService:
             )
             if inst.config.notify:
                 self._notify(
-                    inst.config.notify, "INSTANCE", action.instance, action.new, action.priority
+                    inst.config.notify,
+                    "INSTANCE",
+                    action.instance,
+                    action.new,
+                    action.priority,
+                    self._leases[inst.lease].term if inst.lease else None,
                 )
         elif isinstance(action, GroupNotify):
             log.info("sync group %s: all %s", action.group, action.state.name)
             group = self._groups.get(action.group)
             if group is not None and group.notify:
-                self._notify(group.notify, "GROUP", action.group, action.state, 0)
+                lease = self._leases.get(action.group)
+                term = lease.term if lease is not None else None
+                self._notify(group.notify, "GROUP", action.group, action.state, 0, term)
 
     def _perform_vips(self, action: AddVips | RemoveVips | SendGratuitous) -> None:
         inst = self._instances[action.instance]
@@ -452,7 +548,10 @@ class VrrpService:
             if isinstance(action, AddVips):
                 # action.accept (RFC 5798 Accept_Mode) is not enforced: refusing traffic
                 # to a local address needs netfilter, and IPVS needs the VIP local anyway.
-                mgr.add(action.vips)
+                if inst.lease:
+                    self._add_fenced(inst, action.vips)
+                else:
+                    mgr.add(action.vips)
             elif isinstance(action, RemoveVips):
                 mgr.remove(action.vips)
             else:
@@ -461,6 +560,104 @@ class VrrpService:
             inst.machine.counters.vip_errors += 1
             log.error("%s: %s", action.instance, e)
 
-    def _notify(self, command: str, kind: str, name: str, state: State, priority: int) -> None:
+    def _notify(
+        self,
+        command: str,
+        kind: str,
+        name: str,
+        state: State,
+        priority: int,
+        term: str | None = None,
+    ) -> None:
         argv = [*shlex.split(command), kind, name, NOTIFY_NAMES[state], str(priority)]
+        if term is not None:
+            # quorum election: the fencing number of the holding period that began (MASTER)
+            # or ended (other states), "counter.incarnation.node"; "-" before the first
+            argv.append(term or "-")
         self._spawn(run_command(argv, NOTIFY_TIMEOUT))
+
+    # -- quorum election
+
+    def on_lease_event(self, event: LeaseEvent) -> None:
+        """The lock's callback (synchronous: a release leaves after the VIPs are gone)."""
+        lease = self._leases.get(event.lease)
+        if lease is None or self._lock is None or self._loop is None:
+            return
+        lease.term = str(event.term)
+        self._lease_busy = True
+        try:
+            if event.kind == "acquired":
+                if self._running and self._lock.is_holder(event.lease):
+                    for member in lease.members:
+                        if self._instances[member].machine.state is State.BACKUP:
+                            self._deliver(member, GroupCommand(State.MASTER))
+            else:  # lost, released: the VIPs go now
+                for member in lease.members:
+                    if self._instances[member].machine.state is State.MASTER:
+                        self._deliver(member, GroupCommand(State.BACKUP))
+        finally:
+            self._lease_busy = False
+        self._update_campaign(event.lease)
+
+    def _update_campaign(self, name: str) -> None:
+        """Campaign with the members' priority while they may serve; else withdraw."""
+        lock = self._lock
+        if lock is None or self._lease_busy:
+            return
+        lease = self._leases[name]
+        machines = [self._instances[m].machine for m in lease.members]
+        eligible = self._running and all(
+            m.state in (State.BACKUP, State.MASTER) and not m.fault for m in machines
+        )
+        want = min(m.priority for m in machines) if eligible else None
+        if want == lease.told:
+            return
+        before, lease.told = lease.told, want
+        if want is None:
+            lock.withdraw(name)
+        elif before is None:
+            lock.campaign(name, want)
+        else:
+            lock.set_priority(name, want)
+
+    def _lifetime(self, lease: str) -> tuple[int, float] | None:
+        """Kernel lifetime (whole seconds, at least the hold left) and the hold's end."""
+        assert self._lock is not None
+        left = self._lock.hold_left(lease)
+        if left is None:
+            return None
+        return max(1, math.ceil(left)), self._now() + left
+
+    def _add_fenced(self, inst: _Instance, vips: tuple[VipInterface, ...]) -> None:
+        lifetime = self._lifetime(inst.lease)
+        if lifetime is None:
+            # The hold ended between the decision and now: do not add; the lease's
+            # "lost" event (already due) moves the instance back to BACKUP.
+            inst.machine.counters.vip_errors += 1
+            log.warning("%s: lease %s not held; VIPs not added", inst.config.name, inst.lease)
+            return
+        self._vips[inst.config.interface].add(vips, lifetime=lifetime[0])
+        lease = self._leases[inst.lease]
+        lease.fenced_until = max(lease.fenced_until, lifetime[1])
+
+    def _refresh_fences(self) -> None:
+        """After each lock input: extend VIP lifetimes when a renewal moved the hold."""
+        if self._lock is None or not self._running:
+            return
+        step = self._lock.node.core.timing.renew_interval / 2.0
+        for name, lease in self._leases.items():
+            lifetime = self._lifetime(name)
+            if lifetime is None or lifetime[1] < lease.fenced_until + step:
+                continue
+            for member in lease.members:
+                inst = self._instances[member]
+                if inst.machine.state is not State.MASTER:
+                    continue
+                try:
+                    self._vips[inst.config.interface].add(
+                        inst.machine.params.vips, lifetime=lifetime[0]
+                    )
+                except VipError as e:
+                    inst.machine.counters.vip_errors += 1
+                    log.error("%s: %s", member, e)
+            lease.fenced_until = lifetime[1]

@@ -10,7 +10,8 @@ This module owns the group rules, as pure logic over member machines built with
   Skew_Time rather than a whole Master_Down_Interval).
 - MASTER: a member never promotes itself; it raises ``wants_master`` and the group
   promotes the wanting members once every member is MASTER or wants it
-  ("prefer backup to avoid thrashing", keepalived vrrp_sync_goto_master).
+  ("prefer backup to avoid thrashing", keepalived vrrp_sync_goto_master) — unless the
+  group is ``gated`` (quorum election), where only the lease holder's service does.
 
 It calls nothing but ``VrrpMachine.handle`` and touches no sockets or clocks.
 """
@@ -41,10 +42,13 @@ class GroupNotify:
 class SyncGroup:
     """Routes events to members and keeps them together. A group of one is a plain instance."""
 
-    def __init__(self, name: str, machines: Sequence[VrrpMachine]) -> None:
+    def __init__(self, name: str, machines: Sequence[VrrpMachine], *, gated: bool = False) -> None:
         if len(machines) > 1 and not all(m.synced for m in machines):
             raise ValueError(f"sync group {name}: members must be built with synced=True")
         self.name = name
+        # Quorum election: only the lease promotes (the service sends GroupCommand(MASTER)
+        # while this node holds the group's lease); wanting MASTER is not enough.
+        self.gated = gated
         self.members = {m.name: m for m in machines}
         # Each member's own tracker view; what a member is told also carries the group fault.
         self._own = {m.name: TrackingChanged(m.priority, m.fault) for m in machines}
@@ -89,6 +93,8 @@ class SyncGroup:
                 if m.state is State.MASTER:
                     out += m.handle(GroupCommand(State.BACKUP), now)
         machines = self.members.values()
+        if self.gated:
+            return out
         if any(m.wants_master for m in machines) and all(
             m.state is State.MASTER or m.wants_master for m in machines
         ):

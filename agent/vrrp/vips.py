@@ -82,24 +82,36 @@ NLM_F_REQUEST: Final = 0x1
 NLM_F_ACK: Final = 0x4
 NLM_F_EXCL: Final = 0x200
 NLM_F_CREATE: Final = 0x400
+NLM_F_REPLACE: Final = 0x100
 IFA_ADDRESS: Final = 1
 IFA_LOCAL: Final = 2
+IFA_CACHEINFO: Final = 6
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFADDRMSG = struct.Struct("=BBBBI")
 
 
-def address_request(kind: int, seq: int, index: int, vip: VipInterface) -> bytes:
-    """An RTM_NEWADDR / RTM_DELADDR request for ``vip`` on interface ``index``."""
+def address_request(
+    kind: int, seq: int, index: int, vip: VipInterface, lifetime: int | None = None
+) -> bytes:
+    """An RTM_NEWADDR / RTM_DELADDR request for ``vip`` on interface ``index``.
+
+    ``lifetime`` (whole seconds, RTM_NEWADDR only): valid and preferred lifetime; the
+    kernel deletes the address when it runs out unless a later request (made with
+    NLM_F_REPLACE, which this then sets) extends it.  None: a permanent address.
+    """
     family = socket.AF_INET if vip.version == 4 else socket.AF_INET6
     flags = IFA_F_NODAD if vip.version == 6 else 0
     body = _IFADDRMSG.pack(family, vip.network.prefixlen, flags, 0, index)
     packed = vip.ip.packed
     attrs = [(IFA_ADDRESS, packed)] + ([(IFA_LOCAL, packed)] if vip.version == 4 else [])
+    if kind == RTM_NEWADDR and lifetime is not None:
+        # struct ifa_cacheinfo {ifa_prefered, ifa_valid, cstamp, tstamp}
+        attrs.append((IFA_CACHEINFO, struct.pack("=IIII", lifetime, lifetime, 0, 0)))
     for kind_, value in attrs:
-        body += struct.pack("=HH", 4 + len(value), kind_) + value  # 4 or 16 bytes: aligned
+        body += struct.pack("=HH", 4 + len(value), kind_) + value  # 4, 16: aligned
     nl_flags = NLM_F_REQUEST | NLM_F_ACK
     if kind == RTM_NEWADDR:
-        nl_flags |= NLM_F_CREATE | NLM_F_EXCL
+        nl_flags |= NLM_F_CREATE | (NLM_F_EXCL if lifetime is None else NLM_F_REPLACE)
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, nl_flags, seq, 0) + body
 
 
@@ -124,11 +136,13 @@ class Rtnetlink:
         self._sock = sock
         self._seq = 0
 
-    def address(self, kind: int, index: int, vip: VipInterface) -> int:
+    def address(
+        self, kind: int, index: int, vip: VipInterface, lifetime: int | None = None
+    ) -> int:
         """Send the request and wait for its ack: 0, or the errno the kernel answered."""
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         seq = self._seq
-        self._sock.send(address_request(kind, seq, index, vip))
+        self._sock.send(address_request(kind, seq, index, vip, lifetime))
         while True:
             data = self._sock.recv(65536)
             offset = 0
@@ -319,7 +333,7 @@ class VipManager:
 
     # -- changing addresses
 
-    def _change(self, kind: int, vip: VipInterface) -> int:
+    def _change(self, kind: int, vip: VipInterface, lifetime: int | None = None) -> int:
         """One address request on our own rtnetlink socket; the kernel's errno (0: done)."""
         if self._rtnl is None:
             self._rtnl = Rtnetlink()
@@ -328,19 +342,26 @@ class VipManager:
                 self._rtnl_index = socket.if_nametoindex(self.ifname)
             except OSError as e:
                 raise VipError(errno.ENODEV, f"no interface {self.ifname}") from e
-        code = self._rtnl.address(kind, self._rtnl_index, vip)
+        code = self._rtnl.address(kind, self._rtnl_index, vip, lifetime)
         if code == errno.ENODEV:  # the interface was re-created: look it up again
             self._rtnl_index = None
             self._rtnl_index = socket.if_nametoindex(self.ifname)
-            code = self._rtnl.address(kind, self._rtnl_index, vip)
+            code = self._rtnl.address(kind, self._rtnl_index, vip, lifetime)
         return code
 
-    def add(self, vips: Iterable[VipInterface]) -> list[VipInterface]:
-        """Add each VIP not already there; returns those added."""
+    def add(
+        self, vips: Iterable[VipInterface], lifetime: int | None = None
+    ) -> list[VipInterface]:
+        """Add each VIP not already there; returns those added.
+
+        With ``lifetime`` (seconds) the VIPs expire in the kernel unless refreshed by
+        another ``add`` (quorum election's fence against a frozen holder); a VIP that
+        is already there gets the new lifetime and is reported as added.
+        """
         added: list[VipInterface] = []
         for vip in vips:
             try:
-                code = self._change(RTM_NEWADDR, vip)
+                code = self._change(RTM_NEWADDR, vip, lifetime)
             except OSError as e:
                 raise VipError(f"add {vip} on {self.ifname}: {e}") from e
             if code == errno.EEXIST:

@@ -1,0 +1,87 @@
+"""``lvs-agent witness``: an acceptor-only member of one or more lock clusters.
+
+A two-director site has no majority when one director is down; a witness is the
+third vote. It runs the lock of each configured cluster (``witness.clusters`` and/or a
+``lock`` section) and nothing else: no IPVS, no VRRP, no VIPs, and it never campaigns
+(its acceptors learn the lease names from the directors' authenticated proposals).
+Metrics (``lvs_agent_lock_*``, labelled by cluster) are served on ``metrics.listen``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.lock import LockTransport
+
+log = logging.getLogger("lvs-agent")
+
+
+def run_witness(config_path: str) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from agent.config import ConfigError
+    from agent.config.loader import load_witness_config
+
+    try:
+        config = load_witness_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        log.error("%s is invalid; not starting", config_path)
+        return 1
+    except OSError as exc:
+        log.error("cannot read %s: %s", config_path, exc.strerror)
+        return 1
+    return asyncio.run(_main(config))
+
+
+async def _main(config: Config) -> int:
+    from agent.lock import IncarnationError, KeyFileError, start_lock
+    from agent.metrics import AgentMetrics, serve
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics = AgentMetrics()
+    running: dict[str, LockTransport] = {}
+    try:
+        for cfg in config.witness:
+            try:
+                running[cfg.cluster] = await start_lock(cfg)
+            except (KeyFileError, IncarnationError, OSError, ValueError) as exc:
+                log.error("witness: cluster %s: cannot start: %s", cfg.cluster, exc)
+                return 1
+            log.info(
+                "witness: %s as %s on %s, %d members, lease %gs",
+                cfg.cluster,
+                cfg.node_id,
+                cfg.listen,
+                len(cfg.peers),
+                cfg.lease,
+            )
+        metrics.lock.transports = running
+        try:
+            server = await serve(metrics, config.metrics_host, config.metrics_port)
+        except OSError as exc:
+            log.error(
+                "metrics: cannot listen on %s:%d: %s",
+                config.metrics_host,
+                config.metrics_port,
+                exc.strerror,
+            )
+            return 1
+        log.info("witness: serving %d cluster(s)", len(running))
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+        log.info("witness: stopping")
+        return 0
+    finally:
+        for tr in running.values():
+            tr.close()
