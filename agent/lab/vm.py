@@ -22,6 +22,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import threading
 from pathlib import Path
 
 # Parts of the stdlib and of the venv that no guest command needs (tests,
@@ -180,7 +181,27 @@ def run_in_vm(
         argv += ["--rwdir", d]
     argv += ["--exec", f"bash {shlex.quote(str(script))}"]
     try:
-        return subprocess.run(argv, env=env, timeout=timeout, check=False).returncode
+        # The guest's output comes back through a pipe that we copy: when our stdout is a
+        # regular file, virtme-ng's guest would otherwise write into it from offset 0,
+        # over what the host wrote before.
+        with subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        ) as proc:
+            assert proc.stdout is not None
+            killer = threading.Timer(timeout, proc.kill) if timeout is not None else None
+            if killer is not None:
+                killer.start()
+            try:
+                while chunk := os.read(proc.stdout.fileno(), 65536):
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+                returncode = proc.wait()
+            finally:
+                if killer is not None:
+                    killer.cancel()
+            if timeout is not None and returncode < 0:
+                raise subprocess.TimeoutExpired(argv, timeout)
+            return returncode
     finally:
         script.unlink(missing_ok=True)
 
