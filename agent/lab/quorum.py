@@ -252,11 +252,15 @@ class QuorumSite:
 
     def partition(self, name: str, oneway: bool = False) -> float:
         """Drop the node's lock traffic: both ways, or (``oneway``) only what it receives."""
-        drop = f"udp dport {LOCK_PORT} drop;"
-        chains = f"chain in {{ type filter hook input priority 0; {drop} }}"
-        if not oneway:
-            chains += f" chain out {{ type filter hook output priority 0; {drop} }}"
-        rules = f"table inet {NFT_TABLE} {{ {chains} }}"
+
+        def chain(name: str, hook: str) -> str:
+            return (
+                f" chain {name} {{\n  type filter hook {hook} priority 0; policy accept;\n"
+                f"  udp dport {LOCK_PORT} drop\n }}\n"
+            )
+
+        chains = chain("lockin", "input") + ("" if oneway else chain("lockout", "output"))
+        rules = f"table inet {NFT_TABLE} {{\n{chains}}}\n"
         at = time.monotonic()
         self._nft(name, rules)
         self.partitioned.add(name)
@@ -379,3 +383,50 @@ def _extend(
         spans[-1] = (prev[0], b, prev[2] | who)
     else:
         spans.append((a, b, who))
+
+
+def run_nemesis(
+    site: QuorumSite,
+    seconds: float,
+    seed: int,
+    *,
+    scale: float = 1.0,
+    log: list[str] | None = None,
+    max_faults: int | None = None,
+) -> int:
+    """Inject random faults, one at a time, for ``seconds``; returns how many.
+
+    Each fault hits the current VIP holder half of the time (else any member, the
+    witness included): kill -9 then restart, SIGSTOP then SIGCONT, a full partition or
+    a one-way (inbound) partition of its lock traffic, then heals. Durations are drawn
+    in units of ``scale`` seconds (the lease), so faults both shorter and longer than
+    a lease happen; between faults the cluster gets a short, random rest.
+    """
+    import random
+
+    rng = random.Random(seed)
+    deadline = time.monotonic() + seconds
+    count = 0
+    kinds = ("kill", "pause", "partition", "oneway")
+    while time.monotonic() < deadline and (max_faults is None or count < max_faults):
+        held = site.holders()
+        target = held[0] if held and rng.random() < 0.5 else rng.choice(site.members)
+        kind = rng.choice(kinds)
+        hold = rng.uniform(0.2, 3.0) * scale
+        if log is not None:
+            log.append(f"{time.monotonic():.3f} {kind} {target} {hold:.2f}s")
+        if kind == "kill":
+            site.kill(target)
+            time.sleep(hold)
+            site.restart(target)
+        elif kind == "pause":
+            site.pause(target)
+            time.sleep(hold)
+            site.resume(target)
+        else:
+            site.partition(target, oneway=kind == "oneway")
+            time.sleep(hold)
+            site.heal(target)
+        count += 1
+        time.sleep(rng.uniform(0.3, 2.0) * scale)
+    return count

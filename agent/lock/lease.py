@@ -215,6 +215,8 @@ class Lease:
         self._priority = DEFAULT_PRIORITY
         self._next_attempt: float | None = None
         self._holdoff_until = 0.0
+        self._preempted = False  # the hold-off is for a preempting peer to win
+        self._release_heard = -1.0  # when the holder last announced it let go
         self._next_announce: float | None = None
         self._hints: dict[str, _PeerHint] = {}
 
@@ -578,6 +580,15 @@ class Lease:
             # Renewal failed: retry soon with a higher ballot; the hold itself still ends
             # at d − G of the last successful round.
             self._next_attempt = now + self._timing.renew_interval / 4.0
+        elif self._wanting and self._release_heard >= self._attempt_start:
+            # Blocked by a lease its holder has released meanwhile: retry at once.
+            self._next_attempt = max(now, self._holdoff_until) + self._campaign_delay(
+                now, handover=True
+            )
+        elif self._wanting and self._wait_hint == 0.0 and reason == "rejected":
+            # Lost a ballot race, no lease in the way (two candidates after a release):
+            # retry after the short priority skew, doubled, so the better one wins next.
+            self._next_attempt = now + 2.0 * self._campaign_delay(now, handover=True)
         elif self._wanting:
             wait = self._timing.renew_interval * (1.0 + _jitter(self.node_id, self._counter))
             if self._wait_hint > 0.0:
@@ -609,7 +620,14 @@ class Lease:
             return delay
         fresh = now - 3.0 * self._timing.announce_interval
         for hint in self._hints.values():
-            if hint.eligible and hint.heard_at >= fresh and hint.priority > self._priority:
+            # A better peer that said it holds the lease is not waited for: if we are
+            # campaigning, its lease ran out (it crashed or lost its majority).
+            if (
+                hint.eligible
+                and hint.term is None
+                and hint.heard_at >= fresh
+                and hint.priority > self._priority
+            ):
                 delay += self._timing.lease
                 break
         return delay
@@ -623,23 +641,41 @@ class Lease:
             and msg.term is None
             and self._wanting
             and not self._active
-            and self._phase is Phase.IDLE
         ):
             # The holder says it gave the lease up (release, handover, withdraw): try soon
-            # instead of waiting out the exclusion its acceptors reported.
-            soon = max(now, self._holdoff_until) + self._campaign_delay(now, handover=True)
-            if self._next_attempt is None or soon < self._next_attempt:
-                self._next_attempt = soon
+            # instead of waiting out the exclusion its acceptors reported.  An attempt in
+            # flight may still fail on the old lease; it then retries as soon (below).
+            self._release_heard = now
+            if self._phase is Phase.IDLE:
+                soon = max(now, self._holdoff_until) + self._campaign_delay(now, handover=True)
+                if self._next_attempt is None or soon < self._next_attempt:
+                    self._next_attempt = soon
+        if msg.term is not None and self._preempted and not self._active:
+            # The node we yielded to holds the lease now: the hold-off did its job, and
+            # keeping it would only slow the next handover down.
+            self._preempted = False
+            self._holdoff_until = min(self._holdoff_until, now)
         if self.preempt and msg.eligible and msg.priority > self._priority and self.is_holder(now):
             # Handover to a healthier, higher-priority node: release and stay out of the
             # race long enough for it to win.  Safety never depends on this hint.
             self._give_up(now, self._timing.handover_holdoff, "preempted", out)
+            self._preempted = True
 
     def _announce(self, now: float, out: list[Message]) -> None:
         term = self._term if self._active else None
+        # Eligible only when able to propose now: a node in its restart quarantine or its
+        # hold-off must not make a holder with preempt give the lease up to nobody.
+        eligible = self._wanting and now >= max(self._quiet_until, self._holdoff_until)
         for p in self._peers:
-            out.append(Announce(self.name, self.node_id, p, self._priority, self._wanting, term))
-        self._next_announce = now + self._timing.announce_interval if self._wanting else None
+            out.append(Announce(self.name, self.node_id, p, self._priority, eligible, term))
+        if not self._wanting:
+            self._next_announce = None
+            return
+        nxt = now + self._timing.announce_interval
+        for becomes_eligible in (self._quiet_until, self._holdoff_until):
+            if now < becomes_eligible < nxt:
+                nxt = becomes_eligible  # say so as soon as it is true
+        self._next_announce = nxt
 
     # ------------------------------------------------------------------ housekeeping
 

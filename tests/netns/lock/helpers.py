@@ -1,0 +1,70 @@
+"""Small helpers of the quorum netns tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from agent.lab.agents import REPO, metric_values
+from agent.lab.quorum import QuorumSite
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    for have, value in metric_values(text, name).items():
+        if set(labels.items()) <= set(have):
+            return value
+    return None
+
+
+def metric_sum(text: str, name: str) -> float:
+    return sum(metric_values(text, name).values())
+
+
+def holder(site: QuorumSite, timeout: float = 20.0) -> str:
+    """The one holder, once it has been alone for a moment (start-up preemption settled)."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        held = site.holders()
+        now = time.monotonic()
+        current = held[0] if len(held) == 1 else None
+        if current != last:
+            last, since = current, now
+        elif current is not None and now - since > 1.5:
+            return current
+        time.sleep(0.05)
+    raise AssertionError(f"no single stable VIP holder within {timeout}s: {site.holders()}")
+
+
+def cli(site: QuorumSite, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``lvs-agent ARGS -c <name's config>`` inside ``name``'s namespace."""
+    agent = site.agents[name]
+    return subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            site.ns(name),
+            sys.executable,
+            "-m",
+            "agent",
+            *args,
+            "-c",
+            str(agent.config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=30,
+    )

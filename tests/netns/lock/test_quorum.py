@@ -1,0 +1,149 @@
+"""election: quorum with three real agents: one holder, crash and planned failover,
+partitions and a frozen holder. Every test ends with the dual-holder check."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.lab.addrwatch import AddressWatch
+from agent.lab.quorum import QuorumSite
+from agent.lab.topology import Lab
+
+from .helpers import cli, holder, metric, wait_until
+
+PRIORITIES = {1: 150, 2: 100, 3: 50}
+
+
+def site_for(
+    lab: Lab, watch: AddressWatch, tmp_path: Path, sites: list[QuorumSite], **kw: object
+) -> QuorumSite:
+    site = QuorumSite(lab, watch, tmp_path, priorities=dict(PRIORITIES), **kw)  # type: ignore[arg-type]
+    sites.append(site)
+    site.start()
+    return site
+
+
+def test_one_holder_crash_sigterm_and_failover(
+    lab: Lab, watch: AddressWatch, tmp_path: Path, sites: list[QuorumSite]
+) -> None:
+    start = time.monotonic()
+    site = site_for(lab, watch, tmp_path, sites)
+    first = holder(site)
+    assert first == "d1", "preempt: the highest priority ends up holding"
+
+    text = site.agents[first].metrics()
+    assert text is not None
+    assert metric(text, "lvs_agent_lock_is_holder", lease="web") == 1
+    assert metric(text, "lvs_agent_lock_holder_info", lease="web", node=first) == 1
+    assert metric(text, "lvs_agent_lock_quorum_reachable") == 1
+    if shutil.which("promtool"):
+        lint = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=text,
+            text=True,
+            capture_output=True,
+            check=False,
+        )
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+    status = cli(site, first, "status")
+    assert "lease web: held here, term " in status.stdout, status.stdout + status.stderr
+
+    # kill -9: the lease runs out at the acceptors, then the next node takes over.
+    killed = site.kill(first)
+    taken = site.vip_added(killed, 10, exclude=first)
+    assert taken is not None
+    crash = taken.at - killed
+    assert 0.5 < crash < 2.5, crash  # ~ one acceptor lease after the last renewal
+    site.restart(first)
+    second = holder(site)  # d1 again once out of quarantine (preempt)
+
+    # SIGTERM: VIPs go, the lease is released; the next node does not wait for expiry.
+    stopped = site.terminate(second)
+    taken = site.vip_added(stopped, 5, exclude=second)
+    assert taken is not None and taken.at - stopped < 0.3, (
+        second,
+        [
+            (round(e.at - stopped, 3), e.node, e.added)
+            for e in watch.snapshot()
+            if e.at > stopped - 3
+        ],
+    )
+    site.wait_stopped(second)
+    third = taken.node
+    site.restart(second)
+
+    # lvs-agent failover: the same, on a running agent that stays up.
+    wait_until("the restarted node out of quarantine", lambda: site.holders() != [], 10)
+    current = holder(site)
+    asked = time.monotonic()
+    out = cli(site, current, "failover")
+    assert out.returncode == 0, out.stderr
+    taken = site.vip_added(asked, 5, exclude=current)
+    assert taken is not None and taken.at - asked < 1.0, taken
+    assert site.agents[current].running()
+    wait_until(
+        "failover logged", lambda: "failover: released web" in site.agents[current].text(), 5
+    )
+
+    report = site.check(start, time.monotonic())
+    print(f"crash failover {crash * 1000:.0f} ms; third holder {third}; {report.summary()}")
+    assert report.double == [], report.double
+
+
+@pytest.mark.parametrize("oneway", [False, True], ids=["full", "one-way"])
+def test_partitioned_holder_steps_down_before_takeover(
+    lab: Lab, watch: AddressWatch, tmp_path: Path, sites: list[QuorumSite], oneway: bool
+) -> None:
+    start = time.monotonic()
+    site = site_for(lab, watch, tmp_path, sites, preempt=False)
+    first = holder(site)
+    cut = site.partition(first, oneway=oneway)
+    removed = watch.wait_removed("192.0.2.100", 5, node=first, after=cut)
+    taken = site.vip_added(cut, 5, exclude=first)
+    assert removed is not None and taken is not None
+    assert removed.at < taken.at, (removed, taken)
+    assert removed.at - cut < 1.0  # before its lease (1 s from the last renewal) ends
+    site.heal(first)
+    time.sleep(1.5)
+    assert site.holders() == [taken.node]
+    report = site.check(start, time.monotonic())
+    print(
+        f"stepped down {(removed.at - cut) * 1000:.0f} ms after the cut; taken over "
+        f"{(taken.at - cut) * 1000:.0f} ms after; {report.summary()}"
+    )
+    assert report.double == []
+
+
+def test_frozen_holder_loses_vip_to_the_kernel_fence(
+    lab: Lab, watch: AddressWatch, tmp_path: Path, sites: list[QuorumSite]
+) -> None:
+    """SIGSTOP: the holder cannot cooperate; its VIP's valid lifetime runs out."""
+    start = time.monotonic()
+    site = site_for(lab, watch, tmp_path, sites, preempt=False)
+    first = holder(site)
+    frozen = site.pause(first)
+    expired = watch.wait_removed("192.0.2.100", 4, node=first, after=frozen)
+    taken = site.vip_added(frozen, 4, exclude=first)
+    time.sleep(0.5)
+    site.resume(first)
+    assert expired is not None, "the kernel did not expire the frozen holder's VIP"
+    assert taken is not None
+    time.sleep(1.0)
+    assert site.holders() == [taken.node]
+    report = site.check(start, time.monotonic())
+    residual = max(0.0, expired.at - taken.at)
+    print(
+        f"frozen holder: VIP expired {(expired.at - frozen) * 1000:.0f} ms after SIGSTOP, "
+        f"new holder at {(taken.at - frozen) * 1000:.0f} ms; residual overlap "
+        f"{residual * 1000:.0f} ms; {report.summary()}"
+    )
+    assert report.double == []
+    # Fence: lifetime ceil(hold left) <= 1 s from the last renewal, plus the kernel's
+    # whole-second expiry work; the takeover needs one acceptor lease (~1.05 s).
+    assert residual < 1.0
+    assert expired.at - frozen < 2.5
