@@ -47,7 +47,7 @@ from agent.lock.timing import Timing
 
 DEFAULT_PRIORITY: Final = 100
 MAX_PRIORITY: Final = 255
-HANDOVER_SKEW: Final = 0.04  # seconds of priority skew after a holder let go (at most)
+HANDOVER_SKEW: Final = 0.02  # seconds of priority skew after a holder let go (at most)
 
 
 class Flaw(Enum):
@@ -615,7 +615,9 @@ class Lease:
             else (self._timing.renew_interval)
         )
         delay = (MAX_PRIORITY - self._priority) / MAX_PRIORITY * ri
-        delay += _jitter(self.node_id, self._counter) * ri / 4.0
+        # After a release every candidate starts from the same instant: a small jitter
+        # keeps the priority order (one step of priority is ri/255).
+        delay += _jitter(self.node_id, self._counter) * ri / (16.0 if handover else 4.0)
         if handover:
             return delay
         fresh = now - 3.0 * self._timing.announce_interval
