@@ -153,7 +153,8 @@ class QuorumSite:
             "preempt": self.preempt,
             "virtual_ips": [VIP],
             "election": "quorum",
-            "notify": f"{sys.executable} -c pass",
+            # every state change, with the term, appended to notify-dN.log
+            "notify": f"sh -c 'echo \"$*\" >> {self.work}/notify-{host.name}.log' notify",
         }
         return agent_config(host, state, [inst], lock=self.lock_section(i))
 

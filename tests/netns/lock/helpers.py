@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 
 from agent.lab.agents import REPO, metric_values
+
+__all__ = ["cli", "holder", "metric", "metric_sum", "metric_values", "wait_until"]
 from agent.lab.quorum import QuorumSite
 
 

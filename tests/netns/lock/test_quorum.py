@@ -14,7 +14,7 @@ from agent.lab.addrwatch import AddressWatch
 from agent.lab.quorum import QuorumSite
 from agent.lab.topology import Lab
 
-from .helpers import cli, holder, metric, wait_until
+from .helpers import cli, holder, metric, metric_values, wait_until
 
 PRIORITIES = {1: 150, 2: 100, 3: 50}
 
@@ -52,6 +52,15 @@ def test_one_holder_crash_sigterm_and_failover(
         assert lint.returncode == 0, lint.stdout + lint.stderr
     status = cli(site, first, "status")
     assert "lease web: held here, term " in status.stdout, status.stdout + status.stderr
+    (term,) = [
+        dict(k)["term"]
+        for k in metric_values(text, "lvs_agent_lock_holder_info")
+        if dict(k)["node"] == first
+    ]
+    assert f"term {term}" in status.stdout
+    notify = tmp_path / f"notify-{first}.log"
+    wait_until("notify MASTER with the term", lambda: notify.exists(), 5)
+    assert f"INSTANCE web MASTER 150 {term}" in notify.read_text().splitlines()
 
     # kill -9: the lease runs out at the acceptors, then the next node takes over.
     killed = site.kill(first)
