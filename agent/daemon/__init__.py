@@ -316,14 +316,18 @@ class Agent:
             self.metrics.errors.labels(kind="config").inc()
             sd_notify("READY=1")
             return False
-        fixed = ("state_dir", "metrics_host", "metrics_port", "lock")
+        from dataclasses import replace
+
+        fixed = ("state_dir", "metrics_host", "metrics_port")
         changed = [k for k in fixed if getattr(config, k) != getattr(self.config, k)]
+        old_lock = replace(self.config.lock, leases=()) if self.config.lock else None
+        new_lock = replace(config.lock, leases=()) if config.lock else None
+        if old_lock != new_lock and self.config.lock is not None:
+            changed.append("lock")
         if changed:
             log.warning("reload: %s change only on restart", ", ".join(changed))
-        if config.lock != self.config.lock and self.config.lock is not None:
+        if self.config.lock is not None:
             # Keep the running lock (its identity and durations) but the new lease names.
-            from dataclasses import replace
-
             leases = config.lock.leases if config.lock is not None else ()
             config = replace(config, lock=replace(self.config.lock, leases=leases))
         elif config.lock is not None and self.config.lock is None:
