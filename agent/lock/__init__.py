@@ -40,14 +40,31 @@ Nothing in this package except ``transport.py`` and ``incarnation.py`` performs 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agent.lock.config import Endpoint, LockConfig, LockConfigError, parse_endpoint
 from agent.lock.incarnation import IncarnationError, bump_incarnation
 from agent.lock.lease import Counters, Flaw, Lease, LeaseEvent, LeaseStatus
 from agent.lock.messages import Ballot, Kind
 from agent.lock.node import LockCore, LockNode, LockStatus
 from agent.lock.timing import Timing, TimingError
-from agent.lock.transport import LockTransport, build_node, load_keyring, start_lock
 from agent.lock.wire import KeyFileError, KeyRing, WireCodec, WireError
+
+if TYPE_CHECKING:
+    from agent.lock.transport import LockTransport, build_node, load_keyring, start_lock
+
+# The asyncio transport is imported on first use: the configuration loader needs only
+# LockConfig, and every command reads the configuration.
+_TRANSPORT = frozenset({"LockTransport", "build_node", "load_keyring", "start_lock"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _TRANSPORT:
+        from agent.lock import transport
+
+        return getattr(transport, name)
+    raise AttributeError(f"module 'agent.lock' has no attribute {name!r}")
+
 
 __all__ = [
     "Ballot",
