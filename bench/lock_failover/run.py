@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         "--from-json", metavar="PATH", help="do not run: summarise (and record) saved results"
     )
     parser.add_argument(
+        "--json", default=str(RESULTS_JSON), help=f"results file (default {RESULTS_JSON.name})"
+    )
+    parser.add_argument(
         "--append",
         action="store_true",
         help="keep the runs and nemesis results saved in results.json and add this run's",
@@ -348,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     runs: list[Run] = []
     nem: list[NemesisResult] = []
-    if args.append and RESULTS_JSON.exists():
-        saved = json.loads(RESULTS_JSON.read_text())
+    results_json = Path(args.json)
+    if args.append and results_json.exists():
+        saved = json.loads(results_json.read_text())
         runs = [Run(**r) for r in saved["runs"]]
         nem = [NemesisResult(**n) for n in saved["nemesis"]]
     work = Path(tempfile.mkdtemp(prefix="lock-failover-"))
@@ -383,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     print(nemesis_table(nem))
-    RESULTS_JSON.write_text(
+    results_json.write_text(
         json.dumps(
             {
                 "date": args.date,
