@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import secrets
 import signal
@@ -35,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from agent.config.duration import parse_duration
 from agent.lab import netns
 from agent.lab.addrwatch import AddressEvent, AddressWatch
 from agent.lab.agents import METRICS_PORT, REPO, LabAgent, agent_config
@@ -310,16 +312,30 @@ class QuorumSite:
         """Double holders, residual overlaps and availability over [start, end].
 
         A node is *excused* while killed or paused and until ``grace`` seconds after it
-        came back (its restarted or resumed agent first has to run): its leftover VIP
-        overlapping a new holder then is residual overlap, measured, not a failure.
+        came back (its restarted or resumed agent first has to run), and the VIP it held
+        when the fault began until that VIP is gone (the kernel lifetime fence: at most
+        ceil(lease) + 0.5 s after the fault): its leftover VIP overlapping a new holder is
+        residual overlap, measured, not a failure.
         """
         vip = VIP.split("/")[0]
         events = [e for e in self.watch.snapshot() if e.address == vip and e.node in self.directors]
         excused: dict[str, list[tuple[float, float]]] = {}
         down: dict[str, list[tuple[float, float]]] = {}
+        fence = math.ceil(parse_duration(self.lease)) + 0.5
         for f in self.faults:
             if f.kind in ("kill", "pause"):
                 back = min(f.end + grace, end) if f.end != float("inf") else end
+                # The VIP the node held when it froze or died stays in its kernel until
+                # the address lifetime runs out (or the restarted agent's start-up clean-up
+                # removes it): that leftover is residual overlap too, for at most the
+                # lifetime (ceil(lease) s) plus the kernel's rounding of its expiry work.
+                if _held_at(events, f.node, f.start):
+                    gone = next(
+                        (e.at for e in sorted(events, key=lambda e: e.at)
+                         if e.node == f.node and not e.added and e.at >= f.start),
+                        end,
+                    )  # fmt: skip
+                    back = max(back, min(gone, f.start + fence, end))
                 excused.setdefault(f.node, []).append((f.start, back))
             down.setdefault(f.node, []).append((f.start, min(f.end, end)))
         points = sorted(
@@ -374,6 +390,16 @@ class QuorumSite:
             holder_time,
             len([f for f in self.faults if f.kind != "stop" and start <= f.start <= end]),
         )
+
+
+def _held_at(events: list[AddressEvent], node: str, at: float) -> bool:
+    held = False
+    for e in sorted(events, key=lambda e: e.at):
+        if e.at > at:
+            break
+        if e.node == node:
+            held = e.added
+    return held
 
 
 def _extend(

@@ -185,6 +185,14 @@ def nemesis(
         end = time.monotonic()
         report = site.check(start, end)
         (work / f"nemesis-{lease}-schedule.txt").write_text("\n".join(schedule) + "\n")
+        raw = {
+            "start": start,
+            "end": end,
+            "events": [(e.at, e.node, e.added) for e in bench.watch.snapshot()
+                       if e.address == "192.0.2.100"],
+            "faults": [asdict(f) for f in site.faults],
+        }  # fmt: skip
+        (work / f"nemesis-{lease}-events.json").write_text(json.dumps(raw))
     finally:
         site.close()
     kinds: dict[str, int] = {}

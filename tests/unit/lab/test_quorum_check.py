@@ -66,3 +66,14 @@ def test_availability_counts_only_time_with_a_majority() -> None:
     both = [Fault("partition", "d1", 4.0, 8.0), Fault("partition", "d3", 5.0, 10.0)]
     report = site(events, both).check(0.0, 10.0)
     assert report.majority_time == 7.0 and report.holder_time == 6.0  # 5..8 not counted
+
+
+def test_killed_nodes_leftover_outliving_its_restart_is_residual_up_to_the_fence() -> None:
+    # killed at 2.0, restarted at 2.2 (grace ends 2.7); the kernel drops the VIP at 3.2
+    events = [(1.0, "d1", True), (2.9, "d2", True), (3.2, "d1", False)]
+    report = site(events, [Fault("kill", "d1", 2.0, 2.2)]).check(0.0, 10.0)
+    assert report.double == [] and [(a, b) for a, b, _ in report.residual] == [(2.9, 3.2)]
+    # ... but not beyond ceil(lease) + 0.5 s after the fault
+    events = [(1.0, "d1", True), (2.9, "d2", True), (4.0, "d1", False)]
+    report = site(events, [Fault("kill", "d1", 2.0, 2.2)]).check(0.0, 10.0)
+    assert [(a, b) for a, b, _ in report.double] == [(3.5, 4.0)]
