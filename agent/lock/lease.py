@@ -411,11 +411,14 @@ class Lease:
             self._counters.refuse("accept-below-promise")
         elif (
             live is not None
-            and live.node != b.node
+            and (live.node, live.incarnation) != (b.node, b.incarnation)
             and Flaw.OVERWRITE_LIVE_LEASE not in self._flaws
         ):
             # R5 (A2): a delayed ACCEPT of an abandoned attempt must not replace the live
-            # lease of another node; the holder's authority rests on this record.
+            # lease of another proposer; the holder's authority rests on this record.  A
+            # proposer is a process: an earlier incarnation of the same node is foreign
+            # too, or its delayed ACCEPT and then its RELEASE of that ballot would erase
+            # the lease the restarted process holds (found by the simulator, seed 472242).
             self._counters.refuse("live-foreign-lease")
         else:
             self._promised = b

@@ -144,6 +144,22 @@ def test_acceptor_refuses_to_overwrite_live_foreign_lease() -> None:
     assert [m.kind for m in out] == [Kind.ACCEPTED]
 
 
+def test_earlier_incarnation_of_the_holder_is_foreign() -> None:
+    # A restarted n1 holds; a delayed ACCEPT from n1's previous process (higher counter,
+    # older incarnation) must not replace that lease, so its delayed RELEASE cannot
+    # erase it either (simulator seed 472242 before the fix: two holders).
+    net = Net()
+    t = acquire(net, "n1", 0.0)
+    n2 = net.nodes["n2"].lease("vip")
+    live = n2._acc_ballot
+    assert live is not None and live.node == "n1"
+    ghost = Ballot(live.counter + 5, live.incarnation - 1, "n1")
+    out = n2.handle(Accept("vip", "n1", "n2", ghost), t)
+    assert [m.kind for m in out] == [Kind.REJECT]
+    n2.handle(Release("vip", "n1", "n2", ghost), t)
+    assert n2._acc_ballot == live
+
+
 def test_own_lease_not_open_outside_renewal() -> None:
     # n1's leftover lease (abandoned attempt) must block n1's fresh acquisition.
     core = LockCore("n1", ("n1", "n2", "n3"), TIMING, 1, -10.0, ("vip",))
