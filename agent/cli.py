@@ -14,6 +14,8 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from agent.config import Config
 
 DEFAULT_CONFIG = "/etc/lvs-agent/config.yaml"
@@ -63,12 +65,17 @@ def _parser() -> argparse.ArgumentParser:
         "over to another director now (its VIPs go first); it campaigns again after a "
         "hold-off, and with preempt a higher-priority node takes the lease back then",
     )
-    with_config(
+    witness = with_config(
         "witness",
         "run as a quorum witness: an acceptor-only lock member for one or more clusters "
         "(no IPVS, no VRRP), so that two directors plus a witness have a majority. "
         "The file has a 'lock' section and/or 'witness: {clusters: [{cluster, listen, "
         "peers, key_file, lease, node_id}, ...]}'; metrics.listen serves lvs_agent_lock_*",
+    )
+    witness.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the witness file and exit (0 valid, 1 invalid); no other effect",
     )
 
     lab = sub.add_parser(
@@ -113,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             in_vm=args.in_vm,
             directors=args.directors,
         )
+    if command == "witness" and args.check:
+        return _check_witness(args.config)
     if command == "witness":
         from agent.daemon.witness import run_witness
 
@@ -138,6 +147,17 @@ def main(argv: list[str] | None = None) -> int:
         if not config.virtual_servers:
             return EXIT_OK
     return _with_kernel(command, config)
+
+
+def _check_witness(path: str) -> int:
+    from agent.config.loader import load_witness_config
+
+    config = _load(path, load_witness_config)
+    if config is None:
+        return EXIT_ERROR
+    clusters = ", ".join(c.cluster for c in config.witness)
+    print(f"{path}: valid witness file ({len(config.witness)} cluster(s): {clusters})")
+    return EXIT_OK
 
 
 def _failover(config: Config) -> int:
@@ -196,11 +216,11 @@ def _lock_status(config: Config) -> None:
         )
 
 
-def _load(path: str) -> Config | None:
+def _load(path: str, loader: Callable[[str], Config] | None = None) -> Config | None:
     from agent.config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return (loader or load_config)(path)
     except ConfigError as exc:
         for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
             print(problem, file=sys.stderr)

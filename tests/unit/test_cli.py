@@ -22,7 +22,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_help_names_every_command() -> None:
     out = run("--help").stdout
-    for command in ("check-config", "plan", "apply", "run", "status", "lab"):
+    for command in ("check-config", "plan", "apply", "run", "status", "failover", "witness", "lab"):
         assert command in out
 
 
@@ -51,3 +51,20 @@ def test_check_config_has_no_side_effects(tmp_path: Path) -> None:
     config.write_text(f"state_dir: {tmp_path / 'state'}\nvirtual_servers: []\n")
     assert run("check-config", "-c", str(config)).returncode == 0
     assert not (tmp_path / "state").exists()
+
+
+def test_witness_check(tmp_path: Path) -> None:
+    peers = "{d1: 127.0.0.2:7946, d2: 127.0.0.3:7946, w1: 127.0.0.1:7946}"
+    good = tmp_path / "witness.yaml"
+    good.write_text(
+        f"state_dir: {tmp_path}\nwitness:\n  clusters:\n"
+        f"    - {{cluster: lb-1, listen: 127.0.0.1:7946, key_file: /k, peers: {peers}}}\n"
+    )
+    proc = run("witness", "--check", "-c", str(good))
+    assert proc.returncode == 0, proc.stderr
+    assert "valid witness file (1 cluster(s): lb-1)" in proc.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("listen:", "lissten:"))
+    proc = run("witness", "--check", "-c", str(bad))
+    assert proc.returncode == 1
+    assert "unknown key (did you mean 'listen'?)" in proc.stderr
