@@ -29,7 +29,9 @@ How the daemon drives it
 4. Before any VIP-affecting action, ask ``tr.is_holder(name)`` (reads the clock once).
    Events are delivered by the single timer; ``is_holder`` is the authority.  Optionally
    add VIPs with a kernel valid lifetime ending at ``LeaseStatus.hold_until`` and refresh
-   it on each renewal (backstop for a frozen process), plus systemd ``WatchdogSec``.
+   it on each renewal (backstop for a frozen machine), plus systemd ``WatchdogSec``;
+   the VRRP service also arms a fence child process with ``tr.hold_until(name)`` that
+   deletes the VIPs at the hold end (a frozen process) or at once (a dead one).
 5. Metrics/status: ``tr.status()`` (per lease: holder, term, hold_until, known_holder,
    phase, acquisitions/losses/releases; per node: quorum_reachable, reachable peers,
    quarantined) and ``tr.node.core.counters`` (messages_in/out by type, dropped and

@@ -154,6 +154,12 @@ class LockTransport(asyncio.DatagramProtocol):
         until = self.node.core.lease(lease).hold_until()
         return None if until is None else until - now
 
+    def hold_until(self, lease: str) -> float | None:
+        """End of the current hold (None: not holding), on the lock's clock (boottime)."""
+        if not self.node.is_holder(lease, self._clock()):
+            return None
+        return self.node.core.lease(lease).hold_until()
+
     def status(self) -> LockStatus:
         return self.node.status(self._clock())
 

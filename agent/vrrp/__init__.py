@@ -21,7 +21,9 @@ Running it (the daemon)::
 (interface, family), watches tracked links (netlink notifications, and a poll),
 runs track scripts, and starts every instance; ``stop()`` removes the VIPs and
 sends priority 0. Everything runs on the
-caller's asyncio loop; no threads except one netlink worker per interface.
+caller's asyncio loop; no threads except one netlink worker per interface, and with
+``election: quorum`` one fence child process (``fence``) that deletes the VIPs of a
+holder that stopped cooperating at its hold end.
 
 Metrics: ``InstanceCounters`` per instance (``state`` uses keepalived's numbers,
 ``State``: 0 init, 1 backup, 2 master, 3 fault), ``transport.SocketCounters`` per

@@ -24,7 +24,12 @@ Rules it keeps:
   instance's effective priority and withdraws while it is in FAULT. Their VIPs carry a
   kernel valid lifetime that ends no earlier than the hold and is extended on each
   renewal: a frozen holder's VIPs expire without it. Adverts received for them are
-  not fed to the machine (the lease, not the adverts, elects).
+  not fed to the machine (the lease, not the adverts, elects). A fence child process
+  (``fence``) is armed with each VIP and the hold's end, re-armed on each renewal and
+  disarmed when the VIPs are removed here: it deletes them at the hold end if this
+  process stops cooperating (SIGSTOP), at once if it dies (kill -9: its pipe closes),
+  which the whole-second kernel lifetime cannot; the lifetime stays as the backstop
+  for a frozen machine.
 - link states are re-read through netlink when the kernel announces a link change
   (``LinkMonitor``) and every ``LINK_POLL`` in case a notification was lost; the
   VRRP interface of each instance is tracked implicitly with weight 0, as keepalived
@@ -46,6 +51,7 @@ from typing import TYPE_CHECKING, Final
 
 from agent.vrrp.config import SyncGroupConfig, TrackInterfaceConfig, VrrpConfig, VrrpInstanceConfig
 from agent.vrrp.counters import InstanceCounters
+from agent.vrrp.fence import Fence
 from agent.vrrp.machine import (
     Action,
     AddVips,
@@ -113,6 +119,7 @@ class _Lease:
     told: int | None = None  # priority we campaign with; None: not campaigning
     term: str = ""  # fencing number of the current (or last) holding period
     fenced_until: float = 0.0  # hold_left() + now of the last VIP lifetime refresh
+    armed_until: float | None = None  # hold end (lock clock) the fence child was last given
 
 
 async def run_command(argv: list[str], timeout: float) -> bool:
@@ -158,6 +165,7 @@ class VrrpService:
         self._running = False
         self._links = LinkMonitor()
         self._link_changed = asyncio.Event()
+        self._fence: Fence | None = None  # election: quorum — deletes VIPs at the hold end
 
     # -- the surface the daemon uses
 
@@ -192,6 +200,9 @@ class VrrpService:
             raise
         for name, inst in self._instances.items():
             inst.timer = InstanceTimer(loop, functools.partial(self._on_timer, name))
+        if self._lock is not None and self._leases:
+            self._fence = Fence()
+            self._fence.start()
         self._running = True
         try:
             self._links.open(loop, self._link_changed.set)
@@ -250,6 +261,10 @@ class VrrpService:
         self.leave()
         if self._lock is not None:
             self._lock.after_input = None
+        if self._fence is not None:
+            # The VIPs are gone and disarmed (leave): the child has nothing left to do.
+            self._fence.close()
+            self._fence = None
         for inst in self._instances.values():
             if inst.timer is not None:
                 inst.timer.close()
@@ -554,6 +569,9 @@ class VrrpService:
                     mgr.add(action.vips)
             elif isinstance(action, RemoveVips):
                 mgr.remove(action.vips)
+                if inst.lease and self._fence is not None:
+                    for vip in action.vips:
+                        self._fence.disarm(mgr.index(), vip)
             else:
                 mgr.announce(action.vips, action.repeat)
         except VipError as e:
@@ -639,6 +657,18 @@ class VrrpService:
         self._vips[inst.config.interface].add(vips, lifetime=lifetime[0])
         lease = self._leases[inst.lease]
         lease.fenced_until = max(lease.fenced_until, lifetime[1])
+        until = self._lock.hold_until(inst.lease) if self._lock is not None else None
+        if until is not None:
+            self._arm(inst, vips, until)
+            lease.armed_until = until
+
+    def _arm(self, inst: _Instance, vips: tuple[VipInterface, ...], until: float) -> None:
+        """Tell the fence child to delete ``vips`` at ``until`` unless re-armed or disarmed."""
+        if self._fence is None:
+            return
+        index = self._vips[inst.config.interface].index()
+        for vip in vips:
+            self._fence.arm(index, vip, until)
 
     def _refresh_fences(self) -> None:
         """After each lock input: extend VIP lifetimes when a renewal moved the hold."""
@@ -646,6 +676,18 @@ class VrrpService:
             return
         step = self._lock.node.core.timing.renew_interval / 2.0
         for name, lease in self._leases.items():
+            until = self._lock.hold_until(name)
+            if until is not None and until != lease.armed_until:
+                # The fence child gets every move of the hold end: it deletes at it.
+                for member in lease.members:
+                    inst = self._instances[member]
+                    if inst.machine.state is State.MASTER:
+                        try:
+                            self._arm(inst, inst.machine.params.vips, until)
+                        except VipError as e:
+                            inst.machine.counters.vip_errors += 1
+                            log.error("%s: %s", member, e)
+                lease.armed_until = until
             lifetime = self._lifetime(name)
             if lifetime is None or lifetime[1] < lease.fenced_until + step:
                 continue

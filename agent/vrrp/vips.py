@@ -333,16 +333,20 @@ class VipManager:
 
     # -- changing addresses
 
-    def _change(self, kind: int, vip: VipInterface, lifetime: int | None = None) -> int:
-        """One address request on our own rtnetlink socket; the kernel's errno (0: done)."""
-        if self._rtnl is None:
-            self._rtnl = Rtnetlink()
+    def index(self) -> int:
+        """The interface's index (as the last add or remove used it)."""
         if self._rtnl_index is None:
             try:
                 self._rtnl_index = socket.if_nametoindex(self.ifname)
             except OSError as e:
                 raise VipError(errno.ENODEV, f"no interface {self.ifname}") from e
-        code = self._rtnl.address(kind, self._rtnl_index, vip, lifetime)
+        return self._rtnl_index
+
+    def _change(self, kind: int, vip: VipInterface, lifetime: int | None = None) -> int:
+        """One address request on our own rtnetlink socket; the kernel's errno (0: done)."""
+        if self._rtnl is None:
+            self._rtnl = Rtnetlink()
+        code = self._rtnl.address(kind, self.index(), vip, lifetime)
         if code == errno.ENODEV:  # the interface was re-created: look it up again
             self._rtnl_index = None
             self._rtnl_index = socket.if_nametoindex(self.ifname)
