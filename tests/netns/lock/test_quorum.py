@@ -128,10 +128,11 @@ def test_partitioned_holder_steps_down_before_takeover(
     assert report.double == []
 
 
-def test_frozen_holder_loses_vip_to_the_kernel_fence(
+def test_frozen_holder_loses_vip_to_the_fence(
     lab: Lab, watch: AddressWatch, tmp_path: Path, sites: list[QuorumSite]
 ) -> None:
-    """SIGSTOP: the holder cannot cooperate; its VIP's valid lifetime runs out."""
+    """SIGSTOP: the holder cannot cooperate; its fence child deletes the VIP at the hold
+    end (the kernel lifetime, ceil(hold left), stays as the backstop)."""
     start = time.monotonic()
     site = site_for(lab, watch, tmp_path, sites, preempt=False)
     first = holder(site)
@@ -140,19 +141,55 @@ def test_frozen_holder_loses_vip_to_the_kernel_fence(
     taken = site.vip_added(frozen, 4, exclude=first)
     time.sleep(0.5)
     site.resume(first)
-    assert expired is not None, "the kernel did not expire the frozen holder's VIP"
+    assert expired is not None, "the frozen holder's VIP was not removed"
     assert taken is not None
     time.sleep(1.0)
     assert site.holders() == [taken.node]
     report = site.check(start, time.monotonic())
     residual = max(0.0, expired.at - taken.at)
     print(
-        f"frozen holder: VIP expired {(expired.at - frozen) * 1000:.0f} ms after SIGSTOP, "
+        f"frozen holder: VIP removed {(expired.at - frozen) * 1000:.0f} ms after SIGSTOP, "
         f"new holder at {(taken.at - frozen) * 1000:.0f} ms; residual overlap "
         f"{residual * 1000:.0f} ms; {report.summary()}"
     )
     assert report.double == []
-    # Fence: lifetime ceil(hold left) <= 1 s from the last renewal, plus the kernel's
-    # whole-second expiry work; the takeover needs one acceptor lease (~1.05 s).
-    assert residual < 1.0
-    assert expired.at - frozen < 2.5
+    # The hold ends at most one lease (1 s) after the last renewal; the takeover needs
+    # one acceptor lease (~1.05 s) after it: the fence deletes first.
+    assert residual < 0.1
+    assert expired.at - frozen < 1.1
+
+
+@pytest.mark.parametrize("fault", ["kill", "pause"])
+def test_fence_cuts_residual_overlap_at_200ms(
+    lab: Lab, watch: AddressWatch, tmp_path: Path, sites: list[QuorumSite], fault: str
+) -> None:
+    """lease: 200ms — kill -9 (the fence child sees EOF: the VIP goes at once) and
+    SIGSTOP (the VIP goes at the hold end, <= 200 ms after the last renewal) leave no
+    residual overlap beyond ~100 ms; the kernel lifetime alone left 300-1000 ms."""
+    start = time.monotonic()
+    site = site_for(lab, watch, tmp_path, sites, preempt=False, lease="200ms")
+    first = holder(site)
+    at = site.kill(first) if fault == "kill" else site.pause(first)
+    removed = watch.wait_removed("192.0.2.100", 3, node=first, after=at)
+    taken = site.vip_added(at, 3, exclude=first)
+    if fault == "pause":
+        time.sleep(0.3)
+        site.resume(first)
+    else:
+        site.restart(first)
+    assert removed is not None, f"{fault}: the holder's VIP was not removed"
+    assert taken is not None
+    time.sleep(1.0)
+    report = site.check(start, time.monotonic())
+    residual = max(0.0, removed.at - taken.at)
+    print(
+        f"{fault}: VIP removed {(removed.at - at) * 1000:.1f} ms after the fault, new holder "
+        f"at {(taken.at - at) * 1000:.1f} ms; residual overlap {residual * 1000:.1f} ms; "
+        f"{report.summary()}"
+    )
+    assert report.double == []
+    assert residual < 0.1
+    if fault == "kill":
+        assert removed.at - at < 0.1  # EOF on the pipe: no waiting for the hold end
+    else:
+        assert removed.at - at < 0.3  # the hold end (<= 200 ms) plus scheduling
