@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from agent.config import Config
     from agent.ipvs.kernel import IpvsKernel
     from agent.ipvs.model import DesiredTable
@@ -395,19 +397,28 @@ class Agent:
         return outcome
 
 
-def run(config_path: str) -> int:
+def load_for_start(config_path: str, loader: Callable[[str], Config]) -> Config | None:
+    """Set up logging and read the configuration of a long-running command (``run``,
+    ``witness``); problems are logged and None returned: the process does not start."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from agent.config import ConfigError, load_config
+    from agent.config import ConfigError
 
     try:
-        config = load_config(config_path)
+        return loader(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
         log.error("%s is invalid; not starting", config_path)
-        return 1
     except OSError as exc:
         log.error("cannot read %s: %s", config_path, exc.strerror)
+    return None
+
+
+def run(config_path: str) -> int:
+    from agent.config import load_config
+
+    config = load_for_start(config_path, load_config)
+    if config is None:
         return 1
     lock = InstanceLock(config.state_dir)
     busy = lock.acquire()

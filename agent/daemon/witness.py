@@ -22,19 +22,11 @@ log = logging.getLogger("lvs-agent")
 
 
 def run_witness(config_path: str) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from agent.config import ConfigError
     from agent.config.loader import load_witness_config
+    from agent.daemon import load_for_start
 
-    try:
-        config = load_witness_config(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("%s", problem)
-        log.error("%s is invalid; not starting", config_path)
-        return 1
-    except OSError as exc:
-        log.error("cannot read %s: %s", config_path, exc.strerror)
+    config = load_for_start(config_path, load_witness_config)
+    if config is None:
         return 1
     return asyncio.run(_main(config))
 
