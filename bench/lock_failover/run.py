@@ -46,7 +46,7 @@ from typing import Any
 from agent.lab.quorum import QuorumSite, run_nemesis
 from agent.lab.topology import Lab
 from bench.vrrp_failover.run import Bench as VrrpBench
-from bench.vrrp_failover.run import machine, percentile
+from bench.vrrp_failover.run import machine, percentile, replace_section
 
 LEASES = {"1s": 1.0, "200ms": 0.2}
 MODES = ("kill", "term")
@@ -302,14 +302,7 @@ connected during which a running node held the VIP.
 
 {notes}
 """
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
-    start = text.find("## lock_failover")
-    if start >= 0:
-        nxt = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS_MD.write_text(text)
+    replace_section(RESULTS_MD, "lock_failover", section)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -471,14 +471,19 @@ director counts as dead from the kill, though its VIP stays in its kernel).
 
 {notes}
 """
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
-    start = text.find("## vrrp_failover")
+    replace_section(RESULTS_MD, "vrrp_failover", section)
+
+
+def replace_section(path: Path, name: str, section: str) -> None:
+    """Put ``section`` in place of the ``## name`` section of ``path`` (or append it)."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start = text.find(f"## {name}")
     if start >= 0:
         nxt = text.find("\n## ", start + 1)
         text = text[:start] + section + (text[nxt + 1 :] if nxt >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    RESULTS_MD.write_text(text)
+    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
