@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.config.lock import read_lock_section, read_witness
+from agent.config import quick, subset
 from agent.config.model import (
     FAMILIES,
     FORWARDING_METHODS,
@@ -40,8 +41,10 @@ from agent.config.reader import (
 )
 from agent.config.vrrp import read_vrrp
 from agent.gcpause import paused_gc
-from agent.lock.config import LockConfig
 from agent.vrrp.config import VrrpConfig
+
+if TYPE_CHECKING:
+    from agent.lock.config import LockConfig
 
 DEFAULT_PATH = "/etc/lvs-agent/config.yaml"
 DEFAULT_METRICS = "127.0.0.1:9469"
@@ -81,7 +84,11 @@ def load_witness_config(path: str) -> Config:
 def _parse_config(text: str, source: str, witness: bool = False) -> Config:
     problems = Problems(source)
     servers = _VirtualServers(problems)
-    root_node = compose(text, problems, stream={"virtual_servers": servers.add})
+    root_node = subset.compose_subset(text, stream={"virtual_servers": servers.add})
+    if root_node is None:  # not in the plain subset: libyaml reads it, from the start
+        problems = Problems(source)
+        servers = _VirtualServers(problems)
+        root_node = compose(text, problems, stream={"virtual_servers": servers.add})
     if root_node is None:  # a syntax error (recorded), or nothing at all
         if not problems.found:
             problems.add(None, "", "the file is empty")
@@ -152,13 +159,19 @@ def _read_lock(
     root: Section, vrrp: VrrpConfig, state_dir: str, witness: bool
 ) -> tuple[LockConfig | None, tuple[LockConfig, ...]]:
     if witness:
+        from agent.config.lock import read_witness
+
         served = read_witness(root, state_dir)
         if not served and not root.problems.found:
             root.error("a witness needs a 'lock' section or 'witness: {clusters: [...]}'")
         return None, served
     leases = tuple(dict.fromkeys(i.lease for i in vrrp.vrrp_instances if i.lease))
     section = root.section("lock")
-    lock = read_lock_section(section, state_dir, leases) if section is not None else None
+    if section is None:
+        return None, ()
+    from agent.config.lock import read_lock_section  # the lock package: only when used
+
+    lock = read_lock_section(section, state_dir, leases)
     return lock, ()
 
 
@@ -291,6 +304,14 @@ class _VirtualServers:
         self._keys: dict[tuple[object, ...], int] = {}
 
     def add(self, node: Node, index: int) -> None:
+        vs = quick.virtual_server(node)
+        if vs is not None:
+            identity = (vs.protocol, vs.address, vs.port)
+            if vs.name not in self._names and identity not in self._keys:
+                self._names[vs.name] = vs.line
+                self._keys[identity] = vs.line
+                self.result.append(vs)
+                return
         section = Item(node, "virtual_servers", self.problems, index).as_section()
         if section is None:
             return

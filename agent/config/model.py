@@ -8,9 +8,12 @@ Durations are float seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from agent.lock.config import LockConfig
 from agent.vrrp.config import VrrpConfig
+
+if TYPE_CHECKING:
+    from agent.lock.config import LockConfig
 
 FORWARDING_METHODS = ("nat", "dr", "tunnel")
 TUNNEL_TYPES = ("ipip", "gue", "gre")

@@ -32,6 +32,7 @@ _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
 INT_TAG = _INT
 BOOL_TAG = _BOOL
+STR_TAG = _STR
 
 _constructor = yaml.constructor.SafeConstructor()
 # Plain words YAML 1.1 reads as null or a boolean (yaml.resolver's patterns).
@@ -327,6 +328,11 @@ def describe(node: Node) -> str:
 
 
 _NULL_WORDS = frozenset(("", "~", "null", "Null", "NULL"))
+
+
+def null_or_bool(text: str) -> bool:
+    """Whether YAML reads this plain word as null or a boolean rather than a string."""
+    return text in _NULL_OR_BOOL_WORDS
 
 
 def is_null(node: Node) -> bool:

@@ -1,0 +1,204 @@
+"""The common virtual-server entry, validated without the general reader.
+
+A generated file repeats one shape thousands of times: name, address, port,
+protocol, scheduler, forwarding and real servers with address, port, weight and
+thresholds. ``virtual_server`` reads exactly that shape straight from the nodes,
+with the same rules as ``agent.config.loader``, and returns None for anything
+else — another key, a value it would have to reject, a quoted number, a
+duplicate — so that the general reader, which words every problem with its line
+and key path, reads that entry instead. It never reports a problem itself and
+accepts nothing the general reader would refuse; tests/unit/config/test_quick.py
+holds the two readers to the same results.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Final
+
+from agent.config.model import (
+    FORWARDING_METHODS,
+    PROTOCOLS,
+    SCHEDULERS,
+    RealServer,
+    Tunnel,
+    VirtualServer,
+)
+from agent.config.reader import STR_TAG, MappingNode, Node, ScalarNode, SequenceNode, null_or_bool
+
+_AF_INET: Final = socket.AF_INET
+_AF_INET6: Final = socket.AF_INET6
+_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+_FORWARDING: Final = frozenset(FORWARDING_METHODS)
+_PROTOCOLS: Final = frozenset(PROTOCOLS)
+_SCHEDULERS: Final = frozenset(SCHEDULERS)
+_NO_TUNNEL: Final = Tunnel()
+
+
+def virtual_server(node: Node) -> VirtualServer | None:
+    """The entry as the general reader would build it, or None: read it the general way."""
+    if type(node) is not MappingNode:
+        return None
+    name = address = None
+    port = 0
+    protocol = "tcp"
+    scheduler = "wlc"
+    forwarding = "nat"
+    servers: list[Node] | None = None
+    seen: set[str] = set()
+    for key_node, value in node.value:
+        if type(key_node) is not ScalarNode:
+            return None
+        key = key_node.value
+        if key in seen:
+            return None
+        seen.add(key)
+        if key == "real_servers":
+            if type(value) is not SequenceNode:
+                return None
+            servers = value.value
+            continue
+        text = _text(value)
+        if text is None:
+            return None
+        if key == "name":
+            if not text or len(text) > 64 or not _NAME_CHARS.issuperset(text):
+                return None
+            name = text
+        elif key == "address":
+            address = _address(text)
+            if address is None:
+                return None
+        elif key == "port":
+            port = _int(value, 1, 65535)
+            if port < 0:
+                return None
+        elif key == "protocol":
+            if text not in _PROTOCOLS:
+                return None
+            protocol = text
+        elif key == "scheduler":
+            if text not in _SCHEDULERS:
+                return None
+            scheduler = text
+        elif key == "forwarding":
+            if text not in _FORWARDING:
+                return None
+            forwarding = text
+        else:
+            return None
+    if name is None or address is None or not port or servers is None:
+        return None
+    family = "ipv6" if ":" in address else "ipv4"
+    real_servers: list[RealServer] = []
+    taken: set[tuple[str, int]] = set()
+    for entry in servers:
+        rs = _real_server(entry, port, forwarding, family)
+        if rs is None or (rs.address, rs.port) in taken:
+            return None
+        taken.add((rs.address, rs.port))
+        real_servers.append(rs)
+    return VirtualServer(
+        name=name,
+        family=family,
+        address=address,
+        port=port,
+        fwmark=0,
+        protocol=protocol,
+        scheduler=scheduler,
+        real_servers=tuple(real_servers),
+        line=node.line,
+    )
+
+
+def _real_server(node: Node, vs_port: int, vs_forwarding: str, family: str) -> RealServer | None:
+    if type(node) is not MappingNode:
+        return None
+    address = None
+    port = weight = upper = lower = -1
+    forwarding = None
+    for key_node, value in node.value:
+        if type(key_node) is not ScalarNode:
+            return None
+        key = key_node.value
+        if key == "address" and address is None:
+            text = _text(value)
+            address = _address(text) if text is not None else None
+            if address is None:
+                return None
+        elif key == "port" and port < 0:
+            port = _int(value, 1, 65535)
+        elif key == "weight" and weight < 0:
+            weight = _int(value, 0, 65535)
+        elif key == "upper_threshold" and upper < 0:
+            upper = _int(value, 0, 2**31 - 1)
+        elif key == "lower_threshold" and lower < 0:
+            lower = _int(value, 0, 2**31 - 1)
+        elif key == "forwarding" and forwarding is None:
+            forwarding = _text(value)
+            if forwarding not in _FORWARDING:
+                return None
+        else:
+            return None  # another key, or a key given twice
+        if port == -2 or weight == -2 or upper == -2 or lower == -2:
+            return None
+    if address is None:
+        return None
+    forwarding = forwarding or vs_forwarding
+    if ("ipv6" if ":" in address else "ipv4") != family and forwarding != "tunnel":
+        return None
+    if forwarding != "nat":
+        if port >= 0 and port != vs_port:
+            return None
+        port = vs_port
+    elif port < 0:
+        port = vs_port
+    weight = 1 if weight < 0 else weight
+    upper = max(upper, 0)
+    lower = max(lower, 0)
+    if (lower and not upper) or (upper and lower > upper):
+        return None
+    return RealServer(
+        address=address,
+        port=port,
+        weight=weight,
+        upper_threshold=upper,
+        lower_threshold=lower,
+        forwarding=forwarding,
+        tunnel=_NO_TUNNEL if forwarding == "tunnel" else None,
+        line=node.line,
+    )
+
+
+def _text(node: Node) -> str | None:
+    """A string value: quoted, or plain and not a word YAML reads as null or a boolean."""
+    if type(node) is not ScalarNode:
+        return None
+    tag = node._tag
+    if tag is None:
+        return None if null_or_bool(node.value) else node.value
+    return node.value if tag == STR_TAG else None
+
+
+def _int(node: Node, lo: int, hi: int) -> int:
+    """A plain decimal integer in lo..hi; -2 for anything else (the general reader decides)."""
+    if type(node) is not ScalarNode or node._tag is not None:
+        return -2
+    text = node.value
+    if not text.isdigit() or not text.isascii() or (text[0] == "0" and text != "0"):
+        return -2
+    value = int(text)
+    return value if lo <= value <= hi else -2
+
+
+def _address(text: str) -> str | None:
+    """Canonical spelling of a unicast address; None for anything else."""
+    af = _AF_INET6 if ":" in text else _AF_INET
+    try:
+        packed = socket.inet_pton(af, text)
+    except OSError:
+        return None
+    first = packed[0]
+    if (first == 0xFF if af == _AF_INET6 else 224 <= first <= 239) or not any(packed):
+        return None
+    return socket.inet_ntop(af, packed)
