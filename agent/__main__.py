@@ -1,7 +1,5 @@
 """``python -m agent`` is ``lvs-agent``."""
 
-import sys
+from agent.cli import run
 
-from agent.cli import main
-
-sys.exit(main())
+run()

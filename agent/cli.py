@@ -10,6 +10,7 @@ changes pending.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -164,7 +165,7 @@ def _failover(config: Config) -> int:
     import os
     import signal
 
-    from agent.daemon import InstanceLock
+    from agent.instancelock import InstanceLock
 
     if config.lock is None:
         print("lvs-agent: no 'lock' section: no quorum lease to hand over", file=sys.stderr)
@@ -252,7 +253,7 @@ def _with_kernel(command: str, config: Config) -> int:
     store = OwnershipStore(Path(config.state_dir) / "ipvs-state.json")
     lock = None
     if command == "apply":
-        from agent.daemon import InstanceLock
+        from agent.instancelock import InstanceLock
 
         lock = InstanceLock(config.state_dir)
         busy = lock.acquire()
@@ -325,5 +326,25 @@ def _status(kernel: object, store: object) -> int:
     return EXIT_OK
 
 
+def run() -> None:
+    """The process entry point (``lvs-agent``, ``python -m agent``).
+
+    A one-shot command that read a large configuration ends with hundreds of
+    thousands of objects alive; tearing them down one by one at interpreter exit
+    is pure cost (seconds under emulation), so the process exits straight after
+    flushing its output. ``main`` returns normally for callers in-process.
+    """
+    code = main()
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if command in ("apply", "plan", "check-config", "status"):
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            code = code or EXIT_ERROR
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

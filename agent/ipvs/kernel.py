@@ -35,14 +35,16 @@ system calls of a dump; see _Receiver.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import select
 import socket
 import time
 from collections.abc import Generator, Iterable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    import asyncio
 
 from agent.gcpause import paused_gc
 from agent.ipvs.model import KernelTable, Op, ServiceKey, Timeouts
@@ -387,6 +389,8 @@ class IpvsKernel:
         self._dirty = False
 
     async def _run_async(self, p: Pipeline) -> None:
+        import asyncio  # here: `lvs-agent apply` never loads the event loop machinery
+
         if self._alock is None:
             self._alock = asyncio.Lock()
         async with self._alock:
@@ -402,6 +406,8 @@ class IpvsKernel:
             self._dirty = False
 
     async def _readable(self) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         fd = self._sock.fileno()

@@ -37,17 +37,44 @@ are imported only when first used.
 
 from __future__ import annotations
 
-from agent.vrrp.config import (
-    GarpConfig,
-    SyncGroupConfig,
-    TrackInterfaceConfig,
-    TrackScriptConfig,
-    VrrpConfig,
-    VrrpInstanceConfig,
-)
-from agent.vrrp.counters import InstanceCounters
-from agent.vrrp.machine import State
-from agent.vrrp.packet import VrrpDecodeError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.vrrp.config import (
+        GarpConfig,
+        SyncGroupConfig,
+        TrackInterfaceConfig,
+        TrackScriptConfig,
+        VrrpConfig,
+        VrrpInstanceConfig,
+    )
+    from agent.vrrp.counters import InstanceCounters
+    from agent.vrrp.machine import State
+    from agent.vrrp.packet import VrrpDecodeError
+
+# Imported on first use: every command reads the configuration, which needs only the
+# configuration classes, not the state machine and the codec.
+_WHERE = {
+    "GarpConfig": "config",
+    "SyncGroupConfig": "config",
+    "TrackInterfaceConfig": "config",
+    "TrackScriptConfig": "config",
+    "VrrpConfig": "config",
+    "VrrpInstanceConfig": "config",
+    "InstanceCounters": "counters",
+    "State": "machine",
+    "VrrpDecodeError": "packet",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agent.vrrp' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"agent.vrrp.{module}"), name)
+
 
 __all__ = [
     "GarpConfig",

@@ -136,9 +136,7 @@ class Rtnetlink:
         self._sock = sock
         self._seq = 0
 
-    def address(
-        self, kind: int, index: int, vip: VipInterface, lifetime: int | None = None
-    ) -> int:
+    def address(self, kind: int, index: int, vip: VipInterface, lifetime: int | None = None) -> int:
         """Send the request and wait for its ack: 0, or the errno the kernel answered."""
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         seq = self._seq
@@ -353,9 +351,7 @@ class VipManager:
             code = self._rtnl.address(kind, self._rtnl_index, vip, lifetime)
         return code
 
-    def add(
-        self, vips: Iterable[VipInterface], lifetime: int | None = None
-    ) -> list[VipInterface]:
+    def add(self, vips: Iterable[VipInterface], lifetime: int | None = None) -> list[VipInterface]:
         """Add each VIP not already there; returns those added.
 
         With ``lifetime`` (seconds) the VIPs expire in the kernel unless refreshed by
