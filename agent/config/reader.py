@@ -15,11 +15,10 @@ a "did you mean" hint drawn from those.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-import yaml
 
 from agent.config.duration import DurationError, parse_duration
 
@@ -34,7 +33,6 @@ INT_TAG = _INT
 BOOL_TAG = _BOOL
 STR_TAG = _STR
 
-_constructor = yaml.constructor.SafeConstructor()
 # Plain words YAML 1.1 reads as null or a boolean (yaml.resolver's patterns).
 _NULL_OR_BOOL_WORDS = frozenset(
     (
@@ -63,7 +61,22 @@ _NULL_OR_BOOL_WORDS = frozenset(
         "OFF",
     )
 )
-_RESOLVERS: dict[str | None, list[tuple[str, Any]]] = yaml.resolver.Resolver.yaml_implicit_resolvers
+
+
+@functools.cache
+def _yaml_rules() -> tuple[dict[str | None, list[tuple[str, Any]]], Any]:
+    """PyYAML's implicit type resolvers and safe constructor, loaded on first use."""
+    import yaml
+
+    return yaml.resolver.Resolver.yaml_implicit_resolvers, yaml.constructor.SafeConstructor()
+
+
+_NULL_WORDS = frozenset(("", "~", "null", "Null", "NULL"))
+_TRUE_WORDS = frozenset(("yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"))
+_FALSE_WORDS = frozenset(("no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"))
+# First characters for which PyYAML has an implicit resolver (yaml.resolver).
+_RESOLVED_FIRST = frozenset("!&*+-.0123456789<=FNOTYfnoty~")
+_UNIT_LAST = frozenset("abcdefghijklmnopqrstuvwxy")
 
 
 class Node:
@@ -89,7 +102,26 @@ class ScalarNode(Node):
     def tag(self) -> str:
         if self._tag is None:
             v = self.value
-            for tag, regexp in _RESOLVERS.get(v[:1] if v else "", []) + _RESOLVERS.get(None, []):
+            first = v[:1]
+            # PyYAML's implicit resolvers are keyed by the first character: most
+            # values (names, addresses, durations, words) need none of them.
+            if v in _TRUE_WORDS or v in _FALSE_WORDS:
+                self._tag = _BOOL
+                return _BOOL
+            if v in _NULL_WORDS:
+                self._tag = _NULL
+                return _NULL
+            if first not in _RESOLVED_FIRST or first.isalpha():
+                self._tag = _STR  # letters start only the words above
+                return _STR
+            if v.isdigit() and v.isascii() and (first != "0" or v == "0"):
+                self._tag = _INT
+                return _INT
+            if first.isdigit() and ((v[-1] in _UNIT_LAST and v[:2] != "0x") or v.count(".") > 1):
+                self._tag = _STR  # 30s, 100ms, 10.0.0.1: no number or timestamp looks so
+                return _STR
+            resolvers = _yaml_rules()[0]
+            for tag, regexp in resolvers.get(v[:1] if v else "", []) + resolvers.get(None, []):
                 if regexp.match(v):
                     self._tag = tag
                     return tag
@@ -152,160 +184,14 @@ Streamed = Callable[[Node, int], None]
 def compose(
     text: str, problems: Problems, stream: dict[str, Streamed] | None = None
 ) -> Node | None:
-    """Parse YAML into line-numbered nodes; syntax errors become problems.
+    """Parse YAML into line-numbered nodes with libyaml; syntax errors become problems.
 
-    Built on libyaml's event stream rather than PyYAML's composer: that one
-    resolves the type of every scalar (keys included) in Python and keeps two
-    Mark objects per node, which made a 10,000-service file take ~9 s to read.
-    Here types are resolved only for the values a reader asks about. Anchors,
-    aliases and merge keys (``<<: *defaults``) work as in YAML.
-
-    ``stream``: for a top-level key whose value is a list, a function called with
-    each entry (and its index) as soon as it is composed; the entries are then
-    not kept in the tree (the list node stays, empty), so their nodes can go.
+    See ``agent.config.composer``; imported here on first use, so that a file the
+    line reader (``agent.config.subset``) takes never loads PyYAML.
     """
-    try:
-        return _compose(text, stream or {})
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problems.found.append(
-            Problem(problems.file, line, "", f"YAML syntax error: {exc.problem or exc}")
-        )
-    except yaml.YAMLError as exc:
-        problems.found.append(Problem(problems.file, 1, "", f"YAML error: {exc}"))
-    return None
+    from agent.config.composer import compose as libyaml_compose
 
-
-def _compose(text: str, stream: dict[str, Streamed]) -> Node | None:
-    loader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)(text)
-    try:
-        return _Composer(loader.get_event, stream).document()
-    finally:
-        loader.dispose()
-
-
-_ev = yaml.events
-
-
-class _Composer:
-    """Recursive descent over libyaml's events into line-numbered nodes."""
-
-    def __init__(self, get_event: Any, stream: dict[str, Streamed]) -> None:
-        self.get = get_event
-        self.anchors: dict[str, Node] = {}
-        self.stream = stream
-
-    def document(self) -> Node | None:
-        get = self.get
-        get()  # StreamStart
-        event = get()
-        if type(event) is _ev.StreamEndEvent:
-            return None
-        root = self.node(get(), top=True)  # after DocumentStart
-        get()  # DocumentEnd
-        event = get()
-        if type(event) is not _ev.StreamEndEvent:
-            raise yaml.composer.ComposerError(
-                None, None, "expected a single document, found another one", event.start_mark
-            )
-        return root
-
-    def node(self, event: Any, top: bool = False) -> Node:
-        cls = type(event)
-        node: Node
-        if cls is _ev.ScalarEvent:
-            tag = event.tag
-            if tag is None or tag == "!":
-                # libyaml marks plain style with '', the pure-Python parser with None
-                tag = None if (event.implicit[0] and not event.style) else _STR
-            node = ScalarNode(event.start_mark.line + 1, event.value, tag)
-        elif cls is _ev.MappingStartEvent:
-            mapping = MappingNode(event.start_mark.line + 1)
-            append = mapping.value.append
-            get = self.get
-            merge = False
-            while True:
-                key_event = get()
-                if type(key_event) is _ev.MappingEndEvent:
-                    break
-                key = self.node(key_event)
-                value_event = get()
-                streamed = (
-                    self.stream.get(key.value) if top and isinstance(key, ScalarNode) else None
-                )
-                if streamed is not None and type(value_event) is _ev.SequenceStartEvent:
-                    append((key, self.streamed_sequence(value_event, streamed)))
-                else:
-                    append((key, self.node(value_event)))
-                if not merge and isinstance(key, ScalarNode) and key.value == "<<":
-                    merge = key._tag is None
-            if merge:
-                _merge_keys(mapping)
-            node = mapping
-        elif cls is _ev.SequenceStartEvent:
-            sequence = SequenceNode(event.start_mark.line + 1)
-            append_item = sequence.value.append
-            get = self.get
-            while True:
-                item_event = get()
-                if type(item_event) is _ev.SequenceEndEvent:
-                    break
-                append_item(self.node(item_event))
-            node = sequence
-        elif cls is _ev.AliasEvent:
-            found = self.anchors.get(event.anchor)
-            if found is None:
-                raise yaml.composer.ComposerError(
-                    None, None, f"found undefined alias {event.anchor!r}", event.start_mark
-                )
-            return found
-        else:
-            raise yaml.composer.ComposerError(
-                None, None, f"unexpected {cls.__name__}", event.start_mark
-            )
-        if event.anchor is not None:
-            self.anchors[event.anchor] = node
-        return node
-
-    def streamed_sequence(self, event: Any, each: Streamed) -> SequenceNode:
-        sequence = SequenceNode(event.start_mark.line + 1)
-        get = self.get
-        index = 0
-        while True:
-            item_event = get()
-            if type(item_event) is _ev.SequenceEndEvent:
-                break
-            each(self.node(item_event), index)
-            index += 1
-        if event.anchor is not None:
-            self.anchors[event.anchor] = sequence
-        return sequence
-
-
-def _merge_keys(mapping: MappingNode) -> None:
-    """YAML merge keys: ``<<: *a`` or ``<<: [*a, *b]`` add the keys not already set."""
-    merged: list[tuple[Node, Node]] = []
-    own: list[tuple[Node, Node]] = []
-    for key, value in mapping.value:
-        if isinstance(key, ScalarNode) and key.value == "<<" and key._tag is None:
-            sources = value.value if isinstance(value, SequenceNode) else [value]
-            for source in sources:
-                if isinstance(source, MappingNode):
-                    merged.extend(source.value)
-                else:
-                    own.append((key, value))  # not mergeable: left for the reader to report
-                    break
-        else:
-            own.append((key, value))
-    if merged:
-        names = {k.value for k, _ in own if isinstance(k, ScalarNode)}
-        extra: list[tuple[Node, Node]] = []
-        for key, value in merged:
-            if isinstance(key, ScalarNode) and key.value not in names:
-                names.add(key.value)
-                extra.append((key, value))
-        mapping.value = own + extra
+    return libyaml_compose(text, problems, stream)
 
 
 _TYPE_NAMES = {
@@ -327,9 +213,6 @@ def describe(node: Node) -> str:
     return f"{name} ({node.value!r})" if node.tag != _NULL else "null"
 
 
-_NULL_WORDS = frozenset(("", "~", "null", "Null", "NULL"))
-
-
 def null_or_bool(text: str) -> bool:
     """Whether YAML reads this plain word as null or a boolean rather than a string."""
     return text in _NULL_OR_BOOL_WORDS
@@ -346,7 +229,9 @@ def is_null(node: Node) -> bool:
 
 def scalar(node: ScalarNode) -> Any:
     """The Python value of a scalar node, by the YAML 1.1 rules of the safe loader."""
-    return _constructor.construct_object(yaml.ScalarNode(node.tag, node.value), deep=True)
+    import yaml
+
+    return _yaml_rules()[1].construct_object(yaml.ScalarNode(node.tag, node.value), deep=True)
 
 
 class Item:
@@ -428,7 +313,7 @@ class Item:
         # takes the full YAML rules.
         if (
             isinstance(node, ScalarNode)
-            and node._tag is None
+            and node._tag in (None, _INT)
             and text.isdigit()
             and (text[0] != "0" or text == "0")
         ):
@@ -447,7 +332,7 @@ class Item:
         if not isinstance(self.node, ScalarNode) or self.node.tag != _BOOL:
             self.error(f"must be true or false, got {describe(self.node)}")
             return None
-        return bool(scalar(self.node))
+        return self.node.value in _TRUE_WORDS
 
     def as_duration(
         self, minimum: float = 0.0, maximum: float | None = None, whole_seconds: bool = False

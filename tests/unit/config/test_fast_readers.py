@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from agent.config import quick, subset
 from agent.config.loader import parse_config
-from agent.config.reader import ConfigError, Problems, compose
+from agent.config.reader import ConfigError, Problems, ScalarNode, compose
 from tests.unit.config.twins import both_readers, general_virtual_server
 
 KEYS = ["name", "address", "port", "weight", "a", "b_c", "real_servers", "x-y", "on", "<<"]
@@ -224,3 +224,26 @@ def test_errors_in_a_generated_file_are_reported_by_the_general_reader() -> None
     assert [str(p) for p in caught.value.problems] == [
         "big.yaml:33: virtual_servers[3].real_servers[2].port: must be 1..65535, got 80800"
     ]
+
+
+def _pyyaml_tag(value: str) -> str:
+    import yaml
+
+    resolvers = yaml.resolver.Resolver.yaml_implicit_resolvers
+    for tag, regexp in resolvers.get(value[:1] if value else "", []) + resolvers.get(None, []):
+        if regexp.match(value):
+            return str(tag)
+    return "tag:yaml.org,2002:str"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789.:-+_exoabfnNtTyYsmhdzZEO~/ ", max_size=8),
+        st.sampled_from(["yes", "Off", "NULL", "~", ".inf", "0x1F", "08", "1:30", "2001-12-14"]),
+        st.text(max_size=4),
+    )
+)
+def test_plain_scalar_types_are_pyyamls(value: str) -> None:
+    """ScalarNode.tag skips PyYAML's resolvers for common values; it must agree with them."""
+    assert ScalarNode(1, value, None).tag == _pyyaml_tag(value)
