@@ -12,7 +12,8 @@ rules for all three:
   (b)  ipvsadm-restore of the same rules
   (b') keepalived -C loading the same virtual_server blocks (no checkers), from
        process start until the last real server is in the kernel
-  (c)  a no-op re-apply (command and engine)
+  (c)  a no-op re-apply (command and engine); beside it `ipvsadm -S -n`, the
+       same kernel read done in C, which any exact no-op has to make
   (d)  one weight change in the full table: netlink messages sent, the time of
        that operation, and the whole reconcile (parse, dump, plan, apply)
   (e)  peak RSS of the `lvs-agent apply` process
@@ -237,6 +238,12 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
         )
         assert rc == 0 and table_size(ns) == (n, n * DESTS)
         print(f"  (b)  ipvsadm-restore            {res['ipvsadm_restore_s']:8.2f} s", flush=True)
+        # Reading the table back, in C: what any exact no-op must at least do.
+        res["ipvsadm_save_s"], rc, _ = timed_command(
+            ["ip", "netns", "exec", ns, "ipvsadm", "-S", "-n"]
+        )
+        assert rc == 0
+        print(f"       ipvsadm -S -n (read back)  {res['ipvsadm_save_s']:8.2f} s", flush=True)
 
     with fresh_netns() as ns:
         res["keepalived_s"] = keepalived_load(ns, kconf, n, work, timeout=max(120, n * 0.05))
@@ -310,6 +317,8 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
         "c_command/b": res["agent_noop_command_s"] / b,
         "c_engine/b": res["agent_noop_engine_s"] / b,
         "c_periodic/b": res["agent_periodic_reconcile_s"] / b,
+        "save/b": res["ipvsadm_save_s"] / b,
+        "c_command/save": res["agent_noop_command_s"] / res["ipvsadm_save_s"],
         "b'/b": bk / b,
     }
     print("  ratios: " + "  ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items()), flush=True)
