@@ -15,6 +15,7 @@ The rules whose violation gives two holders (shared/notes/paxos-lease.md; "Paxos
 Revisited", Trencséni 2026, P1–P5 / A2), and where they are enforced:
 
 * R1 deadline at PREPARE: ``_start_attempt`` sets ``d = now + D_P``            (LateTimer)
+  (never after the ACCEPTs leave: ``Flaw.ACCEPTED_DEADLINE`` is that mistake)
 * R2 quorum = set of distinct acceptor ids: ``_promised`` / ``_acked`` sets  (ScalarQuorum)
 * R3 own lease open only when renewing that exact ballot: ``_is_open``       (StaleOwnerOpen)
 * R4 release matches owner *and* ballot: ``_on_release``                   (OwnerOnlyRelease)
@@ -53,13 +54,31 @@ HANDOVER_SKEW: Final = 0.02  # seconds of priority skew after a holder let go (a
 class Flaw(Enum):
     """Deliberately wrong variants of the rules above (mutation testing only).
 
-    Each one is a bug found in a shipped PaxosLease (Keyspace/ScalienDB) by Revisited.
-    ``OVERWRITE_LIVE_LEASE`` removes the acceptor-side defence (A2); Revisited shows, and
-    our simulator confirms, that A2 alone masks LATE_DEADLINE and STALE_OWNER_OPEN, so those
-    two mutants are tested together with it.
+    The first four are bugs found in a shipped PaxosLease (Keyspace/ScalienDB) by
+    Revisited.  ``OVERWRITE_LIVE_LEASE`` removes the acceptor-side defence (A2).
+
+    With A2 in place, LATE_DEADLINE and STALE_OWNER_OPEN cannot give two holders, so their
+    mutation tests add OVERWRITE_LIVE_LEASE.  Two holders H1, H2 at one instant T each
+    have a quorum of ACCEPTEDs for their current ballot, and the quorums share an acceptor
+    x, which accepted H1's ballot at a1 and H2's at a2 ≤ T, say a1 < a2.  Every ACCEPT
+    leaves its proposer after that proposer took its deadline base: at PREPARE (R1) or,
+    with LATE_DEADLINE, at the PROMISE quorum, in the same handler that sends the ACCEPTs.
+    So H1's hold ends before a1 + D_A (timing.py), and x kept a record of H1's process
+    until then: only a ballot of the same process replaces it (A2), RELEASE erases only
+    the exact ballot and only once H1 gave that ballot up (R4), a restart keeps x silent
+    until it would have expired (R6).  x therefore refused H2's ACCEPT unless
+    a2 ≥ a1 + D_A, i.e. after H1's hold ended, yet H2 holds at T ≥ a2: a contradiction.
+    The argument reads no PROMISE, so R3 (STALE_OWNER_OPEN) plays no part in it, and it
+    needs only "deadline base no later than the ACCEPT", which LATE_DEADLINE keeps.
+    ``agent.lock.sim`` checks that lemma (a quorum of live records of the holder's
+    process) after every event when ``certify`` is on.
+
+    ACCEPTED_DEADLINE starts the hold when the ACCEPTED quorum arrives, after the
+    acceptors started D_A: the premise above fails, and A2 does not help.
     """
 
     LATE_DEADLINE = "late-deadline"
+    ACCEPTED_DEADLINE = "accepted-deadline"
     STALE_OWNER_OPEN = "stale-owner-open"
     SCALAR_QUORUM = "scalar-quorum"
     OWNER_ONLY_RELEASE = "owner-only-release"
@@ -175,6 +194,7 @@ class Lease:
         self._counters = counters
         self._flaws = flaws
         self._late = Flaw.LATE_DEADLINE in flaws
+        self._accepted_deadline = Flaw.ACCEPTED_DEADLINE in flaws
         self._scalar = Flaw.SCALAR_QUORUM in flaws
         self.preempt = preempt
         # Liveness only: how long a blocked candidate waits at most before asking again
@@ -230,6 +250,12 @@ class Lease:
     def is_holder(self, now: float) -> bool:
         """True iff this node holds the lease at ``now`` (read the clock once, pass it in)."""
         return self._active and now < self._deadline - self._timing.guard
+
+    def accepted_record(self) -> tuple[Ballot, float] | None:
+        """The acceptor's lease record and its local expiry, if any (simulator checks)."""
+        if self._acc_ballot is None:
+            return None
+        return self._acc_ballot, self._acc_expires
 
     def hold_until(self) -> float | None:
         """Local time at which the hold ends (d − G) if active; for VIP lifetimes."""
@@ -567,7 +593,12 @@ class Lease:
         renewing = self._active
         self._active = True
         self._active_ballot = msg.ballot
-        self._deadline = self._attempt_deadline
+        if self._accepted_deadline:
+            # Flaw: the hold starts when the quorum has answered ACCEPT, i.e. after the
+            # acceptors started their exclusion D_A.
+            self._deadline = now + self._timing.lease
+        else:
+            self._deadline = self._attempt_deadline
         self._phase = Phase.IDLE
         self._next_attempt = self._attempt_start + self._timing.renew_interval
         if not renewing:

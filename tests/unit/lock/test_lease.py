@@ -316,3 +316,90 @@ def test_stale_owner_witness_needs_both_flaws() -> None:
     assert not run([Flaw.OVERWRITE_LIVE_LEASE])
     assert not run([Flaw.STALE_OWNER_OPEN])
     assert not run([])
+
+
+def test_late_timer_needs_both_flaws() -> None:
+    """Revisited's LateTimer trace (results/counterexample-latetimer.txt) on three nodes.
+
+    n1 and n2 each hold a PROMISE quorum (their own acceptor and n3); n3 restarts and
+    forgets its promise; after n3's quarantine both quorums arrive, and with the deadline
+    taken at the PROMISE quorum both look fresh.  Two holders only when the acceptors may
+    also overwrite a live foreign lease: with A2 alone the ACCEPTs of n2 are refused.
+    """
+
+    def run(flaws: list[Flaw]) -> list[str]:
+        net = Net(flaws=flaws)
+        net.campaign("n1", 0.0)
+        net.campaign("n2", 0.0)
+        t = 1.0
+        net.tick("n1", t)  # PREPARE b1; n1's own acceptor promises at once
+        net.tick("n2", t)  # PREPARE b2 > b1; likewise
+        net.drop_announces()
+        net.deliver(kind(Kind.PREPARE, frm="n1", to="n3"), t)
+        net.deliver(kind(Kind.PREPARE, frm="n2", to="n3"), t)
+        held = net.take(kind(Kind.PROMISE, frm="n3"))
+        net.queue.clear()
+        net.restart("n3", t)
+        # n1 and n2 are paused meanwhile: no tick, so the late attempt is not timed out.
+        t += TIMING.quarantine + 0.01
+        for m in held:
+            net.emit(m.receiver, net.nodes[m.receiver].handle(m, t), t)
+        net.drop_announces()
+        assert sorted(m.sender for m in net.queue if m.kind is Kind.ACCEPT) == (
+            ["n1", "n1", "n2", "n2"] if Flaw.LATE_DEADLINE in flaws else []
+        )
+        net.deliver(kind(Kind.ACCEPT, frm="n1"), t)
+        net.deliver(kind(Kind.ACCEPT, frm="n2"), t)
+        net.deliver(kind(Kind.ACCEPTED), t)
+        if flaws == [Flaw.LATE_DEADLINE]:
+            refused = sum(
+                c.counters.refused.get("live-foreign-lease", 0) for c in net.nodes.values()
+            )
+            assert refused == 2  # A2 at n1 and n3
+        return net.holders(t)
+
+    assert run([Flaw.LATE_DEADLINE, Flaw.OVERWRITE_LIVE_LEASE]) == ["n1", "n2"]
+    assert run([Flaw.LATE_DEADLINE]) == ["n1"]
+    assert run([Flaw.OVERWRITE_LIVE_LEASE]) == []
+    assert run([]) == []
+
+
+def test_deadline_at_accepted_quorum_outlives_the_acceptors() -> None:
+    """Flaw.ACCEPTED_DEADLINE: A2 does not help when the hold starts after the ACCEPTs.
+
+    n1's ACCEPTs land at t=1.0 (the acceptors' D_A runs from there); n1 is paused and
+    handles the ACCEPTEDs at 1.24, within its attempt timeout; then it is cut off.  The
+    acceptors forget n1 at 1.0 + D_A and n2 acquires while the mutant n1 still holds.
+    """
+
+    def run(flaws: list[Flaw]) -> tuple[list[str], float]:
+        net = Net(flaws=flaws)
+        net.campaign("n1", 0.0, priority=255)
+        t = 1.0
+        net.tick("n1", t)
+        net.drop_announces()
+        net.settle(t, lambda m: m.kind in (Kind.PREPARE, Kind.PROMISE, Kind.ACCEPT))
+        late = net.take(kind(Kind.ACCEPTED))
+        assert len(late) == 2 and net.holders(t) == []
+        t = 1.24
+        net.queue += late
+        net.deliver(kind(Kind.ACCEPTED), t)
+        assert net.holders(t) == ["n1"]
+        net.queue.clear()
+        net.campaign("n2", t, priority=255)
+        while t < 2.3:
+            t += 0.01
+            net.tick("n2", t)
+            net.tick("n3", t)
+            net.queue = [m for m in net.queue if "n1" not in (m.sender, m.receiver)]
+            net.settle(t, lambda m: m.kind is not Kind.ANNOUNCE)
+            net.drop_announces()
+            if "n2" in net.holders(t):
+                break
+        assert t > 1.0 + TIMING.acceptor_lease  # n2 waited for the acceptors to forget n1
+        return net.holders(t), t
+
+    holders, _ = run([Flaw.ACCEPTED_DEADLINE])
+    assert holders == ["n1", "n2"]
+    holders, _ = run([])
+    assert holders == ["n2"]
