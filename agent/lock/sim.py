@@ -5,11 +5,17 @@ stale re-delivery seconds later), per-node clocks with rate error within ρ, cra
 (incarnation bump + quarantine), pauses (the node's clock runs, it processes nothing, then
 drains its backlog), operator commands (release with or without hold-off, withdraw,
 priority changes), and targeted faults that the four Revisited counterexamples need
-(pause right after PREPARE or after acquisition, crash right after a PROMISE).
+(pause right after PREPARE, after the ACCEPTs or after acquisition, crash right after a
+PROMISE, slow PROMISE/ACCEPTED replies).
 
 The checker runs after every event: at that real instant at most one live node may report
 ``is_holder(its local now)``.  That is complete, not a sample: ``is_holder`` can only turn
 true while a node processes an event, so the first instant two nodes hold is an event.
+With ``certify`` it also checks, after every event, the lemma the exclusion rests on
+(lease.py, ``Flaw``): every holder has a quorum of acceptors whose live record belongs to
+the holder's process (a crashed acceptor keeps, as a ghost, the record it had until that
+record would have expired).  That is stronger than "one holder": it fails as soon as a
+holder's authority is gone, whether or not a second node gets in during the schedule.
 
 Must never: touch sockets, real clocks or global randomness — one ``random.Random(seed)``
 drives everything, so the same seed replays the same trace in any process.
@@ -28,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from agent.lock.lease import Flaw, Lease
-from agent.lock.messages import Kind, Message
+from agent.lock.messages import Ballot, Kind, Message
 from agent.lock.node import MAX_LOCAL_ROUNDS, LockCore
 from agent.lock.timing import Timing
 from agent.lock.wire import KeyRing, WireCodec, WireError
@@ -49,6 +55,8 @@ _RELEASE: Final = 6
 _WITHDRAW: Final = 7
 _CAMPAIGN: Final = 8
 _PRIORITY: Final = 9
+
+_REPLIES: Final = (Kind.PROMISE, Kind.ACCEPTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +92,13 @@ class Faults:
     pause_after_prepare: float = 0.0
     pause_after_acquire: float = 0.0
     crash_after_promise: float = 0.0
+    pause_after_accept: float = 0.0  # per ACCEPT batch: pause accept_pause_min..max s
+    accept_pause_min: float = 0.05
+    accept_pause_max: float = 0.9
+    accept_pauses: int = 1  # at most this many per schedule (the rival must not stall too)
+    slow_reply: float = 0.0  # per PROMISE/ACCEPTED: delay slow_reply_min..slow_reply_max s
+    slow_reply_min: float = 0.2
+    slow_reply_max: float = 1.0
     partitions: int = 0  # a node cut off (both directions) for 0.2–2 s
     group_crashes: int = 0  # several nodes crash together (e.g. a fleet-wide deploy)
     release_holdoff: float | str | None = "mixed"  # hold-off of RELEASE commands
@@ -107,12 +122,18 @@ class Faults:
             and self.pause_after_prepare == 0.0
             and self.pause_after_acquire == 0.0
             and self.crash_after_promise == 0.0
+            and self.pause_after_accept == 0.0
+            and self.slow_reply == 0.0
             and self.poll is None
         )
 
 
 STYLES: Final = ("calm", "chaos", "release-storm", "pause-crash", "stale-accept")
 STYLE_WEIGHTS: Final = (0.10, 0.30, 0.15, 0.25, 0.20)
+#: Targeted styles outside the default mixture (which stays as benchmarked): a proposer
+#: that stops between its ACCEPTs and their ACCEPTEDs, and replies that arrive late.
+EXTRA_STYLES: Final = ("pause-accept", "slow-reply")
+ALL_STYLES: Final = STYLES + EXTRA_STYLES
 
 
 def draw_faults(rng: random.Random, style: str | None = None) -> Faults:
@@ -122,6 +143,9 @@ def draw_faults(rng: random.Random, style: str | None = None) -> Faults:
     the Revisited counterexamples: releases followed by an immediate re-campaign and stale
     RELEASE batches (OwnerOnlyRelease); pauses right after PREPARE and crashes right after a
     PROMISE (LateTimer); stale ACCEPT batches, partitions and crashes (StaleOwnerOpen).
+    ``pause-accept`` and ``slow-reply`` (not in the mixture) let the ACCEPTEDs of a round
+    reach the proposer long after the acceptors started D_A, and the new holder is then
+    paused (or cut off) so that it cannot renew while the others campaign.
     """
     pick = rng.choice
     if style is None:
@@ -153,6 +177,38 @@ def draw_faults(rng: random.Random, style: str | None = None) -> Faults:
             crash_after_promise=pick((0.2, 0.5)),
             downtime_max=pick((0.05, 0.3)),
             poll=pick((None, 0.05)),
+            horizon=horizon,
+        )
+    if style == "pause-accept":
+        return Faults(
+            loss=pick((0.0, 0.05)),
+            delay_max=pick((0.001, 0.005)),
+            pause_after_accept=pick((0.3, 0.6)),
+            # Up to the attempt timeout (renew_interval): later ACCEPTEDs are stale.
+            accept_pause_min=pick((0.1, 0.15)),
+            accept_pause_max=0.25,
+            accept_pauses=pick((1, 2, 4)),
+            pause_after_acquire=pick((0.5, 0.8)),
+            pause_min=pick((0.3, 1.0)),
+            partitions=pick((0, 2)),
+            crashes=pick((0, 1)),
+            commands=pick((0, 2)),
+            downtime_max=0.3,
+            poll=pick((0.01, 0.02)),
+            horizon=horizon + 4.0,
+        )
+    if style == "slow-reply":
+        return Faults(
+            loss=pick((0.0, 0.05)),
+            delay_max=pick((0.001, 0.005)),
+            slow_reply=pick((0.2, 0.5)),
+            slow_reply_max=pick((0.8, 1.2)),
+            pause_after_prepare=pick((0.0, 0.3)),
+            pause_after_acquire=pick((0.0, 0.3)),
+            partitions=pick((0, 2)),
+            crashes=pick((0, 1)),
+            downtime_max=0.3,
+            poll=pick((0.05, 0.1)),
             horizon=horizon,
         )
     if style == "stale-accept":
@@ -208,6 +264,7 @@ class ScheduleResult:
     measured: float  # length of that window
     trace: list[str] | None = None
     wire_drops: dict[str, int] = field(default_factory=dict)
+    uncertified: Violation | None = None  # first holder without a certificate (certify)
 
     @property
     def digest(self) -> int:
@@ -222,6 +279,9 @@ class Summary:
     first_violation_seed: int | None = None
     violating_seeds: list[int] = field(default_factory=list)
     acquisitions: int = 0
+    #: schedules in which the exclusion certificate failed (``certify`` runs only)
+    uncertified: int = 0
+    uncertified_seeds: list[int] = field(default_factory=list)
 
     def add(self, r: ScheduleResult) -> None:
         self.schedules += 1
@@ -233,6 +293,10 @@ class Summary:
                 self.first_violation_seed = r.seed
             if len(self.violating_seeds) < 20:
                 self.violating_seeds.append(r.seed)
+        if r.uncertified is not None:
+            self.uncertified += 1
+            if len(self.uncertified_seeds) < 20:
+                self.uncertified_seeds.append(r.seed)
 
     def merge(self, other: Summary) -> None:
         self.schedules += other.schedules
@@ -242,6 +306,8 @@ class Summary:
         if self.first_violation_seed is None:
             self.first_violation_seed = other.first_violation_seed
         self.violating_seeds = (self.violating_seeds + other.violating_seeds)[:20]
+        self.uncertified += other.uncertified
+        self.uncertified_seeds = (self.uncertified_seeds + other.uncertified_seeds)[:20]
 
 
 class _Node:
@@ -249,6 +315,7 @@ class _Node:
         "alive",
         "backlog",
         "core",
+        "ghost",
         "idx",
         "incarnation",
         "lease",
@@ -279,6 +346,8 @@ class _Node:
         self.timer_at = -1.0
         self.priority = 100
         self.wanting = proposer
+        # certify: (ballot, real expiry) of the record this acceptor lost in its last crash
+        self.ghost: tuple[Ballot, float] | None = None
 
 
 class Simulation:
@@ -294,8 +363,12 @@ class Simulation:
         *,
         trace: bool = False,
         wire: bool = False,
+        certify: bool = False,
     ) -> None:
         self.seed = seed
+        self.certify = certify
+        self.uncertified: Violation | None = None
+        self.quorum = len(topology.members) // 2 + 1
         # Wire mode: every remote message is encoded by the sender's WireCodec and decoded
         # (authenticated, replay-checked) by the receiver's — slower, but it proves the
         # codec carries everything the core really emits.
@@ -313,6 +386,7 @@ class Simulation:
         self.violation: Violation | None = None
         self.trace: list[str] | None = [] if trace else None
         self.acquisitions = 0
+        self.accept_pauses = 0
         self.cut: list[tuple[str, float, float]] = []
         self.index = {name: i for i, name in enumerate(topology.members)}
         rho = timing.rho
@@ -409,6 +483,10 @@ class Simulation:
                     continue
                 if self.cut and self._cut_off(m.sender, m.receiver, t):
                     continue
+                if f.slow_reply and m.kind in _REPLIES and rng.random() < f.slow_reply:
+                    delay = rng.uniform(f.slow_reply_min, f.slow_reply_max)
+                    self.push(t + delay, _DELIVER, dst, item)
+                    continue
                 self.push(t + self._delay(), _DELIVER, dst, item)
                 if f.dup and rng.random() < f.dup:
                     self.push(t + self._delay(), _DELIVER, dst, item)
@@ -427,6 +505,15 @@ class Simulation:
                 if f.crash_after_promise and rng.random() < f.crash_after_promise:
                     self.push(t, _CRASH, node.idx, rng.uniform(0.0, f.downtime_max))
                 break
+        if (
+            f.pause_after_accept
+            and self.accept_pauses < f.accept_pauses
+            and any(m.kind is Kind.ACCEPT for m in msgs)
+            and rng.random() < f.pause_after_accept
+        ):
+            # The ACCEPTs are out, the ACCEPTEDs will wait in the backlog.
+            self.accept_pauses += 1
+            self.push(t, _PAUSE, node.idx, rng.uniform(f.accept_pause_min, f.accept_pause_max))
 
     def _cut_off(self, a: str, b: str, t: float) -> bool:
         return any(lo <= t < hi and x in (a, b) for x, lo, hi in self.cut)
@@ -481,6 +568,39 @@ class Simulation:
                         break
         elif cur is not None and cur[1] > t:
             self.open_hold[node.idx] = (cur[0], t)
+        if self.certify and self.uncertified is None:
+            self._certify(t)
+
+    def _record(self, node: _Node, t: float) -> Ballot | None:
+        """The lease record acceptor ``node`` answers for at real time ``t`` (or its ghost)."""
+        if node.alive and node.lease is not None:
+            rec = node.lease.accepted_record()
+            if rec is not None and node.offset + node.rate * t < rec[1]:
+                return rec[0]
+        if node.ghost is not None and t < node.ghost[1]:
+            return node.ghost[0]
+        return None
+
+    def _certify(self, t: float) -> None:
+        records: list[Ballot | None] | None = None
+        for node in self.nodes:
+            lease = node.lease
+            if not node.alive or lease is None:
+                continue
+            if not lease.is_holder(node.offset + node.rate * t):
+                continue
+            if records is None:
+                records = [self._record(x, t) for x in self.nodes]
+            mine = sum(
+                1
+                for r in records
+                if r is not None and r.node == node.name and r.incarnation == node.incarnation
+            )
+            if mine < self.quorum:
+                self.uncertified = Violation(
+                    t, ((node.name, node.offset + node.rate * t),), self.events
+                )
+                return
 
     # ------------------------------------------------------------------ driver
 
@@ -571,6 +691,10 @@ class Simulation:
         elif kind == _TIMER:
             self.send(node, core.tick(lnow), t)
         elif kind == _CRASH:
+            acc = node.lease.accepted_record() if node.lease is not None else None
+            if self.certify and acc is not None and lnow < acc[1]:
+                # The record dies with the process; R6 must make up for it (ghost).
+                node.ghost = (acc[0], (acc[1] - node.offset) / node.rate)
             node.alive = False
             node.core = None
             node.lease = None
@@ -664,6 +788,7 @@ def run_schedule(
     trace: bool = False,
     style: str | None = None,
     wire: bool = False,
+    certify: bool = False,
 ) -> ScheduleResult:
     """Run one seeded schedule.  Topology and faults are drawn from the seed unless given."""
     draw = random.Random(seed)
@@ -673,7 +798,9 @@ def run_schedule(
         faults = draw_faults(draw, style)
     if timing is None:
         timing = Timing.from_lease(1.0)
-    sim = Simulation(seed, topology, faults, timing, frozenset(flaws), trace=trace, wire=wire)
+    sim = Simulation(
+        seed, topology, faults, timing, frozenset(flaws), trace=trace, wire=wire, certify=certify
+    )
     sim.run()
     start = timing.quarantine + 2.0 * timing.lease
     end = faults.horizon
@@ -689,6 +816,7 @@ def run_schedule(
         measured=measured,
         trace=sim.trace,
         wire_drops=sim.wire_drops,
+        uncertified=sim.uncertified,
     )
 
 
@@ -699,23 +827,34 @@ def run_many(
     stop_at_first: bool = False,
     topology: Topology | None = None,
     style: str | None = None,
+    certify: bool = False,
 ) -> Summary:
     """Run many schedules; optionally stop at the first double holder (mutation hunting)."""
     flawset = frozenset(flaws)
     summary = Summary()
     for seed in seeds:
-        r = run_schedule(seed, flaws=flawset, topology=topology, style=style)
+        r = run_schedule(seed, flaws=flawset, topology=topology, style=style, certify=certify)
         summary.add(r)
         if stop_at_first and r.violation is not None:
             break
     return summary
 
 
-def run_range(job: tuple[int, int, tuple[str, ...], str | None, bool]) -> Summary:
-    """Picklable worker for process pools: ``(lo, hi, flaw values, style, stop_at_first)``."""
-    lo, hi, flaw_values, style, stop = job
+Job = (
+    tuple[int, int, tuple[str, ...], str | None, bool]
+    | tuple[int, int, tuple[str, ...], str | None, bool, bool]
+)
+
+
+def run_range(job: Job) -> Summary:
+    """Picklable worker for process pools.
+
+    ``job`` is ``(lo, hi, flaw values, style, stop_at_first[, certify])``.
+    """
+    lo, hi, flaw_values, style, stop = job[:5]
+    certify = bool(job[5]) if len(job) > 5 else False
     flaws = frozenset(Flaw(v) for v in flaw_values)
-    return run_many(range(lo, hi), flaws=flaws, style=style, stop_at_first=stop)
+    return run_many(range(lo, hi), flaws=flaws, style=style, stop_at_first=stop, certify=certify)
 
 
 def liveness(seeds: Iterable[int], topology: Topology, lease: float = 1.0) -> float:

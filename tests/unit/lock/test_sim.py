@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from agent.lock.sim import (
-    STYLES,
+    ALL_STYLES,
     TOPOLOGIES,
     Faults,
     Summary,
@@ -30,7 +30,8 @@ CHUNK = 500
 def run_parallel(n: int, flaws: tuple[str, ...] = (), style: str | None = None) -> Summary:
     jobs = [(lo, min(n, lo + CHUNK), flaws, style, False) for lo in range(0, n, CHUNK)]
     total = Summary()
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+    workers = int(os.environ.get("LOCK_SIM_WORKERS", 0)) or os.cpu_count() or 2
+    with ProcessPoolExecutor(max_workers=workers) as pool:
         for part in pool.map(run_range, jobs):
             total.merge(part)
     return total
@@ -63,7 +64,7 @@ def test_replay_is_independent_of_hash_seed() -> None:
     assert digests == {str(run_schedule(4242, trace=True).digest)}
 
 
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", ALL_STYLES)
 def test_every_style_is_generated_and_safe(style: str) -> None:
     import random
 
