@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agent.frozen import fast_init
 from agent.vrrp.config import VrrpConfig
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ IPVS_SYSCTLS: dict[str, tuple[int, int]] = {
 }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Tunnel:
     type: str = "ipip"  # ipip | gue | gre
@@ -61,6 +63,7 @@ class Tunnel:
     checksum: str = "nocsum"  # nocsum | csum | remcsum
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RealServer:
     address: str  # canonical text
@@ -73,6 +76,7 @@ class RealServer:
     line: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Persistence:
     timeout: float = 300.0
@@ -80,6 +84,7 @@ class Persistence:
     engine: str | None = None  # "sip" or None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class VirtualServer:
     name: str

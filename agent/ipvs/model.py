@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
+from agent.frozen import fast_init
+
 AF_INET: Final = 2
 AF_INET6: Final = 10
 
@@ -76,6 +78,7 @@ TUN_FLAG_CSUM: Final = 0x0001
 TUN_FLAG_REMCSUM: Final = 0x0002
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, order=True)
 class ServiceKey:
     """Identity of a virtual service: (af, protocol, address, port) or (af, fwmark).
@@ -99,6 +102,7 @@ class ServiceKey:
         return f"{proto} {host}:{self.port}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Service:
     """The editable attributes of a virtual service, plus its key."""
@@ -113,6 +117,7 @@ class Service:
     pe_name: str = ""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, order=True)
 class DestKey:
     """Identity of a real server inside one virtual service."""
@@ -126,6 +131,7 @@ class DestKey:
         return f"{host}:{self.port}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Dest:
     """The editable attributes of a real server, plus its key."""
@@ -140,6 +146,7 @@ class Dest:
     tun_flags: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Stats:
     """Cumulative counters the kernel keeps per service and per real server."""
@@ -154,6 +161,7 @@ class Stats:
 ZERO_STATS: Final = Stats()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KernelDest:
     """A real server as dumped: its attributes plus live counters."""
@@ -199,33 +207,39 @@ DesiredTable = dict[ServiceKey, DesiredService]
 # --- operations: what the planner asks the kernel adapter to do -------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AddService:
     service: Service
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EditService:
     service: Service
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DelService:
     key: ServiceKey
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AddDest:
     service: ServiceKey
     dest: Dest
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EditDest:
     service: ServiceKey
     dest: Dest
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DelDest:
     service: ServiceKey

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from agent.frozen import fast_init
 from agent.gcpause import paused_gc
 from agent.ipvs.model import (
     AddDest,
@@ -54,6 +55,7 @@ class Ownership:
     drains: Mapping[DrainKey, float] = field(default_factory=dict)  # -> drain start (boottime)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Step:
     """One planned operation and a one-line account of why."""
