@@ -311,11 +311,14 @@ class QuorumSite:
     def check(self, start: float, end: float, grace: float = 0.5) -> Report:
         """Double holders, residual overlaps and availability over [start, end].
 
-        A node is *excused* while killed or paused and until ``grace`` seconds after it
-        came back (its restarted or resumed agent first has to run), and the VIP it held
-        when the fault began until that VIP is gone (the kernel lifetime fence: at most
-        ceil(lease) + 0.5 s after the fault): its leftover VIP overlapping a new holder is
-        residual overlap, measured, not a failure.
+        A *paused* node is excused while paused and until ``grace`` seconds after it
+        resumed (its agent first has to run), and the VIP it held when the pause began
+        until that VIP is gone (the fence child deletes it at the hold end; the kernel
+        lifetime, at most ceil(lease) + 0.5 s after the pause, is the backstop): its
+        leftover VIP overlapping a new holder is residual overlap, measured, not a
+        failure (a process that is not scheduled cannot withdraw anything itself). A
+        *killed* node is not excused: its fence child deletes its VIPs at once, so a
+        killed holder's VIP overlapping a new holder counts as a double holder.
         """
         vip = VIP.split("/")[0]
         events = [e for e in self.watch.snapshot() if e.address == vip and e.node in self.directors]
@@ -323,12 +326,12 @@ class QuorumSite:
         down: dict[str, list[tuple[float, float]]] = {}
         fence = math.ceil(parse_duration(self.lease)) + 0.5
         for f in self.faults:
-            if f.kind in ("kill", "pause"):
+            if f.kind == "pause":
                 back = min(f.end + grace, end) if f.end != float("inf") else end
-                # The VIP the node held when it froze or died stays in its kernel until
-                # the address lifetime runs out (or the restarted agent's start-up clean-up
-                # removes it): that leftover is residual overlap too, for at most the
-                # lifetime (ceil(lease) s) plus the kernel's rounding of its expiry work.
+                # The VIP the node held when it froze stays in its kernel until the fence
+                # child deletes it at the hold end (or the address lifetime runs out):
+                # that leftover is residual overlap too, for at most the lifetime
+                # (ceil(lease) s) plus the kernel's rounding of its expiry work.
                 if _held_at(events, f.node, f.start):
                     gone = next(
                         (e.at for e in sorted(events, key=lambda e: e.at)

@@ -261,7 +261,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def nemesis_table(results: list[NemesisResult]) -> str:
     lines = [
         "| lease | faults | kinds | duration | double-holder instants | residual overlaps "
-        "(killed/paused holder) | max residual | availability |",
+        "(paused holder) | max residual | availability |",
         "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n in results:
