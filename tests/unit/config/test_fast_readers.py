@@ -8,6 +8,8 @@ refuse. Documents are generated from pieces chosen to sit on the subset's edges.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -247,3 +249,70 @@ def _pyyaml_tag(value: str) -> str:
 def test_plain_scalar_types_are_pyyamls(value: str) -> None:
     """ScalarNode.tag skips PyYAML's resolvers for common values; it must agree with them."""
     assert ScalarNode(1, value, None).tag == _pyyaml_tag(value)
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [REPO / "config.example.yaml", *sorted((REPO / "tests").rglob("*.yaml"))],
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_repository_yaml_files_read_alike(path: Path) -> None:
+    fast, slow, broken = both_readers(path.read_text(), ("virtual_servers",))
+    assert not broken
+    assert fast is None or fast == slow
+
+
+_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "10.0.0.1",
+            "2001:db8::1",
+            "fe80::1%eth0",
+            "10.0.0.1/24",
+            "/usr/bin/check --x 'a b'",
+            "30s",
+            "yes",
+            "no",
+            "",
+            "~",
+            "0700",
+            "1:30",
+            "a: b",
+            "x # y",
+            "-1",
+            "1e3",
+            "é",
+            "x" * 90 + " " + "y" * 20,
+            "line\nbreak",
+            "tab\there",
+            "quote'\"",
+            "[a]",
+            "{b}",
+        ]
+    ),
+    st.integers(-5, 70000),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=6),
+)
+_KEYS = st.sampled_from(["name", "address", "port", "a_b", "on", "x-y", "k1"])
+_DOCS = st.recursive(
+    _VALUES,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_KEYS, _DOCS, min_size=1, max_size=4), st.sampled_from([None, True, False]))
+def test_what_pyyaml_writes_reads_alike(doc: dict[str, object], flow: bool | None) -> None:
+    """Generated configurations (the lab's, Ansible's) come from a YAML emitter."""
+    import yaml
+
+    text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=flow, allow_unicode=True)
+    fast, slow, broken = both_readers(text, ("virtual_servers",))
+    assert not broken
+    assert fast is None or fast == slow, text
