@@ -37,7 +37,6 @@ net/netlink/af_netlink.c of 6.1):
 
 from __future__ import annotations
 
-import dataclasses
 import errno as errno_mod
 import os
 import socket
@@ -46,8 +45,9 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
+from agent.frozen import fast_constructor
 from agent.ipvs.model import (
     AF_INET,
     AF_INET6,
@@ -729,45 +729,15 @@ def _walk_dest(buf: bytes, off: int, end: int, default_af: int) -> KernelDest:
     return KernelDest(dest, act, inact, pers, stats)
 
 
-# --- fast constructors for the dump's value objects ---------------------------------------
-#
-# A frozen dataclass's generated __init__ pays object.__setattr__ per field;
-# a dump builds four objects per real server. These constructors, generated
-# the way dataclasses generates __init__, set the slots through their member
-# descriptors instead (about twice as fast). They take every field,
-# positionally, in declaration order. A class with __post_init__, non-init
-# fields or no slots keeps its own constructor.
+# --- fast constructors for the dump's value objects (four objects per real server) ----
 
-_T = TypeVar("_T")
-
-
-def _fast_constructor(cls: type[_T]) -> Callable[..., _T]:
-    fs = dataclasses.fields(cls)  # type: ignore[arg-type]
-    if (
-        hasattr(cls, "__post_init__")
-        or "__slots__" not in cls.__dict__
-        or not all(f.init for f in fs)
-    ):
-        return cls
-    names = [f.name for f in fs]
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    for name in names:
-        scope[f"_set_{name}"] = cls.__dict__[name].__set__
-    body = "".join(f"    _set_{name}(o, {name})\n" for name in names)
-    src = f"def make({', '.join(names)}):\n    o = _new(_cls)\n{body}    return o\n"
-    exec(src, scope)
-    make: Callable[..., _T] = scope["make"]
-    make.__qualname__ = f"fast {cls.__qualname__}"
-    return make
-
-
-_ServiceKey = _fast_constructor(ServiceKey)
-_Service = _fast_constructor(Service)
-_KernelService = _fast_constructor(KernelService)
-_DestKey = _fast_constructor(DestKey)
-_Dest = _fast_constructor(Dest)
-_KernelDest = _fast_constructor(KernelDest)
-_Stats = _fast_constructor(Stats)
+_ServiceKey = fast_constructor(ServiceKey)
+_Service = fast_constructor(Service)
+_KernelService = fast_constructor(KernelService)
+_DestKey = fast_constructor(DestKey)
+_Dest = fast_constructor(Dest)
+_KernelDest = fast_constructor(KernelDest)
+_Stats = fast_constructor(Stats)
 
 
 # --- learned layouts: the dump fast path ------------------------------------------------
