@@ -1,6 +1,7 @@
 """The nemesis checker of agent.lab.quorum, on synthetic address events: it must see a
-double holder, excuse a killed or paused node's leftover VIP (residual overlap), and
-compute availability over the time a majority was up."""
+double holder (a killed holder's leftover VIP included: its fence deletes it at once),
+excuse a paused node's leftover VIP (residual overlap), and compute availability over
+the time a majority was up."""
 
 from __future__ import annotations
 
@@ -40,9 +41,16 @@ def test_two_running_holders_is_a_failure() -> None:
     assert report.residual == []
 
 
-def test_killed_holders_leftover_vip_is_residual_not_double() -> None:
-    events = [(1.0, "d1", True), (3.1, "d2", True), (3.4, "d1", False)]  # kernel expiry
+def test_killed_holders_leftover_vip_is_a_double_holder() -> None:
+    events = [(1.0, "d1", True), (3.1, "d2", True), (3.4, "d1", False)]
     report = site(events, [Fault("kill", "d1", 2.0, 6.0)]).check(0.0, 10.0)
+    assert [(a, b) for a, b, _ in report.double] == [(3.1, 3.4)]
+    assert report.residual == []
+
+
+def test_paused_holders_leftover_vip_is_residual_not_double() -> None:
+    events = [(1.0, "d1", True), (3.1, "d2", True), (3.4, "d1", False)]  # fence at hold end
+    report = site(events, [Fault("pause", "d1", 2.0, 6.0)]).check(0.0, 10.0)
     assert report.double == []
     assert [(a, b) for a, b, _ in report.residual] == [(3.1, 3.4)]
     assert abs(report.residual_max - 0.3) < 1e-9
@@ -68,12 +76,12 @@ def test_availability_counts_only_time_with_a_majority() -> None:
     assert report.majority_time == 7.0 and report.holder_time == 6.0  # 5..8 not counted
 
 
-def test_killed_nodes_leftover_outliving_its_restart_is_residual_up_to_the_fence() -> None:
-    # killed at 2.0, restarted at 2.2 (grace ends 2.7); the kernel drops the VIP at 3.2
+def test_paused_nodes_leftover_outliving_its_resume_is_residual_up_to_the_fence() -> None:
+    # paused at 2.0, resumed at 2.2 (grace ends 2.7); the VIP goes at 3.2
     events = [(1.0, "d1", True), (2.9, "d2", True), (3.2, "d1", False)]
-    report = site(events, [Fault("kill", "d1", 2.0, 2.2)]).check(0.0, 10.0)
+    report = site(events, [Fault("pause", "d1", 2.0, 2.2)]).check(0.0, 10.0)
     assert report.double == [] and [(a, b) for a, b, _ in report.residual] == [(2.9, 3.2)]
     # ... but not beyond ceil(lease) + 0.5 s after the fault
     events = [(1.0, "d1", True), (2.9, "d2", True), (4.0, "d1", False)]
-    report = site(events, [Fault("kill", "d1", 2.0, 2.2)]).check(0.0, 10.0)
+    report = site(events, [Fault("pause", "d1", 2.0, 2.2)]).check(0.0, 10.0)
     assert [(a, b) for a, b, _ in report.double] == [(3.5, 4.0)]
