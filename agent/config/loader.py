@@ -127,7 +127,7 @@ def _read_root(
     reconcile_interval = root.get(
         "reconcile_interval", lambda i: i.as_duration(minimum=0.1, maximum=86400), 30.0
     )
-    state_dir = root.get("state_dir", _absolute_path, DEFAULT_STATE_DIR)
+    state_dir = root.get("state_dir", Item.as_absolute_path, DEFAULT_STATE_DIR)
     ipvs = _read_ipvs(root.section("ipvs"))
     listed = root.item("virtual_servers")
     if listed is not None:
@@ -184,14 +184,6 @@ def _name(item: Item) -> str | None:
         return None
     if not value or len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
         item.error("must be 1..64 characters of letters, digits, '-', '_' or '.'")
-        return None
-    return value
-
-
-def _absolute_path(item: Item) -> str | None:
-    value = item.as_str()
-    if value is not None and not value.startswith("/"):
-        item.error(f"must be an absolute path, got {value!r}")
         return None
     return value
 

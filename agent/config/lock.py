@@ -41,14 +41,6 @@ def _endpoint(item: Item) -> Endpoint | None:
         return None
 
 
-def _path(item: Item) -> str | None:
-    value = item.as_str()
-    if value is not None and not value.startswith("/"):
-        item.error(f"must be an absolute path, got {value!r}")
-        return None
-    return value
-
-
 def _peers(s: Section) -> dict[str, Endpoint] | None:
     section = s.section("peers", required=True)
     if section is None:
@@ -96,10 +88,10 @@ def read_lock_section(
     cluster = s.get("cluster", _lock_name, None, required=True)
     listen = s.get("listen", _endpoint, None, required=True)
     peers = _peers(s)
-    key_file = s.get("key_file", _path, None, required=True)
+    key_file = s.get("key_file", Item.as_absolute_path, None, required=True)
     lease = s.get("lease", lambda i: i.as_duration(MIN_LEASE, 3600), 1.0)
     node_id = s.get("node_id", _lock_name, "")
-    state_dir = s.get("state_dir", _path, default_state_dir)
+    state_dir = s.get("state_dir", Item.as_absolute_path, default_state_dir)
     rho_item = s.item("clock_error_ppm")
     rho = 1e-3
     if rho_item is not None:

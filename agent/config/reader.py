@@ -305,6 +305,13 @@ class Item:
             return None
         return node.value
 
+    def as_absolute_path(self) -> str | None:
+        value = self.as_str()
+        if value is not None and not value.startswith("/"):
+            self.error(f"must be an absolute path, got {value!r}")
+            return None
+        return value
+
     def as_int(self, lo: int, hi: int) -> int | None:
         node = self.node
         text = node.value if isinstance(node, ScalarNode) else ""
