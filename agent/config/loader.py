@@ -201,7 +201,8 @@ def _host_port(item: Item) -> tuple[str, int] | None:
     host, sep, port_text = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    digits = port_text.isascii() and port_text.isdigit()
+    if not sep or not digits or not 1 <= int(port_text) <= 65535:
         item.error(f"must be host:port (IPv6 as [addr]:port), got {text!r}")
         return None
     try:
@@ -219,19 +220,11 @@ def _address(item: Item | None) -> str | None:
     text = item.as_str()
     if text is None:
         return None
-    # inet_pton rather than ipaddress: this runs for every real server, and a
-    # generated file can have tens of thousands of them.
-    af = socket.AF_INET6 if ":" in text else socket.AF_INET
     try:
-        packed = socket.inet_pton(af, text)
-    except OSError:
-        item.error(f"{text!r} is not an IPv4 or IPv6 address")
+        return quick.unicast_address(text)
+    except ValueError as exc:
+        item.error(str(exc))
         return None
-    multicast = packed[0] == 0xFF if af == socket.AF_INET6 else 224 <= packed[0] <= 239
-    if not any(packed) or multicast:
-        item.error(f"{text} cannot be used here (unspecified or multicast)")
-        return None
-    return socket.inet_ntop(af, packed)
 
 
 def _family(address: str) -> str:

@@ -24,7 +24,15 @@ from agent.config.model import (
     Tunnel,
     VirtualServer,
 )
-from agent.config.reader import STR_TAG, MappingNode, Node, ScalarNode, SequenceNode, null_or_bool
+from agent.config.reader import (
+    STR_TAG,
+    MappingNode,
+    Node,
+    ScalarNode,
+    SequenceNode,
+    null_or_bool,
+    plain_decimal,
+)
 
 _AF_INET: Final = socket.AF_INET
 _AF_INET6: Final = socket.AF_INET6
@@ -185,7 +193,7 @@ def _int(node: Node, lo: int, hi: int) -> int:
     if type(node) is not ScalarNode or node._tag is not None:
         return -2
     text = node.value
-    if not text.isdigit() or not text.isascii() or (text[0] == "0" and text != "0"):
+    if not plain_decimal(text):
         return -2
     value = int(text)
     return value if lo <= value <= hi else -2
@@ -193,12 +201,24 @@ def _int(node: Node, lo: int, hi: int) -> int:
 
 def _address(text: str) -> str | None:
     """Canonical spelling of a unicast address; None for anything else."""
+    try:
+        return unicast_address(text)
+    except ValueError:
+        return None
+
+
+def unicast_address(text: str) -> str:
+    """A unicast IPv4 or IPv6 address in canonical (inet_ntop) spelling.
+
+    Both readers use it (the general one words the ValueError as a problem).
+    inet_pton rather than ipaddress: this runs for every real server.
+    """
     af = _AF_INET6 if ":" in text else _AF_INET
     try:
         packed = socket.inet_pton(af, text)
     except OSError:
-        return None
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
     first = packed[0]
     if (first == 0xFF if af == _AF_INET6 else 224 <= first <= 239) or not any(packed):
-        return None
+        raise ValueError(f"{text} cannot be used here (unspecified or multicast)")
     return socket.inet_ntop(af, packed)

@@ -114,7 +114,7 @@ class ScalarNode(Node):
             if first not in _RESOLVED_FIRST or first.isalpha():
                 self._tag = _STR  # letters start only the words above
                 return _STR
-            if v.isdigit() and v.isascii() and (first != "0" or v == "0"):
+            if plain_decimal(v):
                 self._tag = _INT
                 return _INT
             if first.isdigit() and ((v[-1] in _UNIT_LAST and v[:2] != "0x") or v.count(".") > 1):
@@ -211,6 +211,11 @@ def describe(node: Node) -> str:
     assert isinstance(node, ScalarNode)
     name = _TYPE_NAMES.get(node.tag, "a value")
     return f"{name} ({node.value!r})" if node.tag != _NULL else "null"
+
+
+def plain_decimal(text: str) -> bool:
+    """ASCII digits without a leading zero (YAML 1.1 reads 010 as octal): a plain int."""
+    return text.isdigit() and text.isascii() and (text[0] != "0" or text == "0")
 
 
 def null_or_bool(text: str) -> bool:
@@ -318,12 +323,7 @@ class Item:
         # Plain decimal is the common case and needs no resolver; anything else
         # (0x.., 0o.., 1_000, 1:30, a leading 0 that YAML 1.1 reads as octal)
         # takes the full YAML rules.
-        if (
-            isinstance(node, ScalarNode)
-            and node._tag in (None, _INT)
-            and text.isdigit()
-            and (text[0] != "0" or text == "0")
-        ):
+        if isinstance(node, ScalarNode) and node._tag in (None, _INT) and plain_decimal(text):
             value: Any = int(text)
         elif not isinstance(node, ScalarNode) or node.tag != _INT:
             self.error(f"must be an integer {lo}..{hi}, got {describe(node)}")

@@ -387,3 +387,17 @@ def test_quoted_numbers_and_yaml_11_words() -> None:
 def test_more_than_one_document_is_refused() -> None:
     found = errors(BASE + "---\nnode: {name: other}\n")
     assert any("expected a single document" in e for e in found), found
+
+
+def test_non_ascii_digits_are_an_error_not_a_crash() -> None:
+    for value in ("²", "٣"):
+        text = (
+            "virtual_servers:\n  - name: a\n    address: 10.0.0.1\n    port: 80\n"
+            f"    real_servers: [{{address: 10.0.0.2, port: {value}}}]\n"
+        )
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text, "c.yaml")
+        assert [str(p) for p in caught.value.problems] == [
+            "c.yaml:5: virtual_servers[0].real_servers[0].port: must be an integer 1..65535,"
+            f" got a string ({value!r})"
+        ]
