@@ -5,31 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
-from agent.lab.agents import REPO, metric_values
-
-__all__ = ["cli", "holder", "metric", "metric_sum", "metric_values", "wait_until"]
+from agent.lab.agents import REPO
 from agent.lab.quorum import QuorumSite
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def metric(text: str, name: str, **labels: str) -> float | None:
-    for have, value in metric_values(text, name).items():
-        if set(labels.items()) <= set(have):
-            return value
-    return None
-
-
-def metric_sum(text: str, name: str) -> float:
-    return sum(metric_values(text, name).values())
 
 
 def holder(site: QuorumSite, timeout: float = 20.0) -> str:

@@ -17,13 +17,15 @@ from pathlib import Path
 
 from agent.lab import netns
 from agent.lab.addrwatch import AddressWatch
+from agent.lab.agents import metric_values
 from agent.lab.quorum import LOCK_PORT, QuorumSite
 from agent.lab.topology import Lab
 from agent.lock.messages import Announce, Ballot, Prepare
 from agent.lock.timing import Timing
 from agent.lock.wire import KeyRing, WireCodec
 
-from .helpers import holder, metric, metric_values
+from ..support import metric
+from .helpers import holder
 
 RANDOM_DATAGRAMS = 100_000
 BATCH = 100

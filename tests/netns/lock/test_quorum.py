@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from agent.lab.addrwatch import AddressWatch
+from agent.lab.agents import metric_values
 from agent.lab.quorum import QuorumSite
 from agent.lab.topology import Lab
 
-from .helpers import cli, holder, metric, metric_values, wait_until
+from ..support import metric, wait_until
+from .helpers import cli, holder
 
 PRIORITIES = {1: 150, 2: 100, 3: 50}
 

@@ -9,7 +9,8 @@ from agent.lab.addrwatch import AddressWatch
 from agent.lab.quorum import QuorumSite
 from agent.lab.topology import Lab
 
-from .helpers import holder, metric, wait_until
+from ..support import metric, wait_until
+from .helpers import holder
 
 
 def test_two_directors_and_a_witness(

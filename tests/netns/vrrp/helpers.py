@@ -4,14 +4,12 @@ lab back (processes stopped, VIPs gone, links up) whatever the test did."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent.lab import netns
 from agent.lab.addrwatch import AddressWatch
-from agent.lab.agents import LabAgent, agent_config, metric_values
+from agent.lab.agents import LabAgent, agent_config
 from agent.lab.keepalived import Keepalived
 from agent.lab.topology import Lab
 
@@ -41,22 +39,6 @@ def instance(
 
 def address(vip: str) -> str:
     return vip.split("/")[0]
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def metric(text: str, name: str, **labels: str) -> float | None:
-    """The value of the sample of ``name`` whose labels include ``labels``."""
-    for have, value in metric_values(text, name).items():
-        if set(labels.items()) <= set(have):
-            return value
-    return None
 
 
 class Site:

@@ -18,7 +18,8 @@ import pytest
 
 from agent.lab.capture import Capture, tshark_fields
 
-from .helpers import Site, address, instance, metric, wait_until
+from ..support import metric, wait_until
+from .helpers import Site, address, instance
 
 # Master_Down_Interval at 200 ms adverts: 0.6 s + Skew_Time (<= 0.2 s).
 MDI = 0.8

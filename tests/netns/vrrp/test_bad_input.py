@@ -32,7 +32,8 @@ from agent.vrrp.packet import (
     peek_vrid,
 )
 
-from .helpers import Site, address, instance, wait_until
+from ..support import wait_until
+from .helpers import Site, address, instance
 
 V4 = socket.AF_INET
 MC3, MC2, UC3 = 141, 142, 143

@@ -21,7 +21,8 @@ from agent.lab import netns
 from agent.lab.capture import Capture, tshark_fields, tshark_problems
 from agent.lab.keepalived import keepalived_conf
 
-from .helpers import Site, address, instance, metric
+from ..support import metric
+from .helpers import Site, address, instance
 
 AGENT, KA = 1, 2  # director numbers
 
