@@ -432,9 +432,25 @@ def write_lock_status(path: Path, lock: LockTransport, vrrp: VrrpService | None)
     os.replace(tmp, path)
 
 
+async def serve_metrics(metrics: AgentMetrics, config: Config) -> asyncio.Server | None:
+    """The /metrics server on ``metrics.listen``; None (logged) when it cannot listen."""
+    from agent.metrics import serve
+
+    try:
+        return await serve(metrics, config.metrics_host, config.metrics_port)
+    except OSError as exc:
+        log.error(
+            "metrics: cannot listen on %s:%d: %s",
+            config.metrics_host,
+            config.metrics_port,
+            exc.strerror,
+        )
+        return None
+
+
 async def _main(config_path: str, config: Config) -> int:
     from agent.ipvs.kernel import IpvsKernel, IpvsUnavailable
-    from agent.metrics import AgentMetrics, serve
+    from agent.metrics import AgentMetrics
 
     kernel: IpvsKernel | None
     try:
@@ -447,15 +463,8 @@ async def _main(config_path: str, config: Config) -> int:
         log.info("no IPVS in this kernel and no virtual_servers: running without IPVS")
         kernel = None
     metrics = AgentMetrics()
-    try:
-        server = await serve(metrics, config.metrics_host, config.metrics_port)
-    except OSError as exc:
-        log.error(
-            "metrics: cannot listen on %s:%d: %s",
-            config.metrics_host,
-            config.metrics_port,
-            exc.strerror,
-        )
+    server = await serve_metrics(metrics, config)
+    if server is None:
         if kernel is not None:
             kernel.close()
         return 1

@@ -32,8 +32,9 @@ def run_witness(config_path: str) -> int:
 
 
 async def _main(config: Config) -> int:
+    from agent.daemon import serve_metrics
     from agent.lock import IncarnationError, KeyFileError, start_lock
-    from agent.metrics import AgentMetrics, serve
+    from agent.metrics import AgentMetrics
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -57,15 +58,8 @@ async def _main(config: Config) -> int:
                 cfg.lease,
             )
         metrics.lock.transports = running
-        try:
-            server = await serve(metrics, config.metrics_host, config.metrics_port)
-        except OSError as exc:
-            log.error(
-                "metrics: cannot listen on %s:%d: %s",
-                config.metrics_host,
-                config.metrics_port,
-                exc.strerror,
-            )
+        server = await serve_metrics(metrics, config)
+        if server is None:
             return 1
         log.info("witness: serving %d cluster(s)", len(running))
         try:
