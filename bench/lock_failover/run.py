@@ -46,7 +46,7 @@ from typing import Any
 from agent.lab.quorum import QuorumSite, run_nemesis
 from agent.lab.topology import Lab
 from bench.vrrp_failover.run import Bench as VrrpBench
-from bench.vrrp_failover.run import machine, percentile, replace_section
+from bench.vrrp_failover.run import load_report, machine, percentile, replace_section
 
 LEASES = {"1s": 1.0, "200ms": 0.2}
 MODES = ("kill", "term")
@@ -380,10 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.close()
     finally:
         print(f"logs in {work}")
-    load_after = os.getloadavg()
-    loads = (
-        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (1-minute; {os.cpu_count()} CPUs)"
-    )
+    loads = load_report(load_before)
     rows = summarise(runs)
     print()
     print(table(rows))

@@ -474,6 +474,12 @@ director counts as dead from the kill, though its VIP stays in its kernel).
     replace_section(RESULTS_MD, "vrrp_failover", section)
 
 
+def load_report(before: tuple[float, float, float]) -> str:
+    """The 1-minute load average before the run (``before``) and now, for the record."""
+    after = os.getloadavg()
+    return f"{before[0]:.2f} before, {after[0]:.2f} after (1-minute; {os.cpu_count()} CPUs)"
+
+
 def replace_section(path: Path, name: str, section: str) -> None:
     """Put ``section`` in place of the ``## name`` section of ``path`` (or append it)."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
@@ -560,10 +566,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"logs of failed runs kept in {work}")
-    load_after = os.getloadavg()
-    loads = (
-        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (1-minute; {os.cpu_count()} CPUs)"
-    )
+    loads = load_report(load_before)
     rows = summarise(runs)
     print()
     print(table(rows))
