@@ -33,36 +33,6 @@ INT_TAG = _INT
 BOOL_TAG = _BOOL
 STR_TAG = _STR
 
-# Plain words YAML 1.1 reads as null or a boolean (yaml.resolver's patterns).
-_NULL_OR_BOOL_WORDS = frozenset(
-    (
-        "",
-        "~",
-        "null",
-        "Null",
-        "NULL",
-        "yes",
-        "Yes",
-        "YES",
-        "no",
-        "No",
-        "NO",
-        "true",
-        "True",
-        "TRUE",
-        "false",
-        "False",
-        "FALSE",
-        "on",
-        "On",
-        "ON",
-        "off",
-        "Off",
-        "OFF",
-    )
-)
-
-
 @functools.cache
 def _yaml_rules() -> tuple[dict[str | None, list[tuple[str, Any]]], Any]:
     """PyYAML's implicit type resolvers and safe constructor, loaded on first use."""
@@ -71,9 +41,11 @@ def _yaml_rules() -> tuple[dict[str | None, list[tuple[str, Any]]], Any]:
     return yaml.resolver.Resolver.yaml_implicit_resolvers, yaml.constructor.SafeConstructor()
 
 
+# Plain words YAML 1.1 reads as null or a boolean (yaml.resolver's patterns).
 _NULL_WORDS = frozenset(("", "~", "null", "Null", "NULL"))
 _TRUE_WORDS = frozenset(("yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"))
 _FALSE_WORDS = frozenset(("no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"))
+_NULL_OR_BOOL_WORDS = _NULL_WORDS | _TRUE_WORDS | _FALSE_WORDS
 # First characters for which PyYAML has an implicit resolver (yaml.resolver).
 _RESOLVED_FIRST = frozenset("!&*+-.0123456789<=FNOTYfnoty~")
 _UNIT_LAST = frozenset("abcdefghijklmnopqrstuvwxy")
