@@ -227,10 +227,6 @@ def _address(item: Item | None) -> str | None:
         return None
 
 
-def _family(address: str) -> str:
-    return "ipv6" if ":" in address else "ipv4"
-
-
 # --- ipvs ------------------------------------------------------------------------
 
 
@@ -365,7 +361,7 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
         if family_item is not None:
             vs.error("family is implied by the address; it is only for fwmark services", "family")
     if address is not None:
-        family = _family(address)
+        family = quick.address_family(address)
     if protocol is None and fwmark is None:
         protocol = "tcp"
     if one_packet and protocol not in ("udp", None):
@@ -396,9 +392,7 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
 
     if fwmark is not None and family is None:
         families = {
-            ("ipv6" if ":" in rs.address else "ipv4")
-            for rs in real_servers
-            if rs.forwarding != "tunnel"
+            quick.address_family(rs.address) for rs in real_servers if rs.forwarding != "tunnel"
         }
         family = families.pop() if len(families) == 1 else "ipv4"
 
@@ -583,11 +577,11 @@ def _real_server(
     if (
         address is not None
         and vs_family is not None
-        and _family(address) != vs_family
+        and quick.address_family(address) != vs_family
         and (forwarding != "tunnel")
     ):
         rs.error(
-            f"{_family(address)} real server in an {vs_family} virtual server: "
+            f"{quick.address_family(address)} real server in an {vs_family} virtual server: "
             "only tunnel forwarding can cross address families",
             "address",
         )

@@ -8,7 +8,8 @@ else — another key, a value it would have to reject, a quoted number, a
 duplicate — so that the general reader, which words every problem with its line
 and key path, reads that entry instead. It never reports a problem itself and
 accepts nothing the general reader would refuse; tests/unit/config/test_quick.py
-holds the two readers to the same results.
+holds the two readers to the same results. The address rules both readers apply
+(``unicast_address``, ``address_family``) live here.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def virtual_server(node: Node) -> VirtualServer | None:
             return None
     if name is None or address is None or not port or servers is None:
         return None
-    family = "ipv6" if ":" in address else "ipv4"
+    family = address_family(address)
     real_servers: list[RealServer] = []
     taken: set[tuple[str, int]] = set()
     for entry in servers:
@@ -153,7 +154,7 @@ def _real_server(node: Node, vs_port: int, vs_forwarding: str, family: str) -> R
     if address is None:
         return None
     forwarding = forwarding or vs_forwarding
-    if ("ipv6" if ":" in address else "ipv4") != family and forwarding != "tunnel":
+    if address_family(address) != family and forwarding != "tunnel":
         return None
     if forwarding != "nat":
         if port >= 0 and port != vs_port:
@@ -205,6 +206,11 @@ def _address(text: str) -> str | None:
         return unicast_address(text)
     except ValueError:
         return None
+
+
+def address_family(address: str) -> str:
+    """``ipv4`` or ``ipv6``, the config's family names, of a valid address."""
+    return "ipv6" if ":" in address else "ipv4"
 
 
 def unicast_address(text: str) -> str:

@@ -33,6 +33,7 @@ INT_TAG = _INT
 BOOL_TAG = _BOOL
 STR_TAG = _STR
 
+
 @functools.cache
 def _yaml_rules() -> tuple[dict[str | None, list[tuple[str, Any]]], Any]:
     """PyYAML's implicit type resolvers and safe constructor, loaded on first use."""
