@@ -109,8 +109,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+ONE_SHOT = ("apply", "plan", "check-config", "status")  # commands run() ends with os._exit
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    return _dispatch(_parser().parse_args(argv))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "lab":
         from agent.lab.demo import main as lab_main
@@ -334,10 +340,10 @@ def run() -> None:
     is pure cost (seconds under emulation), so the process exits straight after
     flushing its output. ``main`` returns normally for callers in-process.
     """
-    code = main()
-    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    args = _parser().parse_args()
+    code = _dispatch(args)
     profiled = sys.getprofile() is not None or sys.gettrace() is not None  # they write at exit
-    if command in ("apply", "plan", "check-config", "status") and not profiled:
+    if args.command in ONE_SHOT and not profiled:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
