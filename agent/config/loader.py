@@ -35,6 +35,7 @@ from agent.config.reader import (
     ConfigError,
     Item,
     Node,
+    Problem,
     Problems,
     Section,
     compose,
@@ -66,8 +67,24 @@ _FLAG_BIT = {
 
 def load_config(path: str) -> Config:
     """Read and validate ``path``; raises ConfigError (with every problem) or OSError."""
-    text = Path(path).read_text(encoding="utf-8")
-    return parse_config(text, path)
+    return parse_config(decode_config(Path(path).read_bytes(), path), path)
+
+
+def decode_config(data: bytes, source: str) -> str:
+    """The file's text as ``open()`` reads it (UTF-8, universal newlines); bytes that
+    are not UTF-8 raise ConfigError naming the line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = data[exc.start : exc.end].hex(" ")
+        raise ConfigError(
+            [Problem(source, line, "", f"not UTF-8 text: byte(s) {bad} at column {column}")]
+        ) from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
 def parse_config(text: str, source: str = "config.yaml", *, witness: bool = False) -> Config:
@@ -77,8 +94,7 @@ def parse_config(text: str, source: str = "config.yaml", *, witness: bool = Fals
 
 
 def load_witness_config(path: str) -> Config:
-    text = Path(path).read_text(encoding="utf-8")
-    return parse_config(text, path, witness=True)
+    return parse_config(decode_config(Path(path).read_bytes(), path), path, witness=True)
 
 
 def _parse_config(text: str, source: str, witness: bool = False) -> Config:
@@ -605,4 +621,4 @@ def _real_server(
     )
 
 
-__all__ = ["DEFAULT_PATH", "ConfigError", "load_config", "parse_config"]
+__all__ = ["DEFAULT_PATH", "ConfigError", "decode_config", "load_config", "parse_config"]

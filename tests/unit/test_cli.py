@@ -68,3 +68,20 @@ def test_witness_check(tmp_path: Path) -> None:
     proc = run("witness", "--check", "-c", str(bad))
     assert proc.returncode == 1
     assert "unknown key (did you mean 'listen'?)" in proc.stderr
+
+
+def test_file_that_is_not_utf8_is_one_problem_naming_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"node: {name: a}\n# caf\xe9\nvirtual_servers: []\n")
+    for command in ("check-config", "plan", "apply"):
+        r = run(command, "-c", str(bad))
+        assert r.returncode == 1, (command, r.stderr)
+        assert f"{bad}:2: not UTF-8 text: byte(s) e9 at column 6" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_windows_line_ends_read_like_unix_ones(tmp_path: Path) -> None:
+    text = (ROOT / "config.example.yaml").read_text()
+    crlf = tmp_path / "crlf.yaml"
+    crlf.write_bytes(text.replace("\n", "\r\n").encode())
+    assert run("check-config", "-c", str(crlf)).returncode == 0
