@@ -59,9 +59,15 @@ def fast_init(cls: type[T]) -> type[T]:
 def fast_constructor(cls: type[T]) -> Callable[..., T]:
     """``make(field1, field2, ...)`` building a ``cls`` from every field, in order.
 
-    A class with ``__post_init__``, fields left out of ``__init__`` or no slots
-    gets its own constructor back.
+    A named tuple gets ``tuple.__new__`` called directly. A class with
+    ``__post_init__``, fields left out of ``__init__`` or no slots gets its own
+    constructor back.
     """
+    if issubclass(cls, tuple) and hasattr(cls, "_fields"):
+        fields = ", ".join(cast(Any, cls)._fields)
+        scope: dict[str, Any] = {"_new": tuple.__new__, "_cls": cls}
+        exec(f"def make({fields}):\n    return _new(_cls, ({fields},))\n", scope)
+        return cast(Callable[..., T], scope["make"])
     fs = dataclasses.fields(cast(Any, cls))
     if (
         hasattr(cls, "__post_init__")
@@ -70,7 +76,7 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     ):
         return cls
     names = [f.name for f in fs]
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    scope = {"_new": object.__new__, "_cls": cls}
     for name in names:
         scope[f"_set_{name}"] = cls.__dict__[name].__set__
     body = "".join(f"    _set_{name}(o, {name})\n" for name in names)

@@ -77,6 +77,10 @@ SO_RCVBUFFORCE: Final = 33
 _REPLY_TRUESIZE: Final = 2048
 _RECV_BUFFER: Final = 1 << 17  # > the 32 KiB netlink_dump caps a dump chunk at
 
+# Plain ints: socket.MSG_* are IntFlag members, whose `&` and `|` run in Python.
+_MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
+_MSG_TRUNC: Final = int(socket.MSG_TRUNC)
+
 _WAIT: Final = 0  # the driver must wait until the socket is readable
 _YIELD: Final = 1  # a good moment to let other tasks run
 
@@ -366,7 +370,7 @@ class IpvsKernel:
         """Discard replies left by an abandoned call (finishing any dump still running)."""
         for _ in range(1_000_000):
             try:
-                self._sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
+                self._sock.recv_into(self._buf, 0, _MSG_DONTWAIT)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -450,7 +454,7 @@ class _Receiver:
         """Every queued datagram (at least one); BlockingIOError when none is."""
         if self._mm is not None:
             return self._mm.recv()  # type: ignore[no-any-return]
-        n = self._sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT | socket.MSG_TRUNC)
+        n = self._sock.recv_into(self._buf, 0, _MSG_DONTWAIT | _MSG_TRUNC)
         if n > self._size:
             raise IpvsError(errno.EMSGSIZE, f"netlink reply of {n} bytes truncated")
         return [bytes(self._view[:n])]
@@ -506,7 +510,7 @@ class _MmsgVector:
         self._base = base
 
     def recv(self) -> list[bytes]:
-        n = self._fn(self._fd, self._msgs, self._slots, socket.MSG_DONTWAIT, None)
+        n = self._fn(self._fd, self._msgs, self._slots, _MSG_DONTWAIT, None)
         if n < 0:
             err = self._ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EWOULDBLOCK):
@@ -516,7 +520,7 @@ class _MmsgVector:
         string_at = self._ctypes.string_at
         for i in range(n):
             m = self._msgs[i]
-            if m.msg_hdr.msg_flags & socket.MSG_TRUNC:
+            if m.msg_hdr.msg_flags & _MSG_TRUNC:
                 raise IpvsError(errno.EMSGSIZE, "netlink reply truncated")
             out.append(string_at(self._base + i * self._size, m.msg_len))
         return out

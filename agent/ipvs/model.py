@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from agent.frozen import fast_init
 
@@ -78,13 +78,15 @@ TUN_FLAG_CSUM: Final = 0x0001
 TUN_FLAG_REMCSUM: Final = 0x0002
 
 
-@fast_init
-@dataclass(frozen=True, slots=True, order=True)
-class ServiceKey:
+class ServiceKey(NamedTuple):
     """Identity of a virtual service: (af, protocol, address, port) or (af, fwmark).
 
     A firewall-mark service is ``ServiceKey(af, 0, "", 0, mark)``: the kernel
     reports no protocol, address or port for it, so that is how a dump decodes it.
+
+    The keys are named tuples, not dataclasses: every dump, plan and table
+    lookup hashes, compares and sorts them tens of thousands of times, and a
+    tuple does that in C where a dataclass runs generated Python methods.
     """
 
     af: int
@@ -117,10 +119,8 @@ class Service:
     pe_name: str = ""
 
 
-@fast_init
-@dataclass(frozen=True, slots=True, order=True)
-class DestKey:
-    """Identity of a real server inside one virtual service."""
+class DestKey(NamedTuple):
+    """Identity of a real server inside one virtual service (a named tuple: see ServiceKey)."""
 
     af: int
     address: str

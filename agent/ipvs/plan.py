@@ -30,12 +30,14 @@ from agent.ipvs.model import (
     AddService,
     DelDest,
     DelService,
+    DesiredService,
     DesiredTable,
     Dest,
     DestKey,
     EditDest,
     EditService,
     KernelDest,
+    KernelService,
     KernelTable,
     Op,
     Service,
@@ -110,6 +112,8 @@ def _plan(
         want = desired[key]
         services.add(key)
         have = kernel.get(key)
+        if have is not None and _unchanged(want, have):
+            continue  # the common case of a periodic reconcile: no sort, no wording
         label = f"{key} ({want.name})" if want.name else str(key)
         if have is None:
             steps.append(
@@ -178,6 +182,18 @@ def _plan(
                     )
 
     return Plan(tuple(steps), Ownership(frozenset(services), drains), len(drains))
+
+
+def _unchanged(want: DesiredService, have: KernelService) -> bool:
+    """The kernel's service and real servers are exactly the wanted ones."""
+    dests = have.dests
+    if have.service != want.service or len(dests) != len(want.dests):
+        return False
+    for dkey, dest in want.dests.items():
+        current = dests.get(dkey)
+        if current is None or current.dest != dest:
+            return False
+    return True
 
 
 def _drain(

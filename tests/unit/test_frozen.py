@@ -41,3 +41,17 @@ def test_refuses_what_it_cannot_reproduce() -> None:
     for cls in (WithFactory, Mutable):
         with pytest.raises(TypeError):
             fast_init(cls)
+
+
+def test_fast_constructor_of_a_named_tuple_key() -> None:
+    from agent.frozen import fast_constructor
+    from agent.ipvs.model import ServiceKey
+
+    make = fast_constructor(DestKey)
+    key = make(2, "10.0.0.1", 80)
+    assert type(key) is DestKey and key == DestKey(2, "10.0.0.1", 80)
+    assert hash(key) == hash(DestKey(af=2, address="10.0.0.1", port=80))
+    assert fast_constructor(ServiceKey)(2, 6, "192.0.2.1", 80, 0) == ServiceKey(
+        2, 6, "192.0.2.1", 80
+    )
+    assert str(key) == "10.0.0.1:80"
