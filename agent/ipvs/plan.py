@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from agent.frozen import fast_init
 from agent.gcpause import paused_gc
 from agent.ipvs.model import (
+    AF_INET6,
     AddDest,
     AddService,
     DelDest,
@@ -266,14 +267,17 @@ def _svc_changes(old: Service, new: Service) -> str:
 
 
 def _dest_attrs(d: Dest) -> str:
-    parts = [str(d.key), f"forwarding={_FWD_NAMES.get(d.fwd, d.fwd)}", f"weight={d.weight}"]
+    # One f-string for the common case: a table load words every real server.
+    key = d.key
+    host = f"[{key.address}]" if key.af == AF_INET6 else key.address
+    text = f"{host}:{key.port} forwarding={_FWD_NAMES.get(d.fwd, d.fwd)} weight={d.weight}"
     if d.u_threshold or d.l_threshold:
-        parts.append(f"thresholds={d.l_threshold}..{d.u_threshold}")
+        text += f" thresholds={d.l_threshold}..{d.u_threshold}"
     if d.fwd == 2:
-        parts.append(f"tunnel={_TUN_NAMES.get(d.tun_type, d.tun_type)}")
+        text += f" tunnel={_TUN_NAMES.get(d.tun_type, d.tun_type)}"
         if d.tun_port:
-            parts.append(f"tunnel_port={d.tun_port}")
-    return " ".join(parts)
+            text += f" tunnel_port={d.tun_port}"
+    return text
 
 
 def _dest_changes(old: Dest, new: Dest) -> str:
