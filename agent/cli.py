@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from agent.config import Config
+    from agent.ipvs.configcache import CompiledConfig
 
 DEFAULT_CONFIG = "/etc/lvs-agent/config.yaml"
 
@@ -32,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="lvs-agent",
         description="LVS director agent: programs the kernel IPVS table from a YAML "
         "configuration and keeps it there.",
-        epilog="Exit status: 0 ok (plan: nothing pending), 1 error, 2 plan: changes pending.",
+        epilog="Exit status: 0 ok (plan: nothing pending), 1 error, 2 plan: changes pending. "
+        "plan and apply cache what they read from a valid file in /var/cache/lvs-agent "
+        "(LVS_AGENT_CACHE_DIR moves it; empty turns it off).",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -133,6 +136,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.daemon.witness import run_witness
 
         return run_witness(args.config)
+    if command in ("apply", "plan"):
+        compiled = _compile(args.config)
+        if compiled is None:
+            return EXIT_ERROR
+        return _with_kernel(command, compiled)
     config = _load(args.config)
     if config is None:
         return EXIT_ERROR
@@ -146,14 +154,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "run":
         from agent.daemon import run
 
-        return run(args.config)
+        return run(args.config, config)
     if command == "failover":
         return _failover(config)
     if command == "status" and config.lock is not None:
         _lock_status(config)
         if not config.virtual_servers:
             return EXIT_OK
-    return _with_kernel(command, config)
+    from agent.ipvs.configcache import CompiledConfig
+
+    return _with_kernel(command, CompiledConfig(config.state_dir, config.ipvs, {}))
 
 
 def _check_witness(path: str) -> int:
@@ -243,10 +253,41 @@ def _load(path: str, loader: Callable[[str], Config] | None = None) -> Config | 
     return None
 
 
-def _with_kernel(command: str, config: Config) -> int:
+def _compile(path: str) -> CompiledConfig | None:
+    """What apply and plan need from the file: from the cache when these bytes
+    were read before, else read and validated (and then cached)."""
     from pathlib import Path
 
+    from agent.ipvs.configcache import CompiledConfig, ConfigCache
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        print(f"lvs-agent: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return None
+    cache = ConfigCache.default()
+    compiled = cache.load(data)
+    if compiled is not None:
+        return compiled
+
+    def parse(source: str) -> Config:
+        from agent.config.loader import decode_config, parse_config
+
+        return parse_config(decode_config(data, source), source)
+
+    config = _load(path, parse)
+    if config is None:
+        return None
     from agent.ipvs.desired import desired_table
+
+    compiled = CompiledConfig(config.state_dir, config.ipvs, desired_table(config.virtual_servers))
+    cache.store(data, compiled)
+    return compiled
+
+
+def _with_kernel(command: str, config: CompiledConfig) -> int:
+    from pathlib import Path
+
     from agent.ipvs.kernel import IpvsKernel, IpvsUnavailable
     from agent.ipvs.reconciler import reconcile
     from agent.ipvs.state import OwnershipStore, StateFileError
@@ -274,7 +315,7 @@ def _with_kernel(command: str, config: Config) -> int:
             outcome = reconcile(
                 kernel,
                 store,
-                desired_table(config.virtual_servers),
+                config.table,
                 config.ipvs,
                 dry_run=command == "plan",
             )

@@ -351,10 +351,14 @@ class Agent:
         return outcome
 
 
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
 def load_for_start(config_path: str, loader: Callable[[str], Config]) -> Config | None:
     """Set up logging and read the configuration of a long-running command (``run``,
     ``witness``); problems are logged and None returned: the process does not start."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     from agent.config import ConfigError
 
     try:
@@ -368,12 +372,16 @@ def load_for_start(config_path: str, loader: Callable[[str], Config]) -> Config 
     return None
 
 
-def run(config_path: str) -> int:
-    from agent.config import load_config
-
-    config = load_for_start(config_path, load_config)
+def run(config_path: str, config: Config | None = None) -> int:
+    """The daemon; ``config``: the file as already read and validated by the caller."""
     if config is None:
-        return 1
+        from agent.config import load_config
+
+        config = load_for_start(config_path, load_config)
+        if config is None:
+            return 1
+    else:
+        setup_logging()
     lock = InstanceLock(config.state_dir)
     busy = lock.acquire()
     if busy:

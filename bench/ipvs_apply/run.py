@@ -6,14 +6,16 @@ rules for all three:
 
   (a)  lvs-agent apply on an empty table
          command: a new `lvs-agent apply` process, start to exit (interpreter start,
-                  imports, config parse, dump, plan, apply)
+                  imports, config parse, dump, plan, apply); once for a file it
+                  has never seen, once for a file in its configuration cache
          engine:  the same work inside a running agent (parse, dump, plan, apply):
                   what a daemon pays on start-up or reload
   (b)  ipvsadm-restore of the same rules
   (b') keepalived -C loading the same virtual_server blocks (no checkers), from
        process start until the last real server is in the kernel
-  (c)  a no-op re-apply (command and engine); beside it `ipvsadm -S -n`, the
-       same kernel read done in C, which any exact no-op has to make
+  (c)  a no-op re-apply (command, with and without the configuration cache, and
+       engine); beside it `ipvsadm -S -n`, the same kernel read done in C,
+       which any exact no-op has to make
   (d)  one weight change in the full table: netlink messages sent, the time of
        that operation, and the whole reconcile (parse, dump, plan, apply)
   (e)  peak RSS of the `lvs-agent apply` process
@@ -249,23 +251,39 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
         res["keepalived_s"] = keepalived_load(ns, kconf, n, work, timeout=max(120, n * 0.05))
         print(f"  (b') keepalived -C              {res['keepalived_s']:8.2f} s", flush=True)
 
-    # (a) a new `lvs-agent apply` process, then (c) the same again.
+    # (a) a new `lvs-agent apply` process on a file it has never seen (cold: the
+    # YAML is read and the configuration cache filled), then (c) the same again
+    # (warm: from the cache) and once more with the cache off; then (a) on an
+    # empty table with the file seen before: a reboot, or a new network namespace.
+    cache = work / f"cache-{n}"
+    config = work / f"agent-cmd-{n}.yaml"
+    config.write_text(agent_config(n, str(work / f"state-cmd-{n}")))
+
+    def apply_cmd(ns: str, cache_dir: Path | str) -> list[str]:
+        env = ["env", f"LVS_AGENT_CACHE_DIR={cache_dir}"]
+        return ["ip", "netns", "exec", ns, *env, python, "-m", "agent", "apply", "-c", str(config)]
+
     with fresh_netns() as ns:
-        config = work / f"agent-cmd-{n}.yaml"
-        config.write_text(agent_config(n, str(work / f"state-cmd-{n}")))
-        cmd = ["ip", "netns", "exec", ns, python, "-m", "agent", "apply", "-c", str(config)]
-        res["agent_command_s"], rc, rss = timed_command(cmd)
+        res["agent_command_s"], rc, rss = timed_command(apply_cmd(ns, cache))
         assert rc == 0 and table_size(ns) == (n, n * DESTS), table_size(ns)
         res["agent_peak_rss_mb"] = rss / 1024
-        res["agent_noop_command_s"], rc, rss2 = timed_command(cmd)
+        res["agent_noop_command_s"], rc, rss2 = timed_command(apply_cmd(ns, cache))
         assert rc == 0
         res["agent_noop_peak_rss_mb"] = rss2 / 1024
-        print(
-            f"  (a)  lvs-agent apply (command)  {res['agent_command_s']:8.2f} s   "
-            f"peak RSS {res['agent_peak_rss_mb']:.0f} MB",
-            flush=True,
-        )
-        print(f"  (c)  no-op apply (command)      {res['agent_noop_command_s']:8.2f} s", flush=True)
+        res["agent_noop_uncached_command_s"], rc, _ = timed_command(apply_cmd(ns, ""))
+        assert rc == 0
+    with fresh_netns() as ns:
+        res["agent_cached_command_s"], rc, _ = timed_command(apply_cmd(ns, cache))
+        assert rc == 0 and table_size(ns) == (n, n * DESTS), table_size(ns)
+    print(
+        f"  (a)  lvs-agent apply, new file  {res['agent_command_s']:8.2f} s   "
+        f"peak RSS {res['agent_peak_rss_mb']:.0f} MB\n"
+        f"  (a)  lvs-agent apply, file seen {res['agent_cached_command_s']:8.2f} s   "
+        "(configuration cache; empty table)\n"
+        f"  (c)  no-op apply (command)      {res['agent_noop_command_s']:8.2f} s   "
+        f"(cache off: {res['agent_noop_uncached_command_s']:.2f} s)",
+        flush=True,
+    )
 
     # The same work inside a running agent (imports and interpreter already paid).
     with fresh_netns() as ns:
@@ -311,10 +329,12 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
     b, bk = res["ipvsadm_restore_s"], res["keepalived_s"]
     res["ratios"] = {
         "a_command/b'": res["agent_command_s"] / bk,
+        "a_cached_command/b'": res["agent_cached_command_s"] / bk,
         "a_engine/b'": res["agent_engine_s"] / bk,
         "a_command/b": res["agent_command_s"] / b,
         "a_engine/b": res["agent_engine_s"] / b,
         "c_command/b": res["agent_noop_command_s"] / b,
+        "c_uncached_command/b": res["agent_noop_uncached_command_s"] / b,
         "c_engine/b": res["agent_noop_engine_s"] / b,
         "c_periodic/b": res["agent_periodic_reconcile_s"] / b,
         "save/b": res["ipvsadm_save_s"] / b,

@@ -71,7 +71,10 @@ def reconcile_in(ns: str, config_path: Path) -> tuple[CountingKernel, object, in
     return counting, outcome, counting.messages
 
 
-def test_every_option_round_trips_through_ipvsadm(ns: str, tmp_path: Path) -> None:
+def test_every_option_round_trips_through_ipvsadm(
+    ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LVS_AGENT_CACHE_DIR", "")  # every command reads the file
     config = write_config(tmp_path)
     assert cli(ns, "plan", "-c", str(config)) == 2
     assert cli(ns, "apply", "-c", str(config)) == 0
@@ -90,6 +93,36 @@ def test_every_option_round_trips_through_ipvsadm(ns: str, tmp_path: Path) -> No
     counting, _outcome, sent = reconcile_in(ns, config)
     assert counting.ops == [] and sent == 0
     assert ipvsadm(ns, "-S", "-n") == (DATA / "every-option.ipvsadm").read_text()
+
+
+def test_cached_configuration_programs_exactly_what_the_file_says(
+    ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LVS_AGENT_CACHE_DIR", str(cache))
+    expected = (DATA / "every-option.ipvsadm").read_text()
+    config = write_config(tmp_path)
+    assert cli(ns, "apply", "-c", str(config)) == 0  # read, validated, applied, cached
+    assert len(list(cache.glob("*.ipvs"))) == 1
+    # From here the file is not read: an emptied table is rebuilt from the entry.
+    ipvsadm(ns, "-C")
+    assert cli(ns, "plan", "-c", str(config)) == 2
+    assert cli(ns, "apply", "-c", str(config)) == 0
+    assert ipvsadm(ns, "-S", "-n") == expected
+    assert cli(ns, "plan", "-c", str(config)) == 0
+    assert len(list(cache.glob("*.ipvs"))) == 1
+    # Other bytes are another entry; the old bytes find theirs again.
+    original = config.read_text()
+    config.write_text(original.replace("port: 8080, weight: 50,", "port: 8080, weight: 75,"))
+    assert cli(ns, "plan", "-c", str(config)) == 2
+    assert len(list(cache.glob("*.ipvs"))) == 2
+    config.write_text(original)
+    assert cli(ns, "plan", "-c", str(config)) == 0
+    # An invalid file is never cached and changes nothing.
+    config.write_text(original.replace("scheduler: wlc", "scheduler: nope", 1))
+    assert cli(ns, "apply", "-c", str(config)) == 1
+    assert len(list(cache.glob("*.ipvs"))) == 2
+    assert ipvsadm(ns, "-S", "-n") == expected
 
 
 def test_hand_made_service_survives_every_apply(ns: str, tmp_path: Path) -> None:
