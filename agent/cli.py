@@ -28,9 +28,27 @@ EXIT_PENDING = 2
 MAX_PROBLEMS_SHOWN = 50  # a broken generated file can hold thousands of the same mistake
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized as shutil.get_terminal_size would size it,
+    without importing shutil (and with it bz2, lzma, zlib and fnmatch): argparse
+    builds a formatter for every add_argument, so every command paid for it."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            out = sys.__stdout__
+            try:
+                columns = os.get_terminal_size(out.fileno()).columns if out else 80
+            except (ValueError, OSError):
+                columns = 80
+        super().__init__(prog, width=(columns or 80) - 2)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lvs-agent",
+        formatter_class=_Formatter,
         description="LVS director agent: programs the kernel IPVS table from a YAML "
         "configuration and keeps it there.",
         epilog="Exit status: 0 ok (plan: nothing pending), 1 error, 2 plan: changes pending. "
@@ -40,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=_Formatter
+        )
         cmd.add_argument(
             "-c",
             "--config",
@@ -84,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser(
         "lab",
+        formatter_class=_Formatter,
         help="build a throwaway LVS lab in network namespaces and send traffic through it",
         description="Build a client, directors running this agent and two HTTP real servers "
         "in network namespaces; send requests through the VIP; show which real server "

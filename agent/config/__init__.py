@@ -6,29 +6,25 @@ The names are resolved on first use, so that importing one module of the package
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from agent.lazy import lazy_names
 
 if TYPE_CHECKING:
     from agent.config.loader import DEFAULT_PATH, load_config, parse_config
     from agent.config.model import Config
     from agent.config.reader import ConfigError, Problem
 
-_HOMES = {
-    "DEFAULT_PATH": "loader",
-    "load_config": "loader",
-    "parse_config": "loader",
-    "Config": "model",
-    "ConfigError": "reader",
-    "Problem": "reader",
-}
-
-
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{home}"), name)
-
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "DEFAULT_PATH": "loader",
+        "load_config": "loader",
+        "parse_config": "loader",
+        "Config": "model",
+        "ConfigError": "reader",
+        "Problem": "reader",
+    },
+)
 
 __all__ = ["DEFAULT_PATH", "Config", "ConfigError", "Problem", "load_config", "parse_config"]

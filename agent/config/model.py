@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agent.frozen import fast_init
-from agent.vrrp.config import VrrpConfig
 
 if TYPE_CHECKING:
     from agent.lock.config import LockConfig
+    from agent.vrrp.config import VrrpConfig
 
 FORWARDING_METHODS = ("nat", "dr", "tunnel")
 TUNNEL_TYPES = ("ipip", "gue", "gre")
@@ -110,6 +110,13 @@ class IpvsSettings:
     sysctls: dict[str, int] = field(default_factory=dict)
 
 
+def _no_vrrp() -> VrrpConfig:
+    # Imported here: apply and plan use this module for IpvsSettings alone.
+    from agent.vrrp.config import VrrpConfig
+
+    return VrrpConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str
@@ -120,7 +127,7 @@ class Config:
     state_dir: str
     ipvs: IpvsSettings
     virtual_servers: tuple[VirtualServer, ...]
-    vrrp: VrrpConfig = field(default_factory=VrrpConfig)
+    vrrp: VrrpConfig = field(default_factory=_no_vrrp)
     lock: LockConfig | None = None  # the quorum lease lock; None: no ``lock:`` section
     #: clusters served as a witness (``lvs-agent witness``): ``witness.clusters`` + ``lock``
     witness: tuple[LockConfig, ...] = ()

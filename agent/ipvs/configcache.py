@@ -14,12 +14,14 @@ Rules:
 - Only a valid file is ever stored, so a hit means the file is valid; a changed
   byte, a changed module or another Python is a miss, and the file is read and
   validated as usual.
-- Entries are pickles. The directory and every entry must belong to the
+- Entries are marshal data (plain tuples, read in C; marshal is built in, so
+  nothing more is imported). The directory and every entry must belong to the
   effective user and be writable by nobody else, or the cache is not used at
   all (it is never a way for another user to feed the agent a table).
-- Anything unexpected (unreadable, truncated, another format) is a miss. A
-  write that fails leaves the command's result unchanged: the cache is only
-  ever a shortcut.
+- Each entry starts with the sha256 of the rest, so a damaged entry is never
+  taken for a different table. Anything unexpected (unreadable, truncated,
+  damaged, another format) is a miss. A write that fails leaves the command's
+  result unchanged: the cache is only ever a shortcut.
 - At most ``KEEP`` entries are kept; the least recently used go first.
 
 The directory is ``/var/cache/lvs-agent``, or ``$LVS_AGENT_CACHE_DIR``; an
@@ -30,8 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import marshal
 import os
-import pickle
 import stat
 import sys
 from dataclasses import dataclass
@@ -55,8 +57,9 @@ from agent.ipvs.model import (
 DEFAULT_DIR: Final = "/var/cache/lvs-agent"
 ENV_DIR: Final = "LVS_AGENT_CACHE_DIR"
 KEEP: Final = 8
-FORMAT: Final = 1
+FORMAT: Final = 2
 _SUFFIX: Final = ".ipvs"
+_SUM_SIZE: Final = 32  # an entry is sha256(payload) + payload
 _CODE_DIRS: Final = ("config", "ipvs")
 
 
@@ -85,10 +88,15 @@ class ConfigCache:
         if path is None or not self._trusted_dir(create=False):
             return None
         try:
-            with open(path, "rb") as f, paused_gc():  # tens of thousands of objects
+            with open(path, "rb") as f:
                 if not _trusted(os.fstat(f.fileno())):
                     return None
-                compiled = _from_record(pickle.load(f))
+                blob = f.read()
+            payload = blob[_SUM_SIZE:]
+            if hashlib.sha256(payload).digest() != blob[:_SUM_SIZE]:
+                return None  # damaged: read the file instead, and store it again
+            with paused_gc():  # tens of thousands of objects
+                compiled = _from_record(marshal.loads(payload))
         except Exception:  # a miss, whatever went wrong: the file is read instead
             return None
         with contextlib.suppress(OSError):
@@ -104,7 +112,8 @@ class ConfigCache:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with open(fd, "wb") as f:
-                pickle.dump(_to_record(compiled), f, protocol=pickle.HIGHEST_PROTOCOL)
+                payload = marshal.dumps(_to_record(compiled))
+                f.write(hashlib.sha256(payload).digest() + payload)
             os.replace(tmp, path)
         except OSError:
             with contextlib.suppress(OSError):
@@ -166,7 +175,7 @@ def _code_fingerprint() -> bytes:
     return "\n".join(parts).encode() + b"\0"
 
 
-# ---- the record: tuples of plain values, which pickle reads in C
+# ---- the record: tuples of plain values
 
 
 def _to_record(c: CompiledConfig) -> tuple[Any, ...]:
@@ -186,7 +195,9 @@ def _to_record(c: CompiledConfig) -> tuple[Any, ...]:
                 s.scheduler, s.flags, s.timeout, s.netmask, s.pe_name, ds.name, dests,
             )
         )  # fmt: skip
-    return (FORMAT, c.state_dir, c.ipvs, tuple(services))
+    i = c.ipvs
+    settings = (i.timeout_tcp, i.timeout_tcp_fin, i.timeout_udp, i.drain_timeout, i.sysctls)
+    return (FORMAT, c.state_dir, settings, tuple(services))
 
 
 _FORWARDING: Final = {int(m): m for m in Forwarding}
@@ -199,9 +210,11 @@ _new_desired = fast_constructor(DesiredService)
 
 
 def _from_record(record: tuple[Any, ...]) -> CompiledConfig:
-    form, state_dir, ipvs, services = record
-    if form != FORMAT or not isinstance(state_dir, str) or not isinstance(ipvs, IpvsSettings):
+    form, state_dir, settings, services = record
+    if form != FORMAT or not isinstance(state_dir, str):
         raise ValueError("not a cache entry of this format")
+    tcp, tcp_fin, udp, drain_timeout, sysctls = settings
+    ipvs = IpvsSettings(tcp, tcp_fin, udp, drain_timeout, dict(sysctls))
     forwarding, tunnel_types, tunnel = _FORWARDING, _TUNNEL_TYPES, Forwarding.TUNNEL
     table: DesiredTable = {}
     for af, proto, address, port, fwmark, sched, flags, timeout, mask, pe, name, ds in services:

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from agent.lazy import lazy_names
+
 if TYPE_CHECKING:
     from agent.vrrp.config import (
         GarpConfig,
@@ -54,26 +56,20 @@ if TYPE_CHECKING:
 
 # Imported on first use: every command reads the configuration, which needs only the
 # configuration classes, not the state machine and the codec.
-_WHERE = {
-    "GarpConfig": "config",
-    "SyncGroupConfig": "config",
-    "TrackInterfaceConfig": "config",
-    "TrackScriptConfig": "config",
-    "VrrpConfig": "config",
-    "VrrpInstanceConfig": "config",
-    "InstanceCounters": "counters",
-    "State": "machine",
-    "VrrpDecodeError": "packet",
-}
-
-
-def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agent.vrrp' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"agent.vrrp.{module}"), name)
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "GarpConfig": "config",
+        "SyncGroupConfig": "config",
+        "TrackInterfaceConfig": "config",
+        "TrackScriptConfig": "config",
+        "VrrpConfig": "config",
+        "VrrpInstanceConfig": "config",
+        "InstanceCounters": "counters",
+        "State": "machine",
+        "VrrpDecodeError": "packet",
+    },
+)
 
 
 __all__ = [

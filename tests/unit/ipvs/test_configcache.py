@@ -91,12 +91,19 @@ def test_damaged_entries_are_misses_and_get_replaced(tmp_path: Path) -> None:
     cache.store(data, fresh)
     (entry,) = tmp_path.glob("*.ipvs")
     whole = entry.read_bytes()
-    for damaged in (b"", whole[: len(whole) // 2], b"not a pickle", whole[:-1] + b"\x00"):
+    flipped = bytearray(whole)
+    flipped[len(whole) // 2] ^= 1
+    last = whole[:-1] + bytes([whole[-1] ^ 1])
+    for damaged in (b"", whole[: len(whole) // 2], b"not marshal data", bytes(flipped), last):
         entry.write_bytes(damaged)
         assert cache.load(data) is None
-    import pickle
+    import hashlib
+    import marshal
 
-    entry.write_bytes(pickle.dumps((99, "/x", fresh.ipvs, ())))  # another format
+    for record in ((99, "/x", (None, None, None, 300.0, {}), ()), 12345, ("a", "b")):
+        payload = marshal.dumps(record)  # intact, but another format
+        entry.write_bytes(hashlib.sha256(payload).digest() + payload)
+        assert cache.load(data) is None
     assert cache.load(data) is None
     cache.store(data, fresh)
     hit = cache.load(data)
