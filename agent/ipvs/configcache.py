@@ -4,9 +4,9 @@ Reading the YAML and building the desired table is most of a one-shot command's
 work at 10,000 services (about 9 of 20 s under emulation, 0.7 s on hardware),
 and both depend only on the file's bytes and on the agent's code. So once a
 file has been read and found valid, its state_dir, ipvs settings and desired
-table are stored under a key made of a digest of those bytes and a fingerprint
-of the code (the size and mtime of every module of agent/config and agent/ipvs,
-the agent and Python versions). A later command given the same bytes loads the
+table are stored under a key made of a BLAKE2b digest of those bytes and a fingerprint
+of the code (the size and mtime of every module of the agent, the entry format
+and the Python version). A later command given the same bytes loads the
 entry instead of reading the file: the common cases, a re-apply or a restart
 with an unchanged configuration, skip the YAML entirely.
 
@@ -18,7 +18,7 @@ Rules:
   nothing more is imported). The directory and every entry must belong to the
   effective user and be writable by nobody else, or the cache is not used at
   all (it is never a way for another user to feed the agent a table).
-- Each entry starts with the sha256 of the rest, so a damaged entry is never
+- Each entry starts with a BLAKE2b-256 digest of the rest, so a damaged entry is never
   taken for a different table. Anything unexpected (unreadable, truncated,
   damaged, another format) is a miss. A write that fails leaves the command's
   result unchanged: the cache is only ever a shortcut.
@@ -31,7 +31,6 @@ empty ``LVS_AGENT_CACHE_DIR`` turns the cache off.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import marshal
 import os
 import stat
@@ -41,6 +40,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.config.model import IpvsSettings
+
+try:  # built into the interpreter: hashlib would first load OpenSSL (55 ms emulated)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - an interpreter built without it
+    from hashlib import blake2b
 from agent.frozen import fast_constructor
 from agent.gcpause import paused_gc
 from agent.ipvs.model import (
@@ -59,8 +63,7 @@ ENV_DIR: Final = "LVS_AGENT_CACHE_DIR"
 KEEP: Final = 8
 FORMAT: Final = 2
 _SUFFIX: Final = ".ipvs"
-_SUM_SIZE: Final = 32  # an entry is sha256(payload) + payload
-_CODE_DIRS: Final = ("config", "ipvs")
+_SUM_SIZE: Final = 32  # an entry is blake2b-256(payload) + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,7 @@ class ConfigCache:
                     return None
                 blob = f.read()
             payload = blob[_SUM_SIZE:]
-            if hashlib.sha256(payload).digest() != blob[:_SUM_SIZE]:
+            if blake2b(payload, digest_size=_SUM_SIZE).digest() != blob[:_SUM_SIZE]:
                 return None  # damaged: read the file instead, and store it again
             with paused_gc():  # tens of thousands of objects
                 compiled = _from_record(marshal.loads(payload))
@@ -113,7 +116,7 @@ class ConfigCache:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with open(fd, "wb") as f:
                 payload = marshal.dumps(_to_record(compiled))
-                f.write(hashlib.sha256(payload).digest() + payload)
+                f.write(blake2b(payload, digest_size=_SUM_SIZE).digest() + payload)
             os.replace(tmp, path)
         except OSError:
             with contextlib.suppress(OSError):
@@ -128,7 +131,7 @@ class ConfigCache:
             return None
         if self._fingerprint is None:
             self._fingerprint = _code_fingerprint()
-        digest = hashlib.sha256(self._fingerprint)
+        digest = blake2b(self._fingerprint, digest_size=32)
         digest.update(data)
         return self.directory / (digest.hexdigest() + _SUFFIX)
 
@@ -162,16 +165,22 @@ def _trusted(st: os.stat_result) -> bool:
 
 
 def _code_fingerprint() -> bytes:
-    """What the meaning of a cached entry depends on besides the file's bytes."""
+    """What the meaning of a cached entry depends on besides the file's bytes: every
+    module of the agent (validation rules live in several packages), by size and
+    mtime, the entry format and the Python version."""
     root = Path(__file__).resolve().parents[1]  # the agent package
     parts = [f"lvs-agent cache {FORMAT}", sys.version]
-    for sub in ("", *_CODE_DIRS):
-        folder = root / sub
+    folders = [str(root)]
+    while folders:
+        folder = folders.pop()
         with os.scandir(folder) as it:
-            for e in sorted(it, key=lambda e: e.name):
-                if e.name.endswith(".py") and (sub or e.name == "frozen.py"):
+            for e in it:
+                if e.name.endswith(".py"):
                     st = e.stat()
-                    parts.append(f"{sub}/{e.name} {st.st_size} {st.st_mtime_ns}")
+                    parts.append(f"{e.path} {st.st_size} {st.st_mtime_ns}")
+                elif e.is_dir() and not e.name.startswith((".", "__")):
+                    folders.append(e.path)
+    parts.sort()
     return "\n".join(parts).encode() + b"\0"
 
 

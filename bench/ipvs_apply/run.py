@@ -2,7 +2,8 @@
 
 All in one VM boot (re-runs itself inside the lab VM when this kernel has no
 IPVS), each tool in a fresh network namespace (its own empty IPVS table), same
-rules for all three:
+rules for all three; after each namespace is deleted the run waits for the CPUs
+to be idle again (the kernel frees the deleted table in the background):
 
   (a)  lvs-agent apply on an empty table
          command: a new `lvs-agent apply` process, start to exit (interpreter start,
@@ -87,6 +88,31 @@ def fresh_netns() -> Iterator[str]:
         yield name
     finally:
         netns.delete(name)
+        settle()
+
+
+def settle(limit: float = 120.0) -> float:
+    """Wait until the CPUs are idle again; the seconds waited.
+
+    A deleted namespace's IPVS table (50,000 objects at 10k) is torn down by a
+    kernel worker after `ip netns delete` returns; whichever tool is timed next
+    must not share the CPUs with that.
+    """
+
+    def jiffies() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values) - values[3] - values[4], sum(values)  # busy, all
+
+    start = time.monotonic()
+    busy, total = jiffies()
+    while time.monotonic() - start < limit:
+        time.sleep(0.5)
+        busy2, total2 = jiffies()
+        if total2 > total and (busy2 - busy) / (total2 - total) < 0.05:
+            break
+        busy, total = busy2, total2
+    return time.monotonic() - start
 
 
 def timed_command(argv: list[str], stdin: str | None = None) -> tuple[float, int, int]:
@@ -229,6 +255,7 @@ def keepalived_load(ns: str, conf: Path, n: int, work: Path, timeout: float) -> 
 def run_size(n: int, work: Path) -> dict[str, Any]:
     print(f"\n== {n} services x {DESTS} real servers", flush=True)
     res: dict[str, Any] = {"services": n, "real_servers": n * DESTS}
+    settle()
     rules = ipvsadm_rules(n)
     kconf = work / f"keepalived-{n}.conf"
     kconf.write_text(keepalived_config(n))

@@ -97,12 +97,12 @@ def test_damaged_entries_are_misses_and_get_replaced(tmp_path: Path) -> None:
     for damaged in (b"", whole[: len(whole) // 2], b"not marshal data", bytes(flipped), last):
         entry.write_bytes(damaged)
         assert cache.load(data) is None
-    import hashlib
     import marshal
+    from hashlib import blake2b
 
     for record in ((99, "/x", (None, None, None, 300.0, {}), ()), 12345, ("a", "b")):
         payload = marshal.dumps(record)  # intact, but another format
-        entry.write_bytes(hashlib.sha256(payload).digest() + payload)
+        entry.write_bytes(blake2b(payload, digest_size=32).digest() + payload)
         assert cache.load(data) is None
     assert cache.load(data) is None
     cache.store(data, fresh)
