@@ -389,8 +389,8 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
 
     # Real servers.
     real_servers: list[RealServer] = []
-    seen: dict[tuple[str, int], int] = {}
-    for rs_item in rs_items:
+    seen: dict[tuple[str, int], tuple[int, int]] = {}  # -> (index, line)
+    for index, rs_item in enumerate(rs_items):
         rs_section = rs_item.as_section()
         if rs_section is None:
             continue
@@ -398,12 +398,13 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
         if rs is None:
             continue
         if (rs.address, rs.port) in seen:
+            first, line = seen[rs.address, rs.port]
             rs_section.error(
-                f"duplicate real server {rs.address} port {rs.port} (first at line "
-                f"{seen[rs.address, rs.port]})"
+                f"duplicate real server {rs.address} port {rs.port} "
+                f"(first as real_servers[{first}], line {line})"
             )
             continue
-        seen[rs.address, rs.port] = rs.line
+        seen[rs.address, rs.port] = (index, rs.line)
         real_servers.append(rs)
 
     if fwmark is not None and family is None:

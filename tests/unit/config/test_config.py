@@ -254,7 +254,7 @@ BAD = [
     (
         BASE + "      - {address: 10.0.1.21, port: 8080}\n",
         8,
-        "duplicate real server 10.0.1.21 port 8080 (first at line 7)",
+        "duplicate real server 10.0.1.21 port 8080 (first as real_servers[0], line 7)",
     ),
     (BASE + BASE.split("virtual_servers:\n")[1], 8, "duplicate virtual server name 'web'"),
     (
