@@ -344,7 +344,10 @@ def _with_kernel(command: str, config: CompiledConfig) -> int:
         print(f"lvs-agent: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:
-        print(f"lvs-agent: netlink: {exc}", file=sys.stderr)
+        if exc.filename:  # the ownership file in state_dir, not the kernel
+            print(f"lvs-agent: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        else:
+            print(f"lvs-agent: netlink: {exc}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         if lock is not None:

@@ -19,9 +19,12 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> str | None:
-        """None when acquired, else a sentence naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """None when acquired, else a sentence naming the holder or the problem."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            return f"cannot use state directory {self.path.parent}: {exc.strerror or exc}"
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -329,7 +329,8 @@ class Agent:
             return None
         except OSError as exc:
             log.error("reconcile failed: %s; retrying at the next reconcile", exc)
-            self.metrics.errors.labels(kind="netlink").inc()
+            # An error with a file name is the ownership file's, not the kernel's.
+            self.metrics.errors.labels(kind="state_file" if exc.filename else "netlink").inc()
             return None
         elapsed = time.monotonic() - started
         for step, result in zip(outcome.plan.steps, outcome.results, strict=False):
