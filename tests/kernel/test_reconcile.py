@@ -104,11 +104,18 @@ def test_cached_configuration_programs_exactly_what_the_file_says(
     config = write_config(tmp_path)
     assert cli(ns, "apply", "-c", str(config)) == 0  # read, validated, applied, cached
     assert len(list(cache.glob("*.ipvs"))) == 1
-    # From here the file is not read: an emptied table is rebuilt from the entry.
+    # From here the file is not read: an emptied table, other timeouts and a reset
+    # sysctl are put back from the entry.
     ipvsadm(ns, "-C")
+    ipvsadm(ns, "--set", "11", "12", "13")
+    with netns.entered(ns):
+        Path("/proc/sys/net/ipv4/vs/expire_nodest_conn").write_text("0\n")
     assert cli(ns, "plan", "-c", str(config)) == 2
     assert cli(ns, "apply", "-c", str(config)) == 0
     assert ipvsadm(ns, "-S", "-n") == expected
+    assert "Timeout (tcp tcpfin udp): 900 60 120" in ipvsadm(ns, "-L", "-n", "--timeout")
+    with netns.entered(ns):
+        assert Path("/proc/sys/net/ipv4/vs/expire_nodest_conn").read_text().strip() == "1"
     assert cli(ns, "plan", "-c", str(config)) == 0
     assert len(list(cache.glob("*.ipvs"))) == 1
     # Other bytes are another entry; the old bytes find theirs again.
