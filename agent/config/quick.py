@@ -225,6 +225,12 @@ def unicast_address(text: str) -> str:
     except OSError:
         raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
     first = packed[0]
-    if (first == 0xFF if af == _AF_INET6 else 224 <= first <= 239) or not any(packed):
-        raise ValueError(f"{text} cannot be used here (unspecified or multicast)")
+    if af == _AF_INET6:
+        unusable = first == 0xFF or not any(packed)
+    else:
+        # The kernel refuses these for a real server (EINVAL): 0.0.0.0/8 and
+        # 255.255.255.255 are broadcast to inet_addr_type, 224/4 multicast.
+        unusable = first == 0 or 224 <= first <= 239 or packed == b"\xff\xff\xff\xff"
+    if unusable:
+        raise ValueError(f"{text} cannot be used here (unspecified, multicast or broadcast)")
     return socket.inet_ntop(af, packed)

@@ -166,6 +166,9 @@ BAD = [
     (BASE + "ipvs: {drain_timeout: -5s}\n", 8, "is not a duration"),
     (BASE.replace("192.0.2.100", "192.0.2.300"), 4, "is not an IPv4 or IPv6 address"),
     (BASE.replace("192.0.2.100", "224.0.0.5"), 4, "multicast"),
+    (BASE.replace("10.0.1.21", "255.255.255.255"), 7, "(unspecified, multicast or broadcast)"),
+    (BASE.replace("10.0.1.21", "0.1.2.3"), 7, "(unspecified, multicast or broadcast)"),
+    (BASE.replace("10.0.1.21", '"ff02::1"'), 7, "(unspecified, multicast or broadcast)"),
     (
         BASE.replace("10.0.1.21", '"2001:db8::1"'),
         7,
