@@ -353,11 +353,12 @@ def _with_kernel(command: str, config: CompiledConfig) -> int:
         if lock is not None:
             lock.release()
 
+    # Tens of thousands of lines on a table load: written in one call, not one
+    # print() each; stdout is flushed before each line on stderr, keeping order.
     if command == "plan":
-        for step in outcome.plan.steps:
-            print(step.text)
-        for change in outcome.sysctls:
-            print(change)
+        lines = [f"{step.text}\n" for step in outcome.plan.steps]
+        lines.extend(f"{change}\n" for change in outcome.sysctls)
+        sys.stdout.write("".join(lines))
         n = len(outcome.plan.steps) + len(outcome.sysctls)
         print(
             f"{n} operation{'s' if n != 1 else ''} pending" if n else "nothing to do",
@@ -366,17 +367,25 @@ def _with_kernel(command: str, config: CompiledConfig) -> int:
         return EXIT_PENDING if n else EXIT_OK
 
     failed = 0
+    applied: list[str] = []
+
+    def fail(line: str) -> None:
+        nonlocal failed
+        failed += 1
+        sys.stdout.write("".join(applied))
+        sys.stdout.flush()
+        applied.clear()
+        print(line, file=sys.stderr)
+
     for step, result in zip(outcome.plan.steps, outcome.results, strict=False):
         if result is None:
-            print(f"applied: {step.text}")
+            applied.append(f"applied: {step.text}\n")
         else:
-            failed += 1
-            print(f"failed: {step.text}: {result}", file=sys.stderr)
-    for change in outcome.sysctls:
-        print(f"applied: {change}")
+            fail(f"failed: {step.text}: {result}")
+    applied.extend(f"applied: {change}\n" for change in outcome.sysctls)
     for error in outcome.sysctl_errors:
-        failed += 1
-        print(f"failed: {error}", file=sys.stderr)
+        fail(f"failed: {error}")
+    sys.stdout.write("".join(applied))
     done = len(outcome.plan.steps) + len(outcome.sysctls) - failed
     summary = f"{done} applied, {failed} failed"
     if outcome.plan.draining:

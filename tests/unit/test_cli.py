@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -85,3 +87,55 @@ def test_windows_line_ends_read_like_unix_ones(tmp_path: Path) -> None:
     crlf = tmp_path / "crlf.yaml"
     crlf.write_bytes(text.replace("\n", "\r\n").encode())
     assert run("check-config", "-c", str(crlf)).returncode == 0
+
+
+def test_apply_and_plan_output_with_one_failing_operation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from agent.cli import main
+    from agent.ipvs.model import AddDest, Op
+    from tests.unit.ipvs.fake_kernel import FakeError, FakeKernel
+
+    class Kernel(FakeKernel):  # the kernel refuses one real server
+        def close(self) -> None:
+            pass
+
+        def __enter__(self) -> Kernel:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def _one(self, op: Op) -> FakeError | None:
+            if isinstance(op, AddDest) and op.dest.key.address == "10.0.1.22":
+                return FakeError(errno.ENOENT, "add dest")
+            return super()._one(op)
+
+    kernel = Kernel()
+    monkeypatch.setattr("agent.ipvs.kernel.IpvsKernel", lambda: kernel)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path}/state\nvirtual_servers:\n  - name: web\n"
+        "    address: 192.0.2.1\n    port: 80\n    real_servers:\n"
+        + "".join(f"      - {{address: 10.0.1.2{i}, port: 80}}\n" for i in (1, 2, 3))
+    )
+    assert main(["apply", "-c", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "applied: add service tcp 192.0.2.1:80 (web) scheduler=wlc",
+        "applied: add real server tcp 192.0.2.1:80 (web) -> 10.0.1.21:80 forwarding=nat weight=1",
+        "applied: add real server tcp 192.0.2.1:80 (web) -> 10.0.1.23:80 forwarding=nat weight=1",
+    ]
+    assert err.splitlines() == [
+        "failed: add real server tcp 192.0.2.1:80 (web) -> 10.0.1.22:80 forwarding=nat "
+        "weight=1: add dest: ENOENT",
+        "3 applied, 1 failed",
+    ]
+    assert main(["plan", "-c", str(config)]) == 2
+    out, err = capsys.readouterr()
+    assert out == (
+        "add real server tcp 192.0.2.1:80 (web) -> 10.0.1.22:80 forwarding=nat weight=1\n"
+    )
+    assert err == "1 operation pending\n"
