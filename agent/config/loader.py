@@ -246,6 +246,14 @@ def _address(item: Item | None) -> str | None:
 # --- ipvs ------------------------------------------------------------------------
 
 
+# The kernel keeps both in jiffies (seconds x HZ, HZ up to 1000). It refuses a
+# connection timeout over INT_MAX / HZ with EINVAL; a persistence timeout over
+# UINT_MAX / HZ wraps around silently (99999999s reads back as 14100653s at HZ
+# 250). These are the most every kernel takes; ipvsadm stops at 31 days too.
+MAX_CONNECTION_TIMEOUT = (2**31 - 1) // 1000  # 24d20h31m23s
+MAX_PERSISTENCE_TIMEOUT = 31 * 86400
+
+
 def _read_ipvs(section: Section | None) -> IpvsSettings | None:
     if section is None:
         return IpvsSettings()
@@ -254,7 +262,7 @@ def _read_ipvs(section: Section | None) -> IpvsSettings | None:
     if timeouts is not None:
 
         def whole(item: Item) -> float | None:
-            return item.as_duration(minimum=1, maximum=2**31 - 1, whole_seconds=True)
+            return item.as_duration(minimum=1, maximum=MAX_CONNECTION_TIMEOUT, whole_seconds=True)
 
         tcp = timeouts.get("tcp", whole, None)
         tcp_fin = timeouts.get("tcp_fin", whole, None)
@@ -513,7 +521,9 @@ def _tunnel(section: Section, base: Tunnel | None = None) -> Tunnel | None:
 
 def _persistence(section: Section, family: str | None, protocol: str | None) -> Persistence | None:
     timeout = section.get(
-        "timeout", lambda i: i.as_duration(minimum=1, maximum=2**31 - 1, whole_seconds=True), 300.0
+        "timeout",
+        lambda i: i.as_duration(minimum=1, maximum=MAX_PERSISTENCE_TIMEOUT, whole_seconds=True),
+        300.0,
     )
     netmask_item = section.item("netmask")
     engine_item = section.item("engine")

@@ -132,6 +132,23 @@ def test_cached_configuration_programs_exactly_what_the_file_says(
     assert ipvsadm(ns, "-S", "-n") == expected
 
 
+def test_largest_timeouts_the_config_takes_round_trip(ns: str, tmp_path: Path) -> None:
+    # Larger ones the kernel refuses (connection timeouts) or wraps (persistence).
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path}/state\n"
+        "ipvs: {timeouts: {tcp: 2147483s, tcp_fin: 2147483s, udp: 2147483s}}\n"
+        "virtual_servers:\n  - name: p\n    address: 192.0.2.1\n    port: 80\n"
+        "    persistence: {timeout: 31d}\n"
+        "    real_servers: [{address: 10.0.0.1, port: 80}]\n"
+    )
+    assert cli(ns, "apply", "-c", str(config)) == 0
+    assert "-A -t 192.0.2.1:80 -s wlc -p 2678400" in ipvsadm(ns, "-S", "-n")
+    timeouts = ipvsadm(ns, "-L", "-n", "--timeout")
+    assert "Timeout (tcp tcpfin udp): 2147483 2147483 2147483" in timeouts
+    assert cli(ns, "plan", "-c", str(config)) == 0
+
+
 def test_hand_made_service_survives_every_apply(ns: str, tmp_path: Path) -> None:
     ipvsadm(ns, "-A", "-t", "203.0.113.5:22", "-s", "rr")
     ipvsadm(ns, "-a", "-t", "203.0.113.5:22", "-r", "10.9.9.9:22", "-m", "-w", "7")

@@ -166,6 +166,12 @@ BAD = [
     (BASE + "ipvs: {drain_timeout: -5s}\n", 8, "is not a duration"),
     (BASE.replace("192.0.2.100", "192.0.2.300"), 4, "is not an IPv4 or IPv6 address"),
     (BASE.replace("192.0.2.100", "224.0.0.5"), 4, "multicast"),
+    (BASE + "ipvs: {timeouts: {udp: 2147484s}}\n", 8, "ipvs.timeouts.udp: must be 1s..2147483s"),
+    (
+        BASE.replace("    port: 80\n", "    port: 80\n    persistence: {timeout: 2678401s}\n"),
+        6,
+        "persistence.timeout: must be 1s..744h, got 2678401s",
+    ),
     (BASE.replace("10.0.1.21", "255.255.255.255"), 7, "(unspecified, multicast or broadcast)"),
     (BASE.replace("10.0.1.21", "0.1.2.3"), 7, "(unspecified, multicast or broadcast)"),
     (BASE.replace("10.0.1.21", '"ff02::1"'), 7, "(unspecified, multicast or broadcast)"),
