@@ -226,6 +226,10 @@ def unicast_address(text: str) -> str:
         raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
     first = packed[0]
     if af == _AF_INET6:
+        if first == 0xFE and packed[1] & 0xC0 == 0x80:
+            # The kernel refuses a link-local real server (EINVAL) unless it is
+            # one of the director's own: an address without its interface.
+            raise ValueError(f"{text} is link-local: IPVS has no interface to scope it to")
         unusable = first == 0xFF or not any(packed)
     else:
         # The kernel refuses these for a real server (EINVAL): 0.0.0.0/8 and

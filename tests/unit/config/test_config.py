@@ -175,6 +175,7 @@ BAD = [
     (BASE.replace("10.0.1.21", "255.255.255.255"), 7, "(unspecified, multicast or broadcast)"),
     (BASE.replace("10.0.1.21", "0.1.2.3"), 7, "(unspecified, multicast or broadcast)"),
     (BASE.replace("10.0.1.21", '"ff02::1"'), 7, "(unspecified, multicast or broadcast)"),
+    (BASE.replace("10.0.1.21", '"fe80::1"'), 7, "fe80::1 is link-local: IPVS has no interface"),
     (
         BASE.replace("10.0.1.21", '"2001:db8::1"'),
         7,
