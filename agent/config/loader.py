@@ -311,7 +311,7 @@ class _VirtualServers:
     def add(self, node: Node, index: int) -> None:
         vs = quick.virtual_server(node)
         if vs is not None:
-            identity = (vs.protocol, vs.address, vs.port)
+            identity = _identity(vs)
             if vs.name not in self._names and identity not in self._keys:
                 self._names[vs.name] = vs.line
                 self._keys[identity] = vs.line
@@ -330,9 +330,7 @@ class _VirtualServers:
             )
         else:
             self._names[vs.name] = vs.line
-        key: tuple[object, ...] = (
-            ("fwmark", vs.family, vs.fwmark) if vs.fwmark else (vs.protocol, vs.address, vs.port)
-        )
+        key = _identity(vs)
         if key in self._keys:
             what = (
                 f"fwmark {vs.fwmark} ({vs.family})"
@@ -345,6 +343,11 @@ class _VirtualServers:
         else:
             self._keys[key] = vs.line
         self.result.append(vs)
+
+
+def _identity(vs: VirtualServer) -> tuple[object, ...]:
+    """What makes two virtual servers the same kernel service."""
+    return ("fwmark", vs.family, vs.fwmark) if vs.fwmark else (vs.protocol, vs.address, vs.port)
 
 
 def _read_virtual_server(vs: Section) -> VirtualServer | None:

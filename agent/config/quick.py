@@ -7,7 +7,7 @@ with the same rules as ``agent.config.loader``, and returns None for anything
 else — another key, a value it would have to reject, a quoted number, a
 duplicate — so that the general reader, which words every problem with its line
 and key path, reads that entry instead. It never reports a problem itself and
-accepts nothing the general reader would refuse; tests/unit/config/test_quick.py
+accepts nothing the general reader would refuse; tests/unit/config/test_fast_readers.py
 holds the two readers to the same results. The address rules both readers apply
 (``unicast_address``, ``address_family``) live here.
 """
