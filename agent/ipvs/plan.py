@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from agent.frozen import fast_init
 from agent.gcpause import paused_gc
 from agent.ipvs.model import (
-    AF_INET6,
     AddDest,
     AddService,
     DelDest,
@@ -267,10 +266,7 @@ def _svc_changes(old: Service, new: Service) -> str:
 
 
 def _dest_attrs(d: Dest) -> str:
-    # One f-string for the common case: a table load words every real server.
-    key = d.key
-    host = f"[{key.address}]" if key.af == AF_INET6 else key.address
-    text = f"{host}:{key.port} forwarding={_FWD_NAMES.get(d.fwd, d.fwd)} weight={d.weight}"
+    text = f"{d.key} forwarding={_FWD_NAMES.get(d.fwd, d.fwd)} weight={d.weight}"
     if d.u_threshold or d.l_threshold:
         text += f" thresholds={d.l_threshold}..{d.u_threshold}"
     if d.fwd == 2:
