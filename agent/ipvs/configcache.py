@@ -80,6 +80,7 @@ class ConfigCache:
         """``directory`` None: a cache that never hits and never stores."""
         self.directory = Path(directory) if directory else None
         self._fingerprint: bytes | None = None
+        self._last: tuple[bytes, Path] | None = None  # a miss's store hashes nothing again
 
     @classmethod
     def default(cls) -> ConfigCache:
@@ -129,11 +130,15 @@ class ConfigCache:
     def _entry(self, data: bytes) -> Path | None:
         if self.directory is None:
             return None
+        if self._last is not None and self._last[0] is data:
+            return self._last[1]
         if self._fingerprint is None:
             self._fingerprint = _code_fingerprint()
         digest = blake2b(self._fingerprint, digest_size=32)
         digest.update(data)
-        return self.directory / (digest.hexdigest() + _SUFFIX)
+        path = self.directory / (digest.hexdigest() + _SUFFIX)
+        self._last = (data, path)
+        return path
 
     def _trusted_dir(self, create: bool) -> bool:
         assert self.directory is not None
