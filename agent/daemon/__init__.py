@@ -373,16 +373,9 @@ def load_for_start(config_path: str, loader: Callable[[str], Config]) -> Config 
     return None
 
 
-def run(config_path: str, config: Config | None = None) -> int:
+def run(config_path: str, config: Config) -> int:
     """The daemon; ``config``: the file as already read and validated by the caller."""
-    if config is None:
-        from agent.config import load_config
-
-        config = load_for_start(config_path, load_config)
-        if config is None:
-            return 1
-    else:
-        setup_logging()
+    setup_logging()
     lock = InstanceLock(config.state_dir)
     busy = lock.acquire()
     if busy:
