@@ -273,6 +273,26 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
         )
         assert rc == 0
         print(f"       ipvsadm -S -n (read back)  {res['ipvsadm_save_s']:8.2f} s", flush=True)
+        # The one listing of every real server the kernel has; it lacks thresholds
+        # and tunnel settings, so an exact reader cannot use it.
+        res["proc_listing_s"], rc, _ = timed_command(
+            ["ip", "netns", "exec", ns, "cat", "/proc/net/ip_vs"]
+        )
+        assert rc == 0
+        print(f"       cat /proc/net/ip_vs        {res['proc_listing_s']:8.2f} s", flush=True)
+
+    # What any command of this agent pays before it reads a byte: the bare
+    # interpreter, and the interpreter with the command-line module imported.
+    res["python_bare_s"], rc, _ = timed_command([python, "-I", "-S", "-c", "pass"])
+    assert rc == 0
+    res["python_cli_s"], rc, _ = timed_command([python, "-c", "import agent.cli"])
+    assert rc == 0
+    print(
+        f"       python start-up            {res['python_bare_s']:8.2f} s   "
+        f"(with agent.cli imported: {res['python_cli_s']:.2f} s; "
+        f"(c)'s whole budget, 0.25 x (b): {0.25 * res['ipvsadm_restore_s']:.2f} s)",
+        flush=True,
+    )
 
     with fresh_netns() as ns:
         res["keepalived_s"] = keepalived_load(ns, kconf, n, work, timeout=max(120, n * 0.05))
@@ -365,6 +385,7 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
         "c_engine/b": res["agent_noop_engine_s"] / b,
         "c_periodic/b": res["agent_periodic_reconcile_s"] / b,
         "save/b": res["ipvsadm_save_s"] / b,
+        "python_cli/b": res["python_cli_s"] / b,
         "c_command/save": res["agent_noop_command_s"] / res["ipvsadm_save_s"],
         "b'/b": bk / b,
     }
