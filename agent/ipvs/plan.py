@@ -26,6 +26,17 @@ from dataclasses import dataclass, field, replace
 from agent.frozen import fast_init
 from agent.gcpause import paused_gc
 from agent.ipvs.model import (
+    AF_INET6,
+    IP_VS_SVC_F_ONEPACKET,
+    IP_VS_SVC_F_PERSISTENT,
+    IP_VS_SVC_F_SCHED1,
+    IP_VS_SVC_F_SCHED2,
+    IP_VS_SVC_F_SCHED3,
+    IPV4_HOST_NETMASK,
+    IPV6_HOST_PREFIX,
+    TUN_FLAG_CSUM,
+    TUN_FLAG_NOCSUM,
+    TUN_FLAG_REMCSUM,
     AddDest,
     AddService,
     DelDest,
@@ -36,6 +47,7 @@ from agent.ipvs.model import (
     DestKey,
     EditDest,
     EditService,
+    Forwarding,
     KernelDest,
     KernelService,
     KernelTable,
@@ -244,54 +256,116 @@ def _timeouts_step(want: Timeouts, have: Timeouts) -> Step | None:
     return Step(SetTimeouts(change), "set timeouts " + ", ".join(parts))
 
 
-# --- wording -------------------------------------------------------------------------
+# --- wording ---------------------------------------------------------------------
+# In the configuration's own words (scheduler_flags, one_packet, tunnel_checksum, ...),
+# so a plan line reads like the file that asked for it.
 
 _FWD_NAMES = {0: "nat", 1: "local", 2: "tunnel", 3: "dr"}
 _TUN_NAMES = {0: "ipip", 1: "gue", 2: "gre"}
+_TUNNEL = int(Forwarding.TUNNEL)
+_TUN_CHECKSUMS = {TUN_FLAG_NOCSUM: "nocsum", TUN_FLAG_CSUM: "csum", TUN_FLAG_REMCSUM: "remcsum"}
+_SCHED_FLAG_NAMES = {
+    "sh": ("sh-fallback", "sh-port", "flag-3"),
+    "mh": ("mh-fallback", "mh-port", "flag-3"),
+}
+_GENERIC_FLAG_NAMES = ("flag-1", "flag-2", "flag-3")
+_SCHED_BITS = (IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3)
+_KNOWN_FLAGS = IP_VS_SVC_F_PERSISTENT | IP_VS_SVC_F_ONEPACKET | sum(_SCHED_BITS)
+
+
+def _sched_flags(s: Service) -> str:
+    names = _SCHED_FLAG_NAMES.get(s.scheduler, _GENERIC_FLAG_NAMES)
+    words = [name for bit, name in zip(_SCHED_BITS, names, strict=True) if s.flags & bit]
+    if s.flags & ~_KNOWN_FLAGS:
+        words.append(f"0x{s.flags & ~_KNOWN_FLAGS:x}")
+    return ",".join(words) or "none"
+
+
+def _netmask(s: Service) -> str:
+    if s.key.af == AF_INET6:
+        return str(s.netmask)
+    m = s.netmask
+    return f"{m >> 24}.{(m >> 16) & 255}.{(m >> 8) & 255}.{m & 255}"
+
+
+def _host_netmask(s: Service) -> bool:
+    return s.netmask == (IPV6_HOST_PREFIX if s.key.af == AF_INET6 else IPV4_HOST_NETMASK)
 
 
 def _svc_attrs(s: Service) -> str:
     parts = [f"scheduler={s.scheduler}"]
-    if s.flags:
-        parts.append(f"flags=0x{s.flags:x}")
+    if s.flags & ~(IP_VS_SVC_F_PERSISTENT | IP_VS_SVC_F_ONEPACKET):
+        parts.append(f"scheduler_flags={_sched_flags(s)}")
     if s.timeout:
         parts.append(f"persistence={s.timeout}s")
+        if not _host_netmask(s):
+            parts.append(f"netmask={_netmask(s)}")
     if s.pe_name:
-        parts.append(f"pe={s.pe_name}")
+        parts.append(f"engine={s.pe_name}")
+    if s.flags & IP_VS_SVC_F_ONEPACKET:
+        parts.append("one_packet")
     return " ".join(parts)
 
 
 def _svc_changes(old: Service, new: Service) -> str:
-    return _changes(old, new, ("scheduler", "flags", "timeout", "netmask", "pe_name"))
+    out = []
+    if old.scheduler != new.scheduler:
+        out.append(f"scheduler {old.scheduler} -> {new.scheduler}")
+    was, now = _sched_flags(old), _sched_flags(new)
+    if was != now:
+        out.append(f"scheduler_flags {was} -> {now}")
+    was = f"{old.timeout}s" if old.timeout else "off"
+    now = f"{new.timeout}s" if new.timeout else "off"
+    if was != now:
+        out.append(f"persistence {was} -> {now}")
+    if old.netmask != new.netmask:
+        out.append(f"netmask {_netmask(old)} -> {_netmask(new)}")
+    if old.pe_name != new.pe_name:
+        out.append(f"engine {old.pe_name or 'none'} -> {new.pe_name or 'none'}")
+    was = "on" if old.flags & IP_VS_SVC_F_ONEPACKET else "off"
+    now = "on" if new.flags & IP_VS_SVC_F_ONEPACKET else "off"
+    if was != now:
+        out.append(f"one_packet {was} -> {now}")
+    return ", ".join(out)
+
+
+def _tunnel_checksum(d: Dest) -> str:
+    return _TUN_CHECKSUMS.get(d.tun_flags, f"0x{d.tun_flags:x}")
 
 
 def _dest_attrs(d: Dest) -> str:
     text = f"{d.key} forwarding={_FWD_NAMES.get(d.fwd, d.fwd)} weight={d.weight}"
     if d.u_threshold or d.l_threshold:
-        text += f" thresholds={d.l_threshold}..{d.u_threshold}"
-    if d.fwd == 2:
-        text += f" tunnel={_TUN_NAMES.get(d.tun_type, d.tun_type)}"
+        text += f" upper_threshold={d.u_threshold} lower_threshold={d.l_threshold}"
+    if d.fwd == _TUNNEL:
+        text += f" tunnel_type={_TUN_NAMES.get(d.tun_type, d.tun_type)}"
         if d.tun_port:
             text += f" tunnel_port={d.tun_port}"
+        if d.tun_flags:
+            text += f" tunnel_checksum={_tunnel_checksum(d)}"
     return text
 
 
 def _dest_changes(old: Dest, new: Dest) -> str:
-    return _changes(
-        old,
-        new,
-        ("fwd", "weight", "u_threshold", "l_threshold", "tun_type", "tun_port", "tun_flags"),
-    )
-
-
-def _changes(old: object, new: object, fields: tuple[str, ...]) -> str:
     out = []
-    for name in fields:
-        a, b = getattr(old, name), getattr(new, name)
-        if a != b:
-            if name == "fwd":
-                a, b = _FWD_NAMES.get(a, a), _FWD_NAMES.get(b, b)
-            elif name == "flags":
-                a, b = f"0x{a:x}", f"0x{b:x}"
-            out.append(f"{name} {a} -> {b}")
+    if old.fwd != new.fwd:
+        out.append(
+            f"forwarding {_FWD_NAMES.get(old.fwd, old.fwd)} -> {_FWD_NAMES.get(new.fwd, new.fwd)}"
+        )
+    if old.weight != new.weight:
+        out.append(f"weight {old.weight} -> {new.weight}")
+    if old.u_threshold != new.u_threshold:
+        out.append(f"upper_threshold {old.u_threshold} -> {new.u_threshold}")
+    if old.l_threshold != new.l_threshold:
+        out.append(f"lower_threshold {old.l_threshold} -> {new.l_threshold}")
+    if old.tun_type != new.tun_type:
+        was, now = (
+            _TUN_NAMES.get(old.tun_type, old.tun_type),
+            _TUN_NAMES.get(new.tun_type, new.tun_type),
+        )
+        out.append(f"tunnel_type {was} -> {now}")
+    if old.tun_port != new.tun_port:
+        out.append(f"tunnel_port {old.tun_port} -> {new.tun_port}")
+    if old.tun_flags != new.tun_flags:
+        out.append(f"tunnel_checksum {_tunnel_checksum(old)} -> {_tunnel_checksum(new)}")
     return ", ".join(out)

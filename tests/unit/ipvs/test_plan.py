@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from agent.ipvs.model import (
     AF_INET,
+    AF_INET6,
     AddDest,
     AddService,
     DelDest,
@@ -155,3 +156,50 @@ def test_timeouts_only_differences_are_sent() -> None:
         plan({}, {}, Ownership(), 0, 300, Timeouts(900, 120, 300), Timeouts(900, 120, 300)).ops
         == []
     )
+
+
+def test_lines_speak_the_configuration_s_words() -> None:
+    k6 = ServiceKey(AF_INET6, 6, "2001:db8::100", 443)
+    sh = Service(k6, "sh", flags=0x1 | 0x8 | 0x10, timeout=300, netmask=64)
+    udp = Service(ServiceKey(AF_INET, 17, "192.0.2.60", 5060), "sed", 0x1 | 0x4, 60, pe_name="sip")
+    v4 = Service(K, "wrr", flags=0x1, timeout=60, netmask=0xFFFFFF00)
+    gue = Dest(
+        DestKey(AF_INET, "10.0.3.11", 80),
+        fwd=2,
+        tun_type=1,
+        tun_port=6080,
+        tun_flags=1,
+        u_threshold=10,
+        l_threshold=5,
+    )
+    texts = [
+        s.text
+        for svc, dests in ((sh, ()), (udp, ()), (v4, (gue,)))
+        for s in plan(desired(*dests, svc=svc), {}, Ownership(), 0, 300).steps
+    ]
+    assert texts == [
+        "add service tcp [2001:db8::100]:443 (web) scheduler=sh "
+        "scheduler_flags=sh-fallback,sh-port persistence=300s netmask=64",
+        "add service udp 192.0.2.60:5060 (web) scheduler=sed persistence=60s engine=sip one_packet",
+        "add service tcp 192.0.2.100:80 (web) scheduler=wrr persistence=60s netmask=255.255.255.0",
+        "add real server tcp 192.0.2.100:80 (web) -> 10.0.3.11:80 forwarding=tunnel weight=1 "
+        "upper_threshold=10 lower_threshold=5 tunnel_type=gue tunnel_port=6080 "
+        "tunnel_checksum=csum",
+    ]
+    edit = plan(
+        desired(
+            replace(gue, fwd=3, tun_type=0, tun_port=0, tun_flags=0),
+            svc=replace(v4, scheduler="mh", flags=0x14, timeout=0, netmask=0xFFFFFFFF),
+        ),
+        kernel(KernelDest(gue), svc=v4),
+        OWNED,
+        0,
+        300,
+    )
+    assert [s.text for s in edit.steps] == [
+        "edit service tcp 192.0.2.100:80 (web) scheduler wrr -> mh, scheduler_flags none -> "
+        "mh-port, persistence 60s -> off, netmask 255.255.255.0 -> 255.255.255.255, "
+        "one_packet off -> on",
+        "edit real server tcp 192.0.2.100:80 (web) -> 10.0.3.11:80 forwarding tunnel -> dr, "
+        "tunnel_type gue -> ipip, tunnel_port 6080 -> 0, tunnel_checksum csum -> nocsum",
+    ]
