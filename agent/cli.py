@@ -166,10 +166,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_ERROR
     if command == "check-config":
+        services = len(config.virtual_servers)
         servers = sum(len(vs.real_servers) for vs in config.virtual_servers)
         print(
-            f"{args.config}: valid ({len(config.virtual_servers)} virtual servers, "
-            f"{servers} real servers)"
+            f"{args.config}: valid ({services} virtual server{'' if services == 1 else 's'}, "
+            f"{servers} real server{'' if servers == 1 else 's'})"
         )
         return EXIT_OK
     if command == "run":

@@ -213,6 +213,9 @@ def address_family(address: str) -> str:
     return "ipv6" if ":" in address else "ipv4"
 
 
+_V4_MAPPED_PREFIX: Final = bytes(10) + b"\xff\xff"
+
+
 def unicast_address(text: str) -> str:
     """A unicast IPv4 or IPv6 address in canonical (inet_ntop) spelling.
 
@@ -230,6 +233,10 @@ def unicast_address(text: str) -> str:
             # The kernel refuses a link-local real server (EINVAL) unless it is
             # one of the director's own: an address without its interface.
             raise ValueError(f"{text} is link-local: IPVS has no interface to scope it to")
+        if packed[:12] == _V4_MAPPED_PREFIX:
+            # The kernel takes it, but IPv4 packets never match an IPv6 service.
+            v4 = socket.inet_ntop(_AF_INET, packed[12:])
+            raise ValueError(f"{text} is an IPv4-mapped IPv6 address: write {v4}")
         unusable = first == 0xFF or not any(packed)
     else:
         # The kernel refuses these for a real server (EINVAL): 0.0.0.0/8 and

@@ -31,6 +31,12 @@ def test_help_names_every_command() -> None:
 def test_check_config_valid_and_invalid(tmp_path: Path) -> None:
     ok = run("check-config", "-c", str(ROOT / "config.example.yaml"))
     assert ok.returncode == 0 and "valid" in ok.stdout
+    one = tmp_path / "one.yaml"
+    one.write_text(
+        "virtual_servers:\n  - {name: x, address: 192.0.2.1, port: 80, "
+        "real_servers: [{address: 10.0.0.1}]}\n"
+    )
+    assert "valid (1 virtual server, 1 real server)" in run("check-config", "-c", str(one)).stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("virtual_servers:\n  - name: x\n    address: 192.0.2.1\n    port: 99999\n")
     proc = run("check-config", "-c", str(bad))

@@ -177,6 +177,11 @@ BAD = [
     (BASE.replace("10.0.1.21", '"ff02::1"'), 7, "(unspecified, multicast or broadcast)"),
     (BASE.replace("10.0.1.21", '"fe80::1"'), 7, "fe80::1 is link-local: IPVS has no interface"),
     (
+        BASE.replace("10.0.1.21", '"::ffff:10.0.1.21"'),
+        7,
+        "::ffff:10.0.1.21 is an IPv4-mapped IPv6 address: write 10.0.1.21",
+    ),
+    (
         BASE.replace("10.0.1.21", '"2001:db8::1"'),
         7,
         "ipv6 real server in an ipv4 virtual server: only tunnel forwarding",
