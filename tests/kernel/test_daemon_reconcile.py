@@ -1,0 +1,68 @@
+"""`lvs-agent run` puts back what someone changed behind its back, at its interval."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.kernel.conftest import ipvsadm
+from tests.kernel.test_reconcile import DATA, write_config
+
+
+def wait_for(
+    what: str, check: Callable[[], bool], timeout: float, agent: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert agent.poll() is None, f"the agent exited ({agent.returncode}) before {what}"
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_daemon_restores_the_table_after_an_operator_meddles(ns: str, tmp_path: Path) -> None:
+    text = (
+        (DATA / "every-option.yaml")
+        .read_text()
+        .replace("reconcile_interval: 30s", "reconcile_interval: 1s")
+    )
+    config = write_config(tmp_path, text)
+    reference = (DATA / "every-option.ipvsadm").read_text()
+    log = (tmp_path / "agent.log").open("wb")
+    agent = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "agent", "run", "-c", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "LVS_AGENT_CACHE_DIR": ""},
+    )
+    try:
+        wait_for("the table", lambda: ipvsadm(ns, "-S", "-n") == reference, 120, agent)
+        # A hand-made service, and changes to what the agent owns.
+        ipvsadm(ns, "-A", "-t", "203.0.113.5:22", "-s", "rr")
+        ipvsadm(ns, "-e", "-t", "192.0.2.100:80", "-r", "10.0.1.21:8080", "-m", "-w", "3")
+        ipvsadm(ns, "-d", "-t", "192.0.2.62:80", "-r", "10.0.7.3:8080")
+        ipvsadm(ns, "-D", "-u", "192.0.2.53:53")
+        ipvsadm(ns, "-E", "-t", "[2001:db8::100]:443", "-s", "rr")
+        ipvsadm(ns, "-a", "-t", "192.0.2.63:80", "-r", "10.9.9.9:80", "-m")
+        foreign = "-A -t 203.0.113.5:22 -s rr\n"
+        wait_for(
+            "the next reconcile to put it back",
+            lambda: ipvsadm(ns, "-S", "-n").replace(foreign, "") == reference,
+            60,
+            agent,
+        )
+        assert foreign in ipvsadm(ns, "-S", "-n")
+        assert agent.poll() is None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        rc = agent.wait(timeout=60)
+        log.close()
+        assert rc == 0, (tmp_path / "agent.log").read_text()[-3000:]
+    assert ipvsadm(ns, "-S", "-n").replace(foreign, "") == reference  # left in place
