@@ -8,7 +8,8 @@ lifecycle: signals, systemd notification, the reconcile schedule.
     kernel (IpvsKernel) <──────┘
 
 Schedule: a full reconcile at start, every ``reconcile_interval`` and after a
-successful SIGHUP reload; while real servers drain, a poll of just the
+successful SIGHUP reload, which first reconciles just the services the new file
+changed (unless the ipvs settings changed); while real servers drain, a poll of just the
 draining services every ``DRAIN_POLL`` seconds. SIGTERM/SIGINT stop the loop
 and leave the IPVS table as it is (connections keep flowing while the agent
 restarts); VRRP leaves first, in the signal handler itself (VIPs removed,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
     from agent.config import Config
     from agent.ipvs.kernel import IpvsKernel
-    from agent.ipvs.model import DesiredTable
+    from agent.ipvs.model import DesiredTable, ServiceKey
     from agent.ipvs.reconciler import Outcome
     from agent.ipvs.state import OwnershipStore
     from agent.lock import LeaseEvent, LockTransport
@@ -89,6 +90,8 @@ class Agent:
         self.desired: DesiredTable = self._desired(config)
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
+        # The services the last reload changed (None: the ipvs settings changed too).
+        self.reloaded_services: frozenset[ServiceKey] | None = None
         self.vrrp: VrrpService | None = None
         self.lock: LockTransport | None = None
         self.exit_code = 0
@@ -203,6 +206,10 @@ class Agent:
                 self.reload.clear()
                 old_vrrp = self.config.vrrp
                 if self._reload():
+                    if self.reloaded_services:
+                        # What the new file changed goes in first, at a cost that
+                        # follows the change, not the table; the full pass follows.
+                        await self.reconcile(only=self.reloaded_services)
                     next_full = loop.time()
                     if self.config.vrrp != old_vrrp:
                         log.info("reload: VRRP configuration changed; restarting VRRP")
@@ -292,16 +299,25 @@ class Agent:
                 "instances cannot start before"
             )
             config = replace_vrrp_elections(config)
+        desired = self._desired(config)
+        old = self.desired
+        edited = frozenset(k for k in old.keys() | desired.keys() if old.get(k) != desired.get(k))
+        self.reloaded_services = edited if config.ipvs == self.config.ipvs else None
         self.config = config
-        self.desired = self._desired(config)
+        self.desired = desired
         self.metrics.config_reloads.labels(result="applied").inc()
         log.info(
-            "reload: %s loaded (%d virtual servers)", self.config_path, len(config.virtual_servers)
+            "reload: %s loaded (%d virtual servers, %d changed)",
+            self.config_path,
+            len(config.virtual_servers),
+            len(edited),
         )
         sd_notify("READY=1")
         return True
 
-    async def reconcile(self, only_draining: bool = False) -> Outcome | None:
+    async def reconcile(
+        self, only_draining: bool = False, only: frozenset[ServiceKey] | None = None
+    ) -> Outcome | None:
         from agent.ipvs.reconciler import reconcile_async
         from agent.ipvs.state import StateFileError
 
@@ -313,9 +329,8 @@ class Agent:
                 )
                 self.metrics.errors.labels(kind="ipvs_unavailable").inc()
             return None
-        only = None
         if only_draining:
-            only = {svc for svc, _ in self.store.load().drains}
+            only = frozenset(svc for svc, _ in self.store.load().drains)
             if not only:
                 return None
         started = time.monotonic()

@@ -66,3 +66,49 @@ def test_daemon_restores_the_table_after_an_operator_meddles(ns: str, tmp_path: 
         log.close()
         assert rc == 0, (tmp_path / "agent.log").read_text()[-3000:]
     assert ipvsadm(ns, "-S", "-n").replace(foreign, "") == reference  # left in place
+
+
+def test_reload_applies_what_the_file_changed_before_the_full_pass(ns: str, tmp_path: Path) -> None:
+    text = (
+        (DATA / "every-option.yaml")
+        .read_text()
+        .replace("reconcile_interval: 30s", "reconcile_interval: 1h")
+    )
+    config = write_config(tmp_path, text)
+    reference = (DATA / "every-option.ipvsadm").read_text()
+    log_path = tmp_path / "agent.log"
+    log = log_path.open("wb")
+    agent = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "agent", "run", "-c", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "LVS_AGENT_CACHE_DIR": ""},
+    )
+    try:
+        wait_for("the table", lambda: ipvsadm(ns, "-S", "-n") == reference, 120, agent)
+        # Drift in a service the new file does not change, then one weight changed.
+        ipvsadm(ns, "-e", "-t", "192.0.2.64:80", "-r", "10.0.7.6:80", "-m", "-w", "9")
+        config.write_text(
+            config.read_text().replace("port: 8080, weight: 50,", "port: 8080, weight: 75,")
+        )
+        agent.send_signal(signal.SIGHUP)
+        wait_for(
+            "both",
+            lambda: (
+                ipvsadm(ns, "-S", "-n")
+                == reference.replace("10.0.1.22:8080 -m -w 50", "10.0.1.22:8080 -m -w 75")
+            ),
+            60,
+            agent,
+        )
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        rc = agent.wait(timeout=60)
+        log.close()
+    lines = log_path.read_text().splitlines()
+    assert rc == 0, "\n".join(lines[-40:])
+    assert any("virtual servers, 1 changed)" in line for line in lines), lines[-40:]
+    edit = next(i for i, s in enumerate(lines) if "10.0.1.22:8080 weight 50 -> 75" in s)
+    drift = next(i for i, s in enumerate(lines) if "10.0.7.6:80 weight 9 -> 1" in s)
+    assert edit < drift, "\n".join(lines[-40:])
