@@ -20,6 +20,8 @@ to be idle again (the kernel frees the deleted table in the background):
   (d)  one weight change in the full table: netlink messages sent, the time of
        that operation, and the whole reconcile (parse, dump, plan, apply)
   (e)  peak RSS of the `lvs-agent apply` process
+  (f)  the same weight change by a reload of a running, idle daemon: `lvs-agent
+       run` and keepalived, from SIGHUP until the kernel has the new weight
 
 Prints times and the ratios (a)/(b'), (a)/(b), (c)/(b); writes JSON next to
 this file. Software emulation is 5-20x slower than hardware: compare ratios
@@ -65,7 +67,7 @@ def agent_config(n: int, state_dir: str, weight_of_last: int = 1) -> str:
     return "\n".join(out) + "\n"
 
 
-def keepalived_config(n: int) -> str:
+def keepalived_config(n: int, weight_of_last: int = 1) -> str:
     out = ["global_defs {\n  router_id bench\n}"]
     for i in range(n):
         out.append(
@@ -73,7 +75,8 @@ def keepalived_config(n: int) -> str:
             "  lb_kind NAT\n  protocol TCP"
         )
         for j in range(DESTS):
-            out.append(f"  real_server {rip(i, j)} 8080 {{\n    weight 1\n  }}")
+            w = weight_of_last if (i == n - 1 and j == DESTS - 1) else 1
+            out.append(f"  real_server {rip(i, j)} 8080 {{\n    weight {w}\n  }}")
         out.append("}")
     return "\n".join(out) + "\n"
 
@@ -207,46 +210,116 @@ def engine_reconcile(
     return elapsed, outcome, messages, apply_time
 
 
-def keepalived_load(ns: str, conf: Path, n: int, work: Path, timeout: float) -> float:
-    """Seconds from starting keepalived until the last configured real server is in the kernel."""
-    from agent.ipvs.kernel import IpvsKernel
+def last_weight(kernel: Any, n: int) -> int | None:
+    """The weight of the last real server of the last service, or None if not there yet."""
     from agent.ipvs.model import AF_INET, IPPROTO_TCP, ServiceKey
-    from agent.lab import netns
 
     last = ServiceKey(AF_INET, IPPROTO_TCP, vip(n - 1), 80)
+    found = kernel.dump_services([last])
+    if last not in found or len(found[last].dests) != DESTS:
+        return None
+    return max(d.dest.weight for d in found[last].dests.values())
+
+
+def reload_time(
+    proc: subprocess.Popen[bytes], ns: str, n: int, rewrite: Any, timeout: float
+) -> float:
+    """Seconds from SIGHUP (after ``rewrite()`` gave the last real server weight 7)
+    until the kernel shows that weight."""
+    from agent.ipvs.kernel import IpvsKernel
+    from agent.lab import netns
+
     with netns.entered(ns):
         kernel = IpvsKernel()
-    argv = [
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "keepalived",
-        "-n",
-        "-l",
-        "-D",
-        "-C",
-        "-f",
-        str(conf),
-        "-p",
-        str(work / "k.pid"),
-        "-c",
-        str(work / "c.pid"),
-        "-r",
-        str(work / "v.pid"),
-    ]
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with kernel:
+        settle()
+        rewrite()
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGHUP)
+        while time.perf_counter() - start < timeout:
+            if last_weight(kernel, n) == 7:
+                return time.perf_counter() - start
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[4]} exited with {proc.returncode}")
+            time.sleep(0.02)
+    raise TimeoutError("the reload did not reach the kernel in time")
+
+
+def keepalived_reload(ns: str, n: int, work: Path, timeout: float) -> float:
+    """keepalived, loaded and idle, given a file with one weight changed (SIGHUP)."""
+    conf = work / f"keepalived-reload-{n}.conf"
+    conf.write_text(keepalived_config(n))
+    proc = start_keepalived(ns, conf, work)
     try:
-        with kernel:
-            while time.perf_counter() - start < timeout:
-                found = kernel.dump_services([last])
-                if last in found and len(found[last].dests) == DESTS:
-                    return time.perf_counter() - start
-                if proc.poll() is not None:
-                    raise RuntimeError(f"keepalived exited with {proc.returncode}")
-                time.sleep(0.02)
-        raise TimeoutError("keepalived did not load the table in time")
+        wait_loaded(proc, ns, n, timeout)
+        return reload_time(proc, ns, n, lambda: conf.write_text(keepalived_config(n, 7)), timeout)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def agent_reload(ns: str, n: int, work: Path, timeout: float) -> float:
+    """`lvs-agent run`, past its first reconcile and idle, given a file with one
+    weight changed (SIGHUP)."""
+    config = work / f"agent-reload-{n}.yaml"
+    state = str(work / f"state-reload-{n}")
+    config.write_text(agent_config(n, state) + "reconcile_interval: 1h\n")
+    log = work / f"agent-reload-{n}.log"
+    argv = ["ip", "netns", "exec", ns, "env", "LVS_AGENT_CACHE_DIR="]
+    argv += [sys.executable, "-m", "agent", "run", "-c", str(config)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        start = time.perf_counter()
+        while "reconcile: " not in log.read_text():  # the first full reconcile is over
+            if proc.poll() is not None or time.perf_counter() - start > timeout:
+                raise RuntimeError(f"lvs-agent run did not start: {log.read_text()[-500:]}")
+            time.sleep(0.1)
+        return reload_time(
+            proc,
+            ns,
+            n,
+            lambda: config.write_text(agent_config(n, state, 7) + "reconcile_interval: 1h\n"),
+            timeout,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=timeout)
+
+
+def start_keepalived(ns: str, conf: Path, work: Path) -> subprocess.Popen[bytes]:
+    argv = ["ip", "netns", "exec", ns, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf)]
+    argv += ["-p", str(work / "k.pid"), "-c", str(work / "c.pid"), "-r", str(work / "v.pid")]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_loaded(
+    proc: subprocess.Popen[bytes], ns: str, n: int, timeout: float, start: float | None = None
+) -> float:
+    """Seconds from ``start`` (default: now) until the last configured real server
+    is in the kernel."""
+    from agent.ipvs.kernel import IpvsKernel
+    from agent.lab import netns
+
+    start = time.perf_counter() if start is None else start
+    with netns.entered(ns):
+        kernel = IpvsKernel()
+    with kernel:
+        while time.perf_counter() - start < timeout:
+            if last_weight(kernel, n) is not None:
+                return time.perf_counter() - start
+            if proc.poll() is not None:
+                raise RuntimeError(f"keepalived exited with {proc.returncode}")
+            time.sleep(0.02)
+    raise TimeoutError("keepalived did not load the table in time")
+
+
+def keepalived_load(ns: str, conf: Path, n: int, work: Path, timeout: float) -> float:
+    """Seconds from starting keepalived until the last configured real server is in the kernel."""
+    start = time.perf_counter()
+    proc = start_keepalived(ns, conf, work)
+    try:
+        return wait_loaded(proc, ns, n, timeout, start)
     finally:
         proc.send_signal(signal.SIGKILL)  # our own child; the namespace goes with the table
         proc.wait(timeout=30)
@@ -373,6 +446,16 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
             f"{res['weight_change_reconcile_s']:.2f} s for the whole reconcile",
             flush=True,
         )
+    # (f) the same one-weight change made by a running daemon's reload (SIGHUP).
+    with fresh_netns() as ns:
+        res["keepalived_reload_s"] = keepalived_reload(ns, n, work, timeout=max(120, n * 0.05))
+    with fresh_netns() as ns:
+        res["agent_reload_s"] = agent_reload(ns, n, work, timeout=max(300, n * 0.1))
+    print(
+        f"  (f)  reload, one weight change  {res['agent_reload_s']:8.2f} s   "
+        f"(keepalived: {res['keepalived_reload_s']:.2f} s; SIGHUP -> in the kernel)",
+        flush=True,
+    )
     b, bk = res["ipvsadm_restore_s"], res["keepalived_s"]
     res["ratios"] = {
         "a_command/b'": res["agent_command_s"] / bk,
@@ -388,6 +471,7 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
         "python_cli/b": res["python_cli_s"] / b,
         "c_command/save": res["agent_noop_command_s"] / res["ipvsadm_save_s"],
         "b'/b": bk / b,
+        "f_reload/keepalived_reload": res["agent_reload_s"] / res["keepalived_reload_s"],
     }
     print("  ratios: " + "  ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items()), flush=True)
     return res
