@@ -51,6 +51,26 @@ SCHED_FLAG_BITS: Final = {
     "mh-port": IP_VS_SVC_F_SCHED2,
 }
 
+_SCHED_BITS: Final = (IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3)
+_FLAG_NAMES_BY_SCHEDULER: Final = {
+    "sh": ("sh-fallback", "sh-port", "flag-3"),
+    "mh": ("mh-fallback", "mh-port", "flag-3"),
+}
+
+
+def sched_flag_names(scheduler: str, flags: int) -> list[str]:
+    """The scheduler flags set in ``flags``, named as ipvsadm prints them."""
+    names = _FLAG_NAMES_BY_SCHEDULER.get(scheduler, ("flag-1", "flag-2", "flag-3"))
+    return [name for bit, name in zip(_SCHED_BITS, names, strict=True) if flags & bit]
+
+
+def netmask_text(af: int, netmask: int) -> str:
+    """A persistence netmask as ipvsadm prints it: dotted for IPv4, a prefix for IPv6."""
+    if af == AF_INET6:
+        return str(netmask)
+    return f"{netmask >> 24}.{(netmask >> 16) & 255}.{(netmask >> 8) & 255}.{netmask & 255}"
+
+
 IPV4_HOST_NETMASK: Final = 0xFFFFFFFF
 IPV6_HOST_PREFIX: Final = 128
 

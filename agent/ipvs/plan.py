@@ -56,6 +56,8 @@ from agent.ipvs.model import (
     ServiceKey,
     SetTimeouts,
     Timeouts,
+    netmask_text,
+    sched_flag_names,
 )
 
 DrainKey = tuple[ServiceKey, DestKey]
@@ -264,28 +266,19 @@ _FWD_NAMES = {0: "nat", 1: "local", 2: "tunnel", 3: "dr"}
 _TUN_NAMES = {0: "ipip", 1: "gue", 2: "gre"}
 _TUNNEL = int(Forwarding.TUNNEL)
 _TUN_CHECKSUMS = {TUN_FLAG_NOCSUM: "nocsum", TUN_FLAG_CSUM: "csum", TUN_FLAG_REMCSUM: "remcsum"}
-_SCHED_FLAG_NAMES = {
-    "sh": ("sh-fallback", "sh-port", "flag-3"),
-    "mh": ("mh-fallback", "mh-port", "flag-3"),
-}
-_GENERIC_FLAG_NAMES = ("flag-1", "flag-2", "flag-3")
-_SCHED_BITS = (IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3)
-_KNOWN_FLAGS = IP_VS_SVC_F_PERSISTENT | IP_VS_SVC_F_ONEPACKET | sum(_SCHED_BITS)
+_SCHED_BITS = IP_VS_SVC_F_SCHED1 | IP_VS_SVC_F_SCHED2 | IP_VS_SVC_F_SCHED3
+_KNOWN_FLAGS = IP_VS_SVC_F_PERSISTENT | IP_VS_SVC_F_ONEPACKET | _SCHED_BITS
 
 
 def _sched_flags(s: Service) -> str:
-    names = _SCHED_FLAG_NAMES.get(s.scheduler, _GENERIC_FLAG_NAMES)
-    words = [name for bit, name in zip(_SCHED_BITS, names, strict=True) if s.flags & bit]
+    words = sched_flag_names(s.scheduler, s.flags)
     if s.flags & ~_KNOWN_FLAGS:
         words.append(f"0x{s.flags & ~_KNOWN_FLAGS:x}")
     return ",".join(words) or "none"
 
 
 def _netmask(s: Service) -> str:
-    if s.key.af == AF_INET6:
-        return str(s.netmask)
-    m = s.netmask
-    return f"{m >> 24}.{(m >> 16) & 255}.{(m >> 8) & 255}.{m & 255}"
+    return netmask_text(s.key.af, s.netmask)
 
 
 def _host_netmask(s: Service) -> bool:

@@ -8,9 +8,14 @@ from agent.ipvs.model import (
     AF_INET6,
     IP_VS_SVC_F_ONEPACKET,
     IP_VS_SVC_F_PERSISTENT,
+    IPV4_HOST_NETMASK,
+    IPV6_HOST_PREFIX,
     PROTOCOL_NAMES,
     KernelTable,
+    Service,
     ServiceKey,
+    netmask_text,
+    sched_flag_names,
 )
 
 _FWD = {0: "Masq", 1: "Local", 2: "Tunnel", 3: "Route"}
@@ -24,6 +29,24 @@ def _service_line(key: ServiceKey) -> str:
     return f"{proto:<4} {host}:{key.port}"
 
 
+def _service_flags(svc: Service) -> str:
+    """What ipvsadm -L -n prints after the scheduler, in its order."""
+    text = ""
+    names = sched_flag_names(svc.scheduler, svc.flags)
+    if names:
+        text += f" ({','.join(names)})"
+    if svc.flags & IP_VS_SVC_F_PERSISTENT:
+        text += f" persistent {svc.timeout}"
+        host = IPV6_HOST_PREFIX if svc.key.af == AF_INET6 else IPV4_HOST_NETMASK
+        if svc.netmask != host:
+            text += f" mask {netmask_text(svc.key.af, svc.netmask)}"
+        if svc.pe_name:
+            text += f" pe {svc.pe_name}"
+    if svc.flags & IP_VS_SVC_F_ONEPACKET:
+        text += " ops"
+    return text
+
+
 def render_table(table: KernelTable, owned: Set[ServiceKey] = frozenset()) -> str:
     lines = [
         "Prot LocalAddress:Port Scheduler Flags                 Owner",
@@ -32,12 +55,7 @@ def render_table(table: KernelTable, owned: Set[ServiceKey] = frozenset()) -> st
     for key in sorted(table):
         ks = table[key]
         svc = ks.service
-        flags = []
-        if svc.flags & IP_VS_SVC_F_PERSISTENT:
-            flags.append(f"persistent {svc.timeout}")
-        if svc.flags & IP_VS_SVC_F_ONEPACKET:
-            flags.append("ops")
-        head = f"{_service_line(key)} {svc.scheduler} {' '.join(flags)}".rstrip()
+        head = f"{_service_line(key)} {svc.scheduler}{_service_flags(svc)}"
         lines.append(f"{head:<44} {'lvs-agent' if key in owned else 'other'}")
         for dkey in sorted(ks.dests):
             kd = ks.dests[dkey]

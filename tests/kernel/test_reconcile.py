@@ -221,3 +221,30 @@ virtual_servers:
     assert cli(ns, "plan", "-c", str(config)) == 2
     pending = capsys.readouterr().out.splitlines()
     assert pending and all("192.0.2.1:80" in line for line in pending), pending
+
+
+def test_status_lists_what_ipvsadm_lists(
+    ns: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert cli(ns, "apply", "-c", str(config)) == 0
+    ipvsadm(ns, "-A", "-t", "203.0.113.5:22", "-s", "rr")
+    capsys.readouterr()
+    assert cli(ns, "status", "-c", str(config)) == 0
+    ours = capsys.readouterr().out.splitlines()[2:]
+
+    def blocks(lines: list[str], owner: bool) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        head = ""
+        for line in lines:
+            words = line.split()
+            if words[0] == "->":
+                out[head].append(" ".join(words))
+            else:
+                head = " ".join(words[:-1] if owner else words)
+                out[head] = []
+        return {k: sorted(v) for k, v in out.items()}
+
+    theirs = blocks(ipvsadm(ns, "-L", "-n").splitlines()[3:], owner=False)
+    assert blocks(ours, owner=True) == theirs
+    assert [line.split()[-1] for line in ours if "203.0.113.5" in line] == ["other"]
