@@ -26,22 +26,30 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def start_daemon(ns: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`lvs-agent run` in ``ns``, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "agent", "run", "-c", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parents[2],
+            env={**os.environ, "LVS_AGENT_CACHE_DIR": ""},
+        )
+
+
+def daemon_config(tmp_path: Path, interval: str) -> Path:
+    """every-option.yaml with this reconcile interval."""
+    text = (DATA / "every-option.yaml").read_text()
+    return write_config(
+        tmp_path, text.replace("reconcile_interval: 30s", f"reconcile_interval: {interval}")
+    )
+
+
 def test_daemon_restores_the_table_after_an_operator_meddles(ns: str, tmp_path: Path) -> None:
-    text = (
-        (DATA / "every-option.yaml")
-        .read_text()
-        .replace("reconcile_interval: 30s", "reconcile_interval: 1s")
-    )
-    config = write_config(tmp_path, text)
+    config = daemon_config(tmp_path, "1s")
     reference = (DATA / "every-option.ipvsadm").read_text()
-    log = (tmp_path / "agent.log").open("wb")
-    agent = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-m", "agent", "run", "-c", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).parents[2],
-        env={**os.environ, "LVS_AGENT_CACHE_DIR": ""},
-    )
+    agent = start_daemon(ns, config, tmp_path / "agent.log")
     try:
         wait_for("the table", lambda: ipvsadm(ns, "-S", "-n") == reference, 120, agent)
         # A hand-made service, and changes to what the agent owns.
@@ -63,28 +71,15 @@ def test_daemon_restores_the_table_after_an_operator_meddles(ns: str, tmp_path: 
     finally:
         agent.send_signal(signal.SIGTERM)
         rc = agent.wait(timeout=60)
-        log.close()
         assert rc == 0, (tmp_path / "agent.log").read_text()[-3000:]
     assert ipvsadm(ns, "-S", "-n").replace(foreign, "") == reference  # left in place
 
 
 def test_reload_applies_what_the_file_changed_before_the_full_pass(ns: str, tmp_path: Path) -> None:
-    text = (
-        (DATA / "every-option.yaml")
-        .read_text()
-        .replace("reconcile_interval: 30s", "reconcile_interval: 1h")
-    )
-    config = write_config(tmp_path, text)
+    config = daemon_config(tmp_path, "1h")
     reference = (DATA / "every-option.ipvsadm").read_text()
     log_path = tmp_path / "agent.log"
-    log = log_path.open("wb")
-    agent = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-m", "agent", "run", "-c", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).parents[2],
-        env={**os.environ, "LVS_AGENT_CACHE_DIR": ""},
-    )
+    agent = start_daemon(ns, config, log_path)
     try:
         wait_for("the table", lambda: ipvsadm(ns, "-S", "-n") == reference, 120, agent)
         # Drift in a service the new file does not change, then one weight changed.
@@ -105,7 +100,6 @@ def test_reload_applies_what_the_file_changed_before_the_full_pass(ns: str, tmp_
     finally:
         agent.send_signal(signal.SIGTERM)
         rc = agent.wait(timeout=60)
-        log.close()
     lines = log_path.read_text().splitlines()
     assert rc == 0, "\n".join(lines[-40:])
     assert any("virtual servers, 1 changed)" in line for line in lines), lines[-40:]
