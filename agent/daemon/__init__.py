@@ -307,9 +307,9 @@ class Agent:
         self.desired = desired
         self.metrics.config_reloads.labels(result="applied").inc()
         log.info(
-            "reload: %s loaded (%d virtual servers, %d changed)",
+            "reload: %s loaded (%s, %d changed)",
             self.config_path,
-            len(config.virtual_servers),
+            virtual_servers(len(config.virtual_servers)),
             len(edited),
         )
         sd_notify("READY=1")
@@ -365,6 +365,10 @@ class Agent:
         else:
             self.metrics.observe_partial(outcome)
         return outcome
+
+
+def virtual_servers(count: int) -> str:
+    return f"{count} virtual server{'' if count == 1 else 's'}"
 
 
 def setup_logging() -> None:
@@ -486,8 +490,8 @@ async def _main(config_path: str, config: Config) -> int:
             kernel.close()
         return 1
     log.info(
-        "started: %d virtual servers from %s; metrics on http://%s:%d/metrics",
-        len(config.virtual_servers),
+        "started: %s from %s; metrics on http://%s:%d/metrics",
+        virtual_servers(len(config.virtual_servers)),
         config_path,
         config.metrics_host,
         config.metrics_port,
