@@ -51,17 +51,24 @@ SCHED_FLAG_BITS: Final = {
     "mh-port": IP_VS_SVC_F_SCHED2,
 }
 
+SCHED_FLAGS_MASK: Final = IP_VS_SVC_F_SCHED1 | IP_VS_SVC_F_SCHED2 | IP_VS_SVC_F_SCHED3
 _SCHED_BITS: Final = (IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3)
-_FLAG_NAMES_BY_SCHEDULER: Final = {
-    "sh": ("sh-fallback", "sh-port", "flag-3"),
-    "mh": ("mh-fallback", "mh-port", "flag-3"),
+# (scheduler, bit) -> that scheduler's own name for the bit, from SCHED_FLAG_BITS.
+_OWN_FLAG_NAMES: Final = {
+    (name.split("-")[0], bit): name
+    for name, bit in SCHED_FLAG_BITS.items()
+    if not name.startswith("flag-")
 }
 
 
 def sched_flag_names(scheduler: str, flags: int) -> list[str]:
-    """The scheduler flags set in ``flags``, named as ipvsadm prints them."""
-    names = _FLAG_NAMES_BY_SCHEDULER.get(scheduler, ("flag-1", "flag-2", "flag-3"))
-    return [name for bit, name in zip(_SCHED_BITS, names, strict=True) if flags & bit]
+    """The scheduler flags set in ``flags``, named as ipvsadm prints them: the
+    scheduler's own name (sh-port) where it has one, else flag-1..flag-3."""
+    return [
+        _OWN_FLAG_NAMES.get((scheduler, bit), f"flag-{n}")
+        for n, bit in enumerate(_SCHED_BITS, 1)
+        if flags & bit
+    ]
 
 
 def netmask_text(af: int, netmask: int) -> str:
@@ -73,6 +80,11 @@ def netmask_text(af: int, netmask: int) -> str:
 
 IPV4_HOST_NETMASK: Final = 0xFFFFFFFF
 IPV6_HOST_PREFIX: Final = 128
+
+
+def is_host_netmask(af: int, netmask: int) -> bool:
+    """A persistence netmask of one address (the default: ipvsadm prints no mask)."""
+    return netmask == (IPV6_HOST_PREFIX if af == AF_INET6 else IPV4_HOST_NETMASK)
 
 
 class Forwarding(IntEnum):

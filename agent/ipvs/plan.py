@@ -26,14 +26,9 @@ from dataclasses import dataclass, field, replace
 from agent.frozen import fast_init
 from agent.gcpause import paused_gc
 from agent.ipvs.model import (
-    AF_INET6,
     IP_VS_SVC_F_ONEPACKET,
     IP_VS_SVC_F_PERSISTENT,
-    IP_VS_SVC_F_SCHED1,
-    IP_VS_SVC_F_SCHED2,
-    IP_VS_SVC_F_SCHED3,
-    IPV4_HOST_NETMASK,
-    IPV6_HOST_PREFIX,
+    SCHED_FLAGS_MASK,
     TUN_FLAG_CSUM,
     TUN_FLAG_NOCSUM,
     TUN_FLAG_REMCSUM,
@@ -56,6 +51,7 @@ from agent.ipvs.model import (
     ServiceKey,
     SetTimeouts,
     Timeouts,
+    is_host_netmask,
     netmask_text,
     sched_flag_names,
 )
@@ -266,8 +262,7 @@ _FWD_NAMES = {0: "nat", 1: "local", 2: "tunnel", 3: "dr"}
 _TUN_NAMES = {0: "ipip", 1: "gue", 2: "gre"}
 _TUNNEL = int(Forwarding.TUNNEL)
 _TUN_CHECKSUMS = {TUN_FLAG_NOCSUM: "nocsum", TUN_FLAG_CSUM: "csum", TUN_FLAG_REMCSUM: "remcsum"}
-_SCHED_BITS = IP_VS_SVC_F_SCHED1 | IP_VS_SVC_F_SCHED2 | IP_VS_SVC_F_SCHED3
-_KNOWN_FLAGS = IP_VS_SVC_F_PERSISTENT | IP_VS_SVC_F_ONEPACKET | _SCHED_BITS
+_KNOWN_FLAGS = IP_VS_SVC_F_PERSISTENT | IP_VS_SVC_F_ONEPACKET | SCHED_FLAGS_MASK
 
 
 def _sched_flags(s: Service) -> str:
@@ -281,17 +276,13 @@ def _netmask(s: Service) -> str:
     return netmask_text(s.key.af, s.netmask)
 
 
-def _host_netmask(s: Service) -> bool:
-    return s.netmask == (IPV6_HOST_PREFIX if s.key.af == AF_INET6 else IPV4_HOST_NETMASK)
-
-
 def _svc_attrs(s: Service) -> str:
     parts = [f"scheduler={s.scheduler}"]
     if s.flags & ~(IP_VS_SVC_F_PERSISTENT | IP_VS_SVC_F_ONEPACKET):
         parts.append(f"scheduler_flags={_sched_flags(s)}")
     if s.timeout:
         parts.append(f"persistence={s.timeout}s")
-        if not _host_netmask(s):
+        if not is_host_netmask(s.key.af, s.netmask):
             parts.append(f"netmask={_netmask(s)}")
     if s.pe_name:
         parts.append(f"engine={s.pe_name}")

@@ -8,12 +8,11 @@ from agent.ipvs.model import (
     AF_INET6,
     IP_VS_SVC_F_ONEPACKET,
     IP_VS_SVC_F_PERSISTENT,
-    IPV4_HOST_NETMASK,
-    IPV6_HOST_PREFIX,
     PROTOCOL_NAMES,
     KernelTable,
     Service,
     ServiceKey,
+    is_host_netmask,
     netmask_text,
     sched_flag_names,
 )
@@ -37,8 +36,7 @@ def _service_flags(svc: Service) -> str:
         text += f" ({','.join(names)})"
     if svc.flags & IP_VS_SVC_F_PERSISTENT:
         text += f" persistent {svc.timeout}"
-        host = IPV6_HOST_PREFIX if svc.key.af == AF_INET6 else IPV4_HOST_NETMASK
-        if svc.netmask != host:
+        if not is_host_netmask(svc.key.af, svc.netmask):
             text += f" mask {netmask_text(svc.key.af, svc.netmask)}"
         if svc.pe_name:
             text += f" pe {svc.pe_name}"
