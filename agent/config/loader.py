@@ -394,10 +394,6 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
     if one_packet and protocol not in ("udp", None):
         vs.error(f"one-packet scheduling is for UDP only, not {protocol}", "one_packet")
 
-    persistence = (
-        _persistence(persistence_section, family, protocol) if persistence_section else None
-    )
-
     # Real servers.
     real_servers: list[RealServer] = []
     seen: dict[tuple[str, int], tuple[int, int]] = {}  # -> (index, line)
@@ -423,6 +419,12 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
             quick.address_family(rs.address) for rs in real_servers if rs.forwarding != "tunnel"
         }
         family = families.pop() if len(families) == 1 else "ipv4"
+
+    # Read after the family is known: a fwmark service without ``family`` takes its
+    # real servers' family, and the persistence netmask depends on it.
+    persistence = (
+        _persistence(persistence_section, family, protocol) if persistence_section else None
+    )
 
     if (
         tunnel is not None
@@ -534,7 +536,7 @@ def _persistence(section: Section, family: str | None, protocol: str | None) -> 
     engine = engine_item.as_choice(("sip",)) if engine_item else None
     if engine == "sip" and protocol != "udp":
         section.error("the sip persistence engine works on UDP services only", "engine")
-    if family is None:
+    if family is None:  # only when the address was refused: that problem is recorded
         return None
     netmask = 0xFFFFFFFF if family == "ipv4" else 128
     if netmask_item is not None:

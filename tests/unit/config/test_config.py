@@ -103,6 +103,29 @@ virtual_servers:
     assert vs.real_servers[0].port == 0
 
 
+@pytest.mark.parametrize(
+    ("rs", "family", "netmask"),
+    [("10.0.4.1", "ipv4", 0xFFFFFF00), ('"2001:db8::5"', "ipv6", 24)],
+)
+def test_fwmark_persistence_without_family(rs: str, family: str, netmask: int) -> None:
+    """The family comes from the real servers; persistence must not be dropped for it."""
+    c = parse_config(
+        f"""\
+virtual_servers:
+  - name: marked
+    fwmark: 10
+    scheduler: wlc
+    persistence: {{timeout: 600s, netmask: 24}}
+    real_servers:
+      - {{address: {rs}, port: 80, weight: 1}}
+"""
+    )
+    vs = c.virtual_servers[0]
+    assert vs.family == family
+    assert vs.persistence is not None
+    assert (vs.persistence.timeout, vs.persistence.netmask) == (600, netmask)
+
+
 def test_dr_real_server_port_defaults_to_service_port() -> None:
     c = parse_config(
         BASE.replace("{address: 10.0.1.21, port: 8080}", "{address: 10.0.1.21, forwarding: dr}")
