@@ -31,7 +31,7 @@ socket (packets that match no instance, receive errors).
 
 The pure core, for tests and tools: ``machine`` (``VrrpMachine``, events, actions,
 the ``TRANSITIONS`` table), ``sync`` (``SyncGroup``), ``trackers``, ``packet``
-(codec, ``VrrpDecodeError``). Importing this package is cheap: pyroute2 and scapy
+(codec, ``VrrpDecodeError``). Importing this package is cheap: pyroute2 and psutil
 are imported only when first used.
 """
 

@@ -15,8 +15,9 @@ Rules it keeps:
 - VIPs configured for any instance are removed at start (a crashed run may have
   left them) and by ``stop()`` (then priority 0 is sent, before anything else
   is torn down: the backups' Skew_Time starts when it leaves);
-- scripts and notify commands run as child processes without a shell, bounded
-  by their timeout; only processes started here are killed, by PID.
+- scripts and notify commands run as child processes without a shell, in their own
+  session, bounded by their timeout (``command``): a late one is killed with every
+  process it started, and nothing else is.
 - ``election: quorum`` instances (with a ``LockTransport``) are MASTER only while this
   node holds their lease: their machines never promote themselves (built ``synced``,
   in a ``gated`` group); the lease's ``acquired`` promotes them, ``lost``/``released``
@@ -49,6 +50,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from agent.vrrp.command import run_command
 from agent.vrrp.config import SyncGroupConfig, TrackInterfaceConfig, VrrpConfig, VrrpInstanceConfig
 from agent.vrrp.counters import InstanceCounters
 from agent.vrrp.fence import Fence
@@ -120,30 +122,6 @@ class _Lease:
     term: str = ""  # fencing number of the current (or last) holding period
     fenced_until: float = 0.0  # hold_left() + now of the last VIP lifetime refresh
     armed_until: float | None = None  # hold end (lock clock) the fence child was last given
-
-
-async def run_command(argv: list[str], timeout: float) -> bool:
-    """Run ``argv`` (no shell); True on exit status 0 within ``timeout``."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-    except OSError as e:
-        log.warning("cannot run %s: %s", argv[0] if argv else "?", e)
-        return False
-    try:
-        return await asyncio.wait_for(proc.wait(), timeout) == 0
-    except TimeoutError:
-        return False
-    finally:
-        if proc.returncode is None:  # timed out or cancelled: kill our own child, by PID
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5)
 
 
 class VrrpService:
