@@ -282,10 +282,16 @@ def _garp(s: Section | None) -> GarpConfig | None:
     repeat = s.get("repeat", lambda i: i.as_int(0, 100), 5)
     delay = s.get("delay", lambda i: i.as_duration(maximum=3600), 5.0)
     refresh = s.get("refresh", lambda i: i.as_duration(maximum=86400), 0.0)
+    # keepalived: garp_lower_prio_repeat / _delay default to the master burst's values
+    lower_item, lower_delay_item = s.item("lower_prio_repeat"), s.item("lower_prio_delay")
+    lower_repeat = lower_item.as_int(0, 100) if lower_item else None
+    lower_delay = lower_delay_item.as_duration(maximum=3600) if lower_delay_item else None
     s.finish()
     if repeat is None or delay is None or refresh is None:
         return None
-    return GarpConfig(repeat, delay, refresh)
+    if (lower_item and lower_repeat is None) or (lower_delay_item and lower_delay is None):
+        return None
+    return GarpConfig(repeat, delay, refresh, lower_repeat, lower_delay)
 
 
 def _sync_groups(root: Section, instances: dict[str, VrrpInstanceConfig]) -> list[SyncGroupConfig]:

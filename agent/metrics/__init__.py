@@ -201,6 +201,16 @@ class VrrpCollector:
         errors = CounterMetricFamily(
             f"{p}_errors", "Send and VIP (netlink, ARP/NA) errors.", labels=["instance", "kind"]
         )
+        mismatches = CounterMetricFamily(
+            f"{p}_address_mismatch",
+            "VRRPv3 adverts whose address list differs from ours (counted, not dropped).",
+            labels=["instance"],
+        )
+        mismatch_peers = GaugeMetricFamily(
+            f"{p}_address_mismatch_peers",
+            "Peers now advertising another address list than ours (0 when they agree).",
+            labels=["instance"],
+        )
         socket_invalid = CounterMetricFamily(
             f"{p}_socket_invalid_packets",
             "Packets dropped before reaching an instance (bad IP header, unknown VRID), by reason.",
@@ -221,6 +231,8 @@ class VrrpCollector:
                 zero_received.add_metric([name], c.priority_zero_received)
                 for reason, count in sorted(c.invalid.items()):
                     invalid.add_metric([name, reason], count)
+                mismatches.add_metric([name], c.address_mismatches)
+                mismatch_peers.add_metric([name], c.address_mismatch_peers)
                 errors.add_metric([name, "send"], c.send_errors)
                 errors.add_metric([name, "vip"], c.vip_errors)
             for sock, sc in service.socket_counters().items():
@@ -235,6 +247,8 @@ class VrrpCollector:
             zero_sent,
             zero_received,
             invalid,
+            mismatches,
+            mismatch_peers,
             errors,
             socket_invalid,
         )

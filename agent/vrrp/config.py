@@ -23,12 +23,25 @@ class GarpConfig:
 
     ``repeat`` frames per VIP on becoming master, the same burst again ``delay``
     seconds later (keepalived ``garp_master_delay``; 0 = no second burst), and one
-    frame per VIP every ``refresh`` seconds while master (0 = never).
+    frame per VIP every ``refresh`` seconds while master (0 = never). A master that
+    hears a lower priority answers with ``lower_prio_repeat`` frames per VIP, at most
+    once per ``lower_prio_delay`` seconds (keepalived ``garp_lower_prio_repeat`` /
+    ``garp_lower_prio_delay``, whose defaults are ``repeat`` and ``delay``).
     """
 
     repeat: int = 5
     delay: float = 5.0
     refresh: float = 0.0
+    lower_prio_repeat: int | None = None  # None: ``repeat``
+    lower_prio_delay: float | None = None  # None: ``delay``
+
+    @property
+    def lower_repeat(self) -> int:
+        return self.repeat if self.lower_prio_repeat is None else self.lower_prio_repeat
+
+    @property
+    def lower_delay(self) -> float:
+        return self.delay if self.lower_prio_delay is None else self.lower_prio_delay
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,3 +31,7 @@ class InstanceCounters:
     own_adverts: int = 0
     send_errors: int = 0  # adverts the socket failed to send
     vip_errors: int = 0  # netlink / AF_PACKET failures adding, removing, announcing VIPs
+    # v3 adverts whose address list differed from ours (counted, not dropped), and how
+    # many peers send such adverts now (a gauge: 0 once they agree or fall silent).
+    address_mismatches: int = 0
+    address_mismatch_peers: int = 0

@@ -15,9 +15,17 @@ States are keepalived's: INIT (RFC "Initialize"), BACKUP, MASTER, and FAULT
 room, we do what keepalived 2.2 does, so that mixed clusters elect the same way:
 
 - a master hearing a lower-priority advert answers at once with its own advert
-  (keepalived "forcing new election") and a GARP burst (keepalived's optional
-  ``garp_lower_prio_repeat``, always on here: it clears stale ARP caches after a
-  dual-master episode, keepalived issues #2649, #1884);
+  (keepalived "forcing new election") and a burst of ``garp.lower_prio_repeat``
+  GARPs (keepalived's ``garp_lower_prio_repeat``: it clears stale ARP caches after
+  a dual-master episode, keepalived issues #2649, #1884) — but at most one burst
+  per ``garp.lower_prio_delay``, so a one-way partition at 10 ms adverts does not
+  turn into hundreds of GARPs a second per VIP (keepalived sends one per advert);
+- VRRPv3: an advert whose address list differs from ours still takes part in the
+  election; RFC 5798 7.1 asks only that the misconfiguration be logged and
+  reported (``AddressMismatch``). Dropping it, as RFC 3768 does for v2 and as
+  keepalived does for both, makes a backup that has not yet got a new VIP take
+  over from the master that has, and both hold the VIPs during a rolling change.
+  v2 keeps RFC 3768's drop unless the sender is the address owner;
 - ``preempt_delay``: a backup that hears a lower-priority master keeps accepting it
   for ``preempt_delay`` seconds after the first such advert, then lets
   Master_Down_Timer run out (keepalived ``vrrp_state_backup``);
@@ -274,7 +282,21 @@ class Notify:
     why: str  # the trigger, e.g. "master_down", "higher_priority"
 
 
-Action: TypeAlias = SendAdvert | AddVips | RemoveVips | SendGratuitous | ScheduleTimer | Notify
+@dataclass(frozen=True, slots=True)
+class AddressMismatch:
+    """A v3 peer's address list differs from ours (``ended``: it agrees again, or has
+    been silent for a Master_Down_Interval). Log it; the election is unaffected."""
+
+    instance: str
+    source: IPAddress
+    theirs: tuple[IPAddress, ...]
+    ours: tuple[IPAddress, ...]
+    ended: bool = False
+
+
+Action: TypeAlias = (
+    SendAdvert | AddVips | RemoveVips | SendGratuitous | ScheduleTimer | Notify | AddressMismatch
+)
 
 # ---------------------------------------------------------------- the table
 
@@ -311,6 +333,7 @@ class Step(Enum):
     ADD_VIPS = auto()
     REMOVE_VIPS = auto()
     ANNOUNCE = auto()  # GARP/NA burst now
+    ANNOUNCE_LOWER = auto()  # answer to a lower priority: a burst, at most one per delay
     ANNOUNCE_DUE = auto()  # the delayed burst and/or refresh that are due
     ARM_ADVER = auto()  # Adver_Timer = Advertisement_Interval
     ARM_ANNOUNCE = auto()  # delayed burst and refresh timers
@@ -367,7 +390,7 @@ TRANSITIONS: Final[dict[tuple[State, Trigger], tuple[State, tuple[Step, ...]]]] 
     (S.MASTER, T.ANNOUNCE_TIMER): (S.MASTER, (Step.ANNOUNCE_DUE,)),
     (S.MASTER, T.PRIORITY_ZERO): (S.MASTER, (Step.SEND_ADVERT, Step.ARM_ADVER)),
     (S.MASTER, T.PRIORITY_CHANGED): (S.MASTER, (Step.SEND_ADVERT, Step.ARM_ADVER)),
-    (S.MASTER, T.LOWER_PRIORITY): (S.MASTER, (Step.SEND_ADVERT, Step.ANNOUNCE)),
+    (S.MASTER, T.LOWER_PRIORITY): (S.MASTER, (Step.SEND_ADVERT, Step.ANNOUNCE_LOWER)),
     (S.MASTER, T.HIGHER_PRIORITY): (
         S.BACKUP,
         (Step.REMOVE_VIPS, Step.LEARN_INTERVAL, Step.ARM_MASTER_DOWN),
@@ -409,7 +432,10 @@ class VrrpMachine:
         self._announce_at: float | None = None  # the delayed second burst
         self._refresh_at: float | None = None
         self._preempt_at: float | None = None
+        self._lower_garp_quiet_until: float | None = None  # ANNOUNCE_LOWER's rate limit
         self._scheduled: float | None = None
+        # v3 peers whose address list differs from ours -> when last heard
+        self._mismatched: dict[IPAddress, float] = {}
 
     # -- read-only views
 
@@ -440,11 +466,13 @@ class VrrpMachine:
 
     def handle(self, event: Event, now: float) -> list[Action]:
         out: list[Action] = []
+        if self._mismatched:
+            self._expire_mismatches(now, out)
         if isinstance(event, TimerFired):
             for trigger in self._due(now):
                 self._fire(trigger, now, None, out)
         else:
-            classified = self._classify(event, now)
+            classified = self._classify(event, now, out)
             if classified is not None:
                 advert = event.advert if isinstance(event, AdvertReceived) else None
                 self._fire(classified, now, advert, out)
@@ -456,7 +484,7 @@ class VrrpMachine:
 
     # -- classification: event + state -> trigger (None: nothing to do)
 
-    def _classify(self, event: Event, now: float) -> Trigger | None:
+    def _classify(self, event: Event, now: float, out: list[Action]) -> Trigger | None:
         if isinstance(event, Startup):
             if self.state is not State.INIT:
                 return None
@@ -471,7 +499,7 @@ class VrrpMachine:
             self.counters.invalid[event.reason.value] += 1
             return None
         if isinstance(event, AdvertReceived):
-            return self._classify_advert(event, now)
+            return self._classify_advert(event, now, out)
         if isinstance(event, TrackingChanged):
             return self._classify_tracking(event)
         if isinstance(event, GroupCommand):
@@ -482,7 +510,9 @@ class VrrpMachine:
             return None
         return None  # TimerFired is handled by _due
 
-    def _classify_advert(self, event: AdvertReceived, now: float) -> Trigger | None:
+    def _classify_advert(
+        self, event: AdvertReceived, now: float, out: list[Action]
+    ) -> Trigger | None:
         if self.state is State.INIT:
             return None  # not participating yet: the socket may be open before Startup
         advert, source = event.advert, event.source
@@ -494,6 +524,8 @@ class VrrpMachine:
             self.counters.invalid[reason.value] += 1
             return None
         self.counters.adverts_received += 1
+        if self.params.version == 3:
+            self._note_address_list(advert, source, now, out)
         if advert.priority == PRIORITY_STOP:
             self.counters.priority_zero_received += 1
         if self.state is State.FAULT:
@@ -532,10 +564,39 @@ class VrrpMachine:
         if p.unicast_peers and source not in p.unicast_peers:
             # keepalived check_unicast_src: only configured peers may take part.
             return Reason.UNICAST_SOURCE
-        if advert.priority != PRIORITY_OWNER and set(advert.addresses) != set(p.advertised):
-            # 7.1: a VIP list that differs is a misconfiguration; drop unless from the owner.
+        if (
+            p.version == 2
+            and advert.priority != PRIORITY_OWNER
+            and set(advert.addresses) != set(p.advertised)
+        ):
+            # RFC 3768 7.1: a VIP list that differs is dropped unless from the owner.
+            # v3 only logs and reports it (see _note_address_list and the docstring).
             return Reason.ADDRESS_LIST
         return None
+
+    def _note_address_list(
+        self, advert: Advert, source: IPAddress, now: float, out: list[Action]
+    ) -> None:
+        """RFC 5798 7.1: a differing address list is logged and reported, not dropped."""
+        ours = self.params.advertised
+        if advert.priority == PRIORITY_OWNER or set(advert.addresses) == set(ours):
+            if self._mismatched.pop(source, None) is not None:
+                out.append(AddressMismatch(self.name, source, advert.addresses, ours, True))
+        else:
+            self.counters.address_mismatches += 1
+            if source not in self._mismatched:
+                out.append(AddressMismatch(self.name, source, advert.addresses, ours))
+            self._mismatched[source] = now
+        self.counters.address_mismatch_peers = len(self._mismatched)
+
+    def _expire_mismatches(self, now: float, out: list[Action]) -> None:
+        """A mismatching peer silent for a Master_Down_Interval no longer counts."""
+        horizon = now - self.master_down_interval
+        for source, seen in list(self._mismatched.items()):
+            if seen < horizon:
+                del self._mismatched[source]
+                out.append(AddressMismatch(self.name, source, (), self.params.advertised, True))
+        self.counters.address_mismatch_peers = len(self._mismatched)
 
     def _classify_tracking(self, event: TrackingChanged) -> Trigger | None:
         old_priority = self.priority
@@ -581,6 +642,7 @@ class VrrpMachine:
             self._master_down_at = self._adver_at = None
             self._announce_at = self._refresh_at = None
             self._preempt_at = None
+            self._lower_garp_quiet_until = None
             self.wants_master = False
         for step in steps:
             self._run(step, now, advert, out)
@@ -613,6 +675,11 @@ class VrrpMachine:
         elif step is Step.ANNOUNCE:
             if p.garp.repeat > 0:
                 out.append(SendGratuitous(self.name, p.vips, p.garp.repeat))
+        elif step is Step.ANNOUNCE_LOWER:
+            quiet = self._lower_garp_quiet_until
+            if p.garp.lower_repeat > 0 and (quiet is None or now >= quiet - TIMER_SLACK):
+                out.append(SendGratuitous(self.name, p.vips, p.garp.lower_repeat))
+                self._lower_garp_quiet_until = now + p.garp.lower_delay
         elif step is Step.ANNOUNCE_DUE:
             limit = now + TIMER_SLACK
             if self._announce_at is not None and self._announce_at <= limit:

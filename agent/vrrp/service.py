@@ -56,6 +56,7 @@ from agent.vrrp.counters import InstanceCounters
 from agent.vrrp.fence import Fence
 from agent.vrrp.machine import (
     Action,
+    AddressMismatch,
     AddVips,
     AdvertReceived,
     AdvertRejected,
@@ -525,6 +526,24 @@ class VrrpService:
                     action.new,
                     action.priority,
                     self._leases[inst.lease].term if inst.lease else None,
+                )
+        elif isinstance(action, AddressMismatch):
+            ours = ", ".join(map(str, action.ours))
+            if action.ended:
+                log.info(
+                    "%s: %s no longer advertises other addresses than ours (%s)",
+                    action.instance,
+                    action.source,
+                    ours,
+                )
+            else:
+                log.warning(
+                    "%s: %s advertises addresses [%s], we have [%s]: a configuration "
+                    "mismatch (RFC 5798 7.1); its adverts still count for the election",
+                    action.instance,
+                    action.source,
+                    ", ".join(map(str, action.theirs)),
+                    ours,
                 )
         elif isinstance(action, GroupNotify):
             log.info("sync group %s: all %s", action.group, action.state.name)

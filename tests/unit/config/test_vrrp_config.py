@@ -151,6 +151,14 @@ BAD = [
     ),
     ("vrrp_instances:\n" + inst("    garp: {repeat: -1}\n"), "garp.repeat: must be 0..100"),
     (
+        "vrrp_instances:\n" + inst("    garp: {lower_prio_repeat: 101}\n"),
+        "garp.lower_prio_repeat: must be 0..100",
+    ),
+    (
+        "vrrp_instances:\n" + inst("    garp: {lower_prio_delay: 2h}\n"),
+        "garp.lower_prio_delay",
+    ),
+    (
         "vrrp_instances:\n"
         + inst("")
         + "vrrp_sync_groups:\n  - {name: g, instances: [web, nope]}\n",
@@ -174,3 +182,18 @@ def test_bad_vrrp_config(text: str, fragment: str) -> None:
     found = errors(text)
     assert any(fragment in e for e in found), found
     assert all(e.startswith("config.yaml:") for e in found)
+
+
+def test_garp_lower_prio_defaults_follow_the_master_burst() -> None:
+    """keepalived: garp_lower_prio_repeat/_delay default to garp_master_repeat/_delay."""
+    c = parse_config(GOOD.replace("{repeat: 5, delay: 5s, refresh: 0s}", "{repeat: 2, delay: 3s}"))
+    garp = c.vrrp.vrrp_instances[0].garp
+    assert (garp.lower_repeat, garp.lower_delay) == (2, 3.0)
+    c = parse_config(
+        GOOD.replace(
+            "{repeat: 5, delay: 5s, refresh: 0s}",
+            "{repeat: 2, delay: 3s, lower_prio_repeat: 1, lower_prio_delay: 10s}",
+        )
+    )
+    garp = c.vrrp.vrrp_instances[0].garp
+    assert (garp.lower_repeat, garp.lower_delay) == (1, 10.0)

@@ -12,6 +12,7 @@ from agent.vrrp.config import GarpConfig
 from agent.vrrp.machine import (
     TRANSITIONS,
     Action,
+    AddressMismatch,
     AddVips,
     AdvertReceived,
     AdvertRejected,
@@ -472,7 +473,6 @@ def test_rejections_are_counted_and_change_nothing() -> None:
     bad = {
         "vrid": Advert(3, p.family, 99, 200, 100, p.advertised),
         "version": Advert(2, p.family, p.vrid, 200, 100, p.advertised),
-        "address_list": Advert(3, p.family, p.vrid, 200, 100, (PRIMARY,)),
     }
     for advert in bad.values():
         assert m.handle(AdvertReceived(advert, LOWER_PEER), 1.0) == []
@@ -481,7 +481,6 @@ def test_rejections_are_counted_and_change_nothing() -> None:
     assert m.counters.invalid == {
         "vrid": 1,
         "version": 1,
-        "address_list": 1,
         "unicast_source": 1,
         "checksum": 1,
     }
@@ -569,3 +568,108 @@ def test_counters_follow_transitions() -> None:
     assert c.state == 1
     assert c.transitions == {"backup": 2, "master": 1}
     assert c.adverts_sent == 2 and c.adverts_received == 1
+
+
+# ---- address lists that differ (RFC 5798 7.1 / RFC 3768 7.1) ----------------------
+
+
+def test_v2_advert_with_other_addresses_is_dropped() -> None:
+    m = VrrpMachine(params(version=2))
+    m.handle(Startup(), 0.0)
+    p = m.params
+    other = Advert(2, p.family, p.vrid, 200, 100, (PRIMARY,), p.auth)
+    assert m.handle(AdvertReceived(other, HIGHER_PEER), 1.0) == []
+    assert m.counters.invalid == {"address_list": 1}
+    assert m.counters.address_mismatches == 0
+
+
+def test_v3_advert_with_other_addresses_counts_for_the_election() -> None:
+    """A rolling change (a VIP added on the master first) must not make two masters:
+    the backup still defers to the master's adverts, and reports the mismatch once."""
+    m = VrrpMachine(params(priority=100))
+    m.handle(Startup(), 0.0)
+    p = m.params
+    theirs = (*p.advertised, IPv4Interface("192.0.2.101/24").ip)
+    master = Advert(3, p.family, p.vrid, 200, 100, theirs)
+    now, reports = 0.0, []
+    for _ in range(20):  # 20 adverts a second apart: never master, reported once
+        now += 1.0
+        out = m.handle(AdvertReceived(master, HIGHER_PEER), now)
+        reports += [a for a in out if isinstance(a, AddressMismatch)]
+        assert m.state is State.BACKUP
+        now += 0.5
+        m.handle(TimerFired(), now)  # nothing due: the advert re-armed Master_Down_Timer
+        assert m.state is State.BACKUP
+        now -= 0.5
+    assert reports == [AddressMismatch("web", HIGHER_PEER, theirs, p.advertised)]
+    assert m.counters.address_mismatches == 20
+    assert m.counters.address_mismatch_peers == 1
+    assert not m.counters.invalid
+    # the backup gets the VIP too: the mismatch ends, reported once
+    agreed = Advert(3, p.family, p.vrid, 200, 100, p.advertised)
+    out = m.handle(AdvertReceived(agreed, HIGHER_PEER), now + 1.0)
+    assert [a for a in out if isinstance(a, AddressMismatch)] == [
+        AddressMismatch("web", HIGHER_PEER, p.advertised, p.advertised, ended=True)
+    ]
+    assert m.counters.address_mismatch_peers == 0
+    assert m.counters.address_mismatches == 20
+
+
+def test_v3_mismatch_ends_when_the_peer_falls_silent() -> None:
+    m = VrrpMachine(params(priority=100))
+    m.handle(Startup(), 0.0)
+    p = m.params
+    master = Advert(3, p.family, p.vrid, 200, 100, (PRIMARY,))
+    m.handle(AdvertReceived(master, HIGHER_PEER), 1.0)
+    assert m.counters.address_mismatch_peers == 1
+    later = 1.0 + m.master_down_interval + 0.1
+    out = m.handle(TimerFired(), later)
+    assert any(isinstance(a, AddressMismatch) and a.ended for a in out)
+    assert m.counters.address_mismatch_peers == 0
+    assert m.state is State.MASTER  # the silent master was taken over from, as usual
+
+
+# ---- answers to lower priorities are bounded ----------------------------------------
+
+
+def _lower_adverts(m: VrrpMachine, start: float, seconds: float, every: float) -> list[Action]:
+    out: list[Action] = []
+    for i in range(round(seconds / every)):
+        out += m.handle(from_peer(m, 50), start + i * every)
+    return out
+
+
+def test_master_answers_lower_adverts_with_at_most_one_burst_per_delay() -> None:
+    garp = GarpConfig(repeat=5, delay=0.0, lower_prio_repeat=3, lower_prio_delay=1.0)
+    m = VrrpMachine(params(interval=0.01, garp=garp))
+    now = drive_to(m, State.MASTER)
+    out = _lower_adverts(m, now + 0.001, 5.0, 0.01)  # a one-way partition: 500 adverts
+    bursts = [a for a in out if isinstance(a, SendGratuitous)]
+    answers = [a for a in out if isinstance(a, SendAdvert)]
+    assert len(answers) >= 500  # every lower advert is still answered with an advert
+    assert 5 <= len(bursts) <= 6  # 5 s at one burst per second
+    assert {b.repeat for b in bursts} == {3}
+    assert m.state is State.MASTER
+
+
+def test_lower_prio_repeat_zero_sends_no_gratuitous_answers() -> None:
+    garp = GarpConfig(lower_prio_repeat=0)
+    m = VrrpMachine(params(interval=0.01, garp=garp))
+    now = drive_to(m, State.MASTER)
+    out = _lower_adverts(m, now + 0.001, 1.0, 0.01)
+    assert not [a for a in out if isinstance(a, SendGratuitous)]
+
+
+def test_a_new_mastership_answers_the_first_lower_advert_at_once() -> None:
+    garp = GarpConfig(lower_prio_repeat=2, lower_prio_delay=60.0)
+    m = VrrpMachine(params(garp=garp))
+    now = drive_to(m, State.MASTER)
+    first = m.handle(from_peer(m, 50), now + 0.1)
+    assert [a.repeat for a in first if isinstance(a, SendGratuitous)] == [2]
+    m.handle(from_peer(m, 200, HIGHER_PEER), now + 0.2)  # leaves master
+    assert m.state is State.BACKUP
+    now2 = now + 0.2 + m.master_down_interval + 0.01
+    m.handle(TimerFired(), now2)
+    assert m.state is State.MASTER
+    again = m.handle(from_peer(m, 50), now2 + 0.1)  # the rate limit did not carry over
+    assert [a.repeat for a in again if isinstance(a, SendGratuitous)] == [2]
