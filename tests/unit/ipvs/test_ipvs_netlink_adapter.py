@@ -1,17 +1,19 @@
-"""kernel.IpvsKernel where the running kernel has no IPVS (the development host)."""
+"""kernel.IpvsKernel where the running kernel has no IPVS (the development host).
+
+Generic netlink families are global, not per namespace, so a kernel with IPVS is
+made to look like one without by asking for a family that no kernel registers.
+"""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from agent.ipvs import kernel
 from agent.ipvs.kernel import IpvsKernel, IpvsUnavailable
 
 
-@pytest.mark.skipif(os.path.exists("/proc/net/ip_vs"),
-                    reason="this kernel has IPVS loaded; covered by tests/kernel instead")
-def test_missing_ipvs_is_one_clear_sentence() -> None:
+def test_missing_ipvs_is_one_clear_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel, "IPVS_GENL_NAME", "NoSuchIPVS")
     with pytest.raises(IpvsUnavailable) as exc:
         IpvsKernel()
     text = str(exc.value)

@@ -11,12 +11,11 @@ import ipaddress
 import socket
 
 import pytest
+import scapy.layers.inet as scapy_inet
+import scapy.layers.inet6 as scapy_inet6
+import scapy.layers.vrrp as scapy_vrrp
 
 from agent.vrrp.packet import Advert, decode, encode, pad_password
-
-scapy_inet = pytest.importorskip("scapy.layers.inet")
-scapy_inet6 = pytest.importorskip("scapy.layers.inet6")
-scapy_vrrp = pytest.importorskip("scapy.layers.vrrp")
 
 V4_SRC, V4_DST = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("224.0.0.18")
 V6_SRC, V6_DST = ipaddress.ip_address("fe80::1"), ipaddress.ip_address("ff02::12")
