@@ -6,8 +6,10 @@ import os
 
 import pytest
 
+from tests.check_skips import skip_or_fail
+
 
 @pytest.fixture(scope="session", autouse=True)
 def needs_root() -> None:
     if os.geteuid() != 0:
-        pytest.skip("the netns tier needs root")
+        skip_or_fail("the netns tier needs root")

@@ -25,6 +25,7 @@ def lvs_agent(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Allowed to skip (tests/skips-allowed.txt): on a kernel with IPVS there is no error to check.
 @pytest.mark.skipif(Path("/proc/net/ip_vs").exists(), reason="this kernel has IPVS")
 @pytest.mark.parametrize("command", ["plan", "apply", "status"])
 def test_without_ipvs_one_clear_sentence(command: str) -> None:

@@ -6,8 +6,6 @@ import asyncio
 import shutil
 import subprocess
 
-import pytest
-
 from agent.ipvs.model import (
     AF_INET,
     AF_INET6,
@@ -20,6 +18,7 @@ from agent.ipvs.model import (
     Stats,
 )
 from agent.metrics import AgentMetrics, serve
+from tests.check_skips import skip_or_fail
 
 
 def sample_table() -> dict[ServiceKey, KernelService]:
@@ -39,8 +38,9 @@ def sample_table() -> dict[ServiceKey, KernelService]:
     }
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_exposition_passes_promtool() -> None:
+    if shutil.which("promtool") is None:
+        skip_or_fail("promtool not installed (Debian package prometheus)")
     metrics = AgentMetrics()
     metrics.ipvs.table = sample_table()
     metrics.errors.labels(kind="ipvs_operation").inc()

@@ -13,6 +13,7 @@ import pytest
 from agent.lab.addrwatch import AddressWatch
 from agent.lab.quorum import QuorumSite
 from agent.lab.topology import Lab
+from tests.check_skips import skip_or_fail
 
 TOOLS = ("ip", "nft")
 
@@ -21,7 +22,7 @@ TOOLS = ("ip", "nft")
 def lab() -> Iterator[Lab]:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
-        pytest.skip(f"needs {', '.join(missing)}")
+        skip_or_fail(f"needs {', '.join(missing)}")
     with Lab(forwarding="nat", directors=3, real_servers=1, vip_on_director=False) as built:
         yield built
 

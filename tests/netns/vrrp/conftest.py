@@ -12,6 +12,7 @@ import pytest
 
 from agent.lab.addrwatch import AddressWatch
 from agent.lab.topology import Lab
+from tests.check_skips import skip_or_fail
 
 from .helpers import Site
 
@@ -22,7 +23,7 @@ TOOLS = ("ip", "tcpdump", "tshark", "keepalived")
 def lab() -> Iterator[Lab]:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
-        pytest.skip(f"needs {', '.join(missing)}")
+        skip_or_fail(f"needs {', '.join(missing)}")
     # Three directors on the front LAN (and the back LAN, for sync groups), a client,
     # one real server behind the floating gateway. No IPVS: VRRP-only agents.
     with Lab(forwarding="nat", directors=3, real_servers=1, vip_on_director=False) as built:
