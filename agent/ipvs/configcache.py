@@ -5,8 +5,9 @@ work at 10,000 services (about 9 of 20 s under emulation, 0.7 s on hardware),
 and both depend only on the file's bytes and on the agent's code. So once a
 file has been read and found valid, its state_dir, ipvs settings and desired
 table are stored under a key made of a BLAKE2b digest of those bytes and a fingerprint
-of the code (the size and mtime of every module of the agent, the entry format
-and the Python version). A later command given the same bytes loads the
+of the code: the content of every module of the agent and of the installed YAML
+library (PyYAML's modules and its libyaml extension), the entry format and the
+Python version. A later command given the same bytes loads the
 entry instead of reading the file: the common cases, a re-apply or a restart
 with an unchanged configuration, skip the YAML entirely.
 
@@ -31,6 +32,7 @@ empty ``LVS_AGENT_CACHE_DIR`` turns the cache off.
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import marshal
 import os
 import stat
@@ -170,23 +172,45 @@ def _trusted(st: os.stat_result) -> bool:
 
 
 def _code_fingerprint() -> bytes:
-    """What the meaning of a cached entry depends on besides the file's bytes: every
-    module of the agent (validation rules live in several packages), by size and
-    mtime, the entry format and the Python version."""
-    root = Path(__file__).resolve().parents[1]  # the agent package
-    parts = [f"lvs-agent cache {FORMAT}", sys.version]
-    folders = [str(root)]
+    """What the meaning of a cached entry depends on besides the file's bytes: the
+    content of every module of the agent (validation rules live in several
+    packages) and of the YAML library that reads the file, the entry format and
+    the Python version.
+
+    By content, not by size and modification time: an edit that keeps both (a
+    checkout, a copy with preserved times) must not serve an old table. The YAML
+    library is found, not imported: a hit never loads it."""
+    roots = [Path(__file__).resolve().parents[1]]  # the agent package
+    spec = importlib.machinery.PathFinder.find_spec("yaml")
+    if spec is not None and spec.submodule_search_locations:
+        roots.extend(Path(p) for p in spec.submodule_search_locations)
+    return _sources_digest(f"lvs-agent cache {FORMAT}\n{sys.version}\n", roots)
+
+
+def _sources_digest(prefix: str, roots: list[Path]) -> bytes:
+    """A digest of ``prefix`` and of the name and bytes of every module under ``roots``."""
+    digest = blake2b(prefix.encode(), digest_size=32)
+    for root in roots:
+        for path in _module_files(root):
+            data = path.read_bytes()
+            digest.update(b"\0%s\0%d\0" % (str(path.relative_to(root)).encode(), len(data)))
+            digest.update(data)
+    return digest.digest() + b"\0"
+
+
+def _module_files(root: Path) -> list[Path]:
+    """The package's Python sources and extension modules, in a fixed order."""
+    found: list[Path] = []
+    folders = [root]
     while folders:
         folder = folders.pop()
         with os.scandir(folder) as it:
             for e in it:
-                if e.name.endswith(".py"):
-                    st = e.stat()
-                    parts.append(f"{e.path} {st.st_size} {st.st_mtime_ns}")
+                if e.name.endswith((".py", ".so")) and e.is_file():
+                    found.append(Path(e.path))
                 elif e.is_dir() and not e.name.startswith((".", "__")):
-                    folders.append(e.path)
-    parts.sort()
-    return "\n".join(parts).encode() + b"\0"
+                    folders.append(Path(e.path))
+    return sorted(found)
 
 
 # ---- the record: tuples of plain values

@@ -72,16 +72,42 @@ def test_another_byte_or_other_code_is_a_miss(
     assert ConfigCache(tmp_path).load(data) is None
 
 
-def test_fingerprint_follows_the_modules(tmp_path: Path) -> None:
-    before = configcache._code_fingerprint()
-    module = Path(configcache.__file__)
+def test_fingerprint_follows_module_content_not_size_or_time(tmp_path: Path) -> None:
+    package = tmp_path / "agent"
+    (package / "config").mkdir(parents=True)
+    module = package / "config" / "rules.py"
+    module.write_text("PORT_MAX = 65535\n")
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "rules.cpython-311.pyc").write_bytes(b"ignored")
+    before = configcache._sources_digest("p", [package])
     st = module.stat()
-    try:
-        os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-        assert configcache._code_fingerprint() != before
-    finally:
-        os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert configcache._code_fingerprint() == before
+    module.write_text("PORT_MAX = 65534\n")  # same size ...
+    os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and the same mtime
+    assert module.stat().st_size == st.st_size and module.stat().st_mtime_ns == st.st_mtime_ns
+    assert configcache._sources_digest("p", [package]) != before
+    module.write_text("PORT_MAX = 65535\n")
+    assert configcache._sources_digest("p", [package]) == before
+    (package / "config" / "rules2.py").write_text("")  # a new module, even empty
+    assert configcache._sources_digest("p", [package]) != before
+
+
+def test_fingerprint_covers_the_agent_and_the_yaml_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import yaml
+
+    seen: list[list[Path]] = []
+    monkeypatch.setattr(
+        configcache, "_sources_digest", lambda prefix, roots: seen.append(roots) or b""
+    )
+    configcache._code_fingerprint()
+    (roots,) = seen
+    assert Path(configcache.__file__).resolve().parents[1] in roots
+    assert Path(yaml.__file__).resolve().parent in [r.resolve() for r in roots]
+    files = [p.name for r in roots for p in configcache._module_files(r)]
+    assert "loader.py" in files
+    if yaml.__with_libyaml__:  # the extension that holds libyaml
+        assert any(f.startswith("_yaml.") for f in files)
 
 
 def test_damaged_entries_are_misses_and_get_replaced(tmp_path: Path) -> None:
