@@ -3,7 +3,7 @@
 Lab, test and benchmark scaffolding for the lock (tests/netns/lock, bench/lock_failover).
 Directors ``d1..dN`` of a ``Lab`` run ``lvs-agent run`` with one VRRP instance under
 quorum election; optionally one director namespace runs ``lvs-agent witness`` instead.
-The lock talks UDP on the front LAN (``192.0.2.x:7946``).
+The lock talks UDP on the front LAN (``192.0.2.x:6741``).
 
 Faults, all on processes and namespaces this module started: ``kill`` (SIGKILL),
 ``restart``, ``pause``/``resume`` (SIGSTOP/SIGCONT), ``partition`` (nftables in the
@@ -42,7 +42,7 @@ from agent.lab.addrwatch import AddressEvent, AddressWatch
 from agent.lab.agents import METRICS_PORT, REPO, LabAgent, agent_config
 from agent.lab.topology import Lab
 
-LOCK_PORT = 7946
+LOCK_PORT = 6741
 VIP = "192.0.2.100/24"
 VRID = 61
 NFT_TABLE = "lvsnemesis"

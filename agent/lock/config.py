@@ -10,8 +10,8 @@ YAML::
 
     lock:
       cluster: lb-prod-1
-      listen: 10.0.0.11:7946
-      peers: {director1: 10.0.0.11:7946, director2: 10.0.0.12:7946, witness1: 10.0.0.13:7946}
+      listen: 10.0.0.11:6741
+      peers: {director1: 10.0.0.11:6741, director2: 10.0.0.12:6741, witness1: 10.0.0.13:6741}
       key_file: /etc/lvs-agent/cluster.key
       lease: 1s
       # optional: node_id (when listen is a wildcard), state_dir, rho, preempt, leases,
@@ -33,7 +33,7 @@ from typing import Any, Final
 from agent.lock.timing import DEFAULT_RHO, Timing
 from agent.lock.wire import MAX_NAME
 
-DEFAULT_PORT: Final = 7946
+DEFAULT_PORT: Final = 6741
 DEFAULT_STATE_DIR: Final = Path("/var/lib/lvs-agent")
 
 
@@ -51,7 +51,7 @@ class Endpoint:
 
 
 def parse_endpoint(text: str) -> Endpoint:
-    """``10.0.0.11:7946``, ``[fd00::1]:7946`` or a bare address (default port)."""
+    """``10.0.0.11:6741``, ``[fd00::1]:6741`` or a bare address (default port)."""
     text = text.strip()
     host, port = text, DEFAULT_PORT
     if text.startswith("["):

@@ -62,11 +62,11 @@ def test_check_config_has_no_side_effects(tmp_path: Path) -> None:
 
 
 def test_witness_check(tmp_path: Path) -> None:
-    peers = "{d1: 127.0.0.2:7946, d2: 127.0.0.3:7946, w1: 127.0.0.1:7946}"
+    peers = "{d1: 127.0.0.2:6741, d2: 127.0.0.3:6741, w1: 127.0.0.1:6741}"
     good = tmp_path / "witness.yaml"
     good.write_text(
         f"state_dir: {tmp_path}\nwitness:\n  clusters:\n"
-        f"    - {{cluster: lb-1, listen: 127.0.0.1:7946, key_file: /k, peers: {peers}}}\n"
+        f"    - {{cluster: lb-1, listen: 127.0.0.1:6741, key_file: /k, peers: {peers}}}\n"
     )
     proc = run("witness", "--check", "-c", str(good))
     assert proc.returncode == 0, proc.stderr

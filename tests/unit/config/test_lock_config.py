@@ -11,8 +11,8 @@ from agent.config import ConfigError, parse_config
 LOCK = """\
 lock:
   cluster: lb-prod-1
-  listen: 10.0.0.11:7946
-  peers: {director1: 10.0.0.11:7946, director2: 10.0.0.12:7946, witness1: 10.0.0.13:7946}
+  listen: 10.0.0.11:6741
+  peers: {director1: 10.0.0.11:6741, director2: 10.0.0.12:6741, witness1: 10.0.0.13:6741}
   key_file: /etc/lvs-agent/cluster.key
   lease: 1s
 """
@@ -79,12 +79,12 @@ def test_mixed_sync_group() -> None:
     [
         ("  lease: 1s\n", "  leese: 1s\n", "lock.leese", "did you mean 'lease'"),
         ("  lease: 1s\n", "  lease: 10ms\n", "lock.lease", "must be 200ms..1h"),
-        ("  listen: 10.0.0.11:7946\n", "  listen: lb1:7946\n", "lock.listen", "IP address"),
-        ("  listen: 10.0.0.11:7946\n", "  listen: 10.0.0.99:7946\n", "lock.listen", "node_id"),
+        ("  listen: 10.0.0.11:6741\n", "  listen: lb1:6741\n", "lock.listen", "IP address"),
+        ("  listen: 10.0.0.11:6741\n", "  listen: 10.0.0.99:6741\n", "lock.listen", "node_id"),
         ("/etc/lvs-agent/cluster.key", "cluster.key", "lock.key_file", "absolute path"),
         ("  cluster: lb-prod-1\n", "  cluster: 'lb prod'\n", "lock.cluster", "letters"),
-        ("director2: 10.0.0.12:7946", "director2: 10.0.0.11", "lock.peers.director2", "also"),
-        ("director2: 10.0.0.12:7946", "director2: {}", "lock.peers.director2", "string"),
+        ("director2: 10.0.0.12:6741", "director2: 10.0.0.11", "lock.peers.director2", "also"),
+        ("director2: 10.0.0.12:6741", "director2: {}", "lock.peers.director2", "string"),
         ("  lease: 1s\n", "  lease: 1s\n  guard: 2s\n", "lock.guard", "guard must be in"),
         ("  lease: 1s\n", "  node_id: nobody\n", "lock.node_id", "not in peers"),
     ],
@@ -107,13 +107,13 @@ def test_witness_file_with_several_clusters() -> None:
     witness:
       clusters:
         - cluster: lb-prod-1
-          listen: 10.0.0.13:7946
-          peers: {d1: 10.0.0.11:7946, d2: 10.0.0.12:7946, w: 10.0.0.13:7946}
+          listen: 10.0.0.13:6741
+          peers: {d1: 10.0.0.11:6741, d2: 10.0.0.12:6741, w: 10.0.0.13:6741}
           key_file: /etc/lvs-agent/prod1.key
         - cluster: lb-prod-2
-          listen: 10.0.0.13:7947
+          listen: 10.0.0.13:6742
           node_id: w
-          peers: {d1: 10.0.2.11:7946, d2: 10.0.2.12:7946, w: 10.0.0.13:7947}
+          peers: {d1: 10.0.2.11:6741, d2: 10.0.2.12:6741, w: 10.0.0.13:6742}
           key_file: /etc/lvs-agent/prod2.key
           lease: 200ms
     """

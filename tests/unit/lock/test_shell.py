@@ -19,9 +19,9 @@ KEY = "1 " + "ab" * 32 + "\n"
 
 
 def test_parse_endpoint() -> None:
-    assert parse_endpoint("10.0.0.11:7946") == Endpoint("10.0.0.11", 7946)
+    assert parse_endpoint("10.0.0.11:6741") == Endpoint("10.0.0.11", 6741)
     assert parse_endpoint("[fd00::1]:7000") == Endpoint("fd00::1", 7000)
-    assert parse_endpoint("10.0.0.1") == Endpoint("10.0.0.1", 7946)
+    assert parse_endpoint("10.0.0.1") == Endpoint("10.0.0.1", 6741)
     for bad in ("host:1", "10.0.0.1:0", "10.0.0.1:x", "[fd00::1", "[::1]x"):
         with pytest.raises(LockConfigError):
             parse_endpoint(bad)
@@ -30,11 +30,11 @@ def test_parse_endpoint() -> None:
 def yaml_like() -> dict[str, object]:
     return {
         "cluster": "lb-prod-1",
-        "listen": "10.0.0.11:7946",
+        "listen": "10.0.0.11:6741",
         "peers": {
-            "director1": "10.0.0.11:7946",
-            "director2": "10.0.0.12:7946",
-            "witness1": "10.0.0.13:7946",
+            "director1": "10.0.0.11:6741",
+            "director2": "10.0.0.12:6741",
+            "witness1": "10.0.0.13:6741",
         },
         "key_file": "/etc/lvs-agent/cluster.key",
         "lease": 1.0,
@@ -49,7 +49,7 @@ def test_config_from_mapping_derives_identity_and_timing() -> None:
 
 
 def test_config_errors() -> None:
-    data = yaml_like() | {"listen": "0.0.0.0:7946"}
+    data = yaml_like() | {"listen": "0.0.0.0:6741"}
     with pytest.raises(LockConfigError, match="node_id"):
         LockConfig.from_mapping(data)
     assert LockConfig.from_mapping(data | {"node_id": "director2"}).node_id == "director2"
