@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from agent.ipvs.state import OwnershipStore
     from agent.lock import LeaseEvent, LockTransport
     from agent.metrics import AgentMetrics
-    from agent.vrrp.service import VrrpService
+    from agent.vrrp.service import ReloadPlan, VrrpService
 
 from agent.instancelock import InstanceLock
 
@@ -93,6 +93,7 @@ class Agent:
         # The services the last reload changed (None: the ipvs settings changed too).
         self.reloaded_services: frozenset[ServiceKey] | None = None
         self.vrrp: VrrpService | None = None
+        self._vrrp_plan: ReloadPlan | None = None  # checked by _reload, applied after it
         self.lock: LockTransport | None = None
         self.exit_code = 0
 
@@ -212,9 +213,7 @@ class Agent:
                         await self.reconcile(only=self.reloaded_services)
                     next_full = loop.time()
                     if self.config.vrrp != old_vrrp:
-                        log.info("reload: VRRP configuration changed; restarting VRRP")
-                        await self._stop_vrrp()
-                        await self._start_vrrp()
+                        await self._reload_vrrp()
 
     async def _start_vrrp(self) -> None:
         if not self.config.vrrp.vrrp_instances or self.stop.is_set():
@@ -233,6 +232,44 @@ class Agent:
         self.vrrp = service
         self.metrics.vrrp.service = service
         log.info("vrrp: %d instance(s) started", len(self.config.vrrp.vrrp_instances))
+
+    def _check_vrrp_reload(self, config: Config) -> str | None:
+        """Why the running VRRP service cannot take ``config``'s instances (None: it can).
+
+        Runs before a reload is committed, so a file whose VRRP part cannot run on
+        this host is refused whole, like an invalid one.
+        """
+        from agent.vrrp.service import VrrpStartError
+
+        self._vrrp_plan = None
+        if self.vrrp is None or not config.vrrp.vrrp_instances:
+            return None
+        try:
+            self._vrrp_plan = self.vrrp.plan_reload(config.vrrp)
+        except VrrpStartError as exc:
+            return str(exc)
+        return None
+
+    async def _reload_vrrp(self) -> None:
+        """Apply a reloaded VRRP configuration: only what changed is touched."""
+        from agent.vrrp.service import VrrpStartError
+
+        if self.vrrp is None:
+            await self._start_vrrp()
+            return
+        if not self.config.vrrp.vrrp_instances:
+            log.info("reload: no VRRP instances left; stopping VRRP")
+            await self._stop_vrrp()
+            return
+        try:
+            plan = self.vrrp.reconfigure(self.config.vrrp, self._vrrp_plan)
+        except VrrpStartError as exc:
+            log.error("reload: vrrp: %s", exc)
+            self.metrics.errors.labels(kind="vrrp_start").inc()
+            return
+        finally:
+            self._vrrp_plan = None
+        log.info("reload: vrrp: %s", plan.summary())
 
     async def _stop_vrrp(self) -> None:
         if self.vrrp is not None:
@@ -299,6 +336,13 @@ class Agent:
                 "instances cannot start before"
             )
             config = replace_vrrp_elections(config)
+        refused = self._check_vrrp_reload(config)
+        if refused is not None:
+            log.error("reload: vrrp: %s; keeping the running configuration", refused)
+            self.metrics.config_reloads.labels(result="invalid").inc()
+            self.metrics.errors.labels(kind="config").inc()
+            sd_notify("READY=1")
+            return False
         desired = self._desired(config)
         old = self.desired
         edited = frozenset(k for k in old.keys() | desired.keys() if old.get(k) != desired.get(k))

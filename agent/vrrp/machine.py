@@ -219,6 +219,13 @@ class GroupCommand:
     target: State
 
 
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """A reload changed what may change while running (see ``VrrpMachine.reconfigure``)."""
+
+    params: InstanceParams
+
+
 Event: TypeAlias = (
     Startup
     | Shutdown
@@ -227,6 +234,7 @@ Event: TypeAlias = (
     | AdvertRejected
     | TrackingChanged
     | GroupCommand
+    | Reconfigure
 )
 
 # ---------------------------------------------------------------- actions (outputs)
@@ -468,7 +476,9 @@ class VrrpMachine:
         out: list[Action] = []
         if self._mismatched:
             self._expire_mismatches(now, out)
-        if isinstance(event, TimerFired):
+        if isinstance(event, Reconfigure):
+            self._reconfigure(event.params, now, out)
+        elif isinstance(event, TimerFired):
             for trigger in self._due(now):
                 self._fire(trigger, now, None, out)
         else:
@@ -550,6 +560,59 @@ class VrrpMachine:
         ):
             return Trigger.HIGHER_PRIORITY
         return Trigger.LOWER_PRIORITY
+
+    @staticmethod
+    def needs_restart(old: InstanceParams, new: InstanceParams) -> str | None:
+        """Why ``new`` cannot be applied to a running machine built with ``old``: what
+        identifies the virtual router on the wire (VRID, version, advert family) and
+        where it speaks (primary address). None: ``Reconfigure`` can apply it."""
+        for what in ("vrid", "version", "family", "primary_address"):
+            if getattr(old, what) != getattr(new, what):
+                return what
+        if bool(old.unicast_peers) != bool(new.unicast_peers):
+            return "unicast_peers (multicast <-> unicast)"
+        return None
+
+    def _reconfigure(self, params: InstanceParams, now: float, out: list[Action]) -> None:
+        """Apply a reload in place: no state change, no priority 0, no lease touched.
+
+        A master adds and removes just the VIPs the reload added and removed (a GARP
+        burst for the added ones) and advertises at once, so backups learn the new
+        list or interval within one packet. The effective priority is the trackers'
+        business (``TrackingChanged``), not this event's.
+        """
+        old = self.params
+        why = self.needs_restart(old, params)
+        if why is not None:
+            raise ValueError(f"{self.name}: {why} changed: the instance must restart")
+        self.params = params
+        if self.state is not State.MASTER:
+            if params.version == 2 or self.state is not State.BACKUP:
+                self.master_adver_interval_cs = params.advert_interval_cs
+            return
+        removed = tuple(v for v in old.vips if v not in params.vips)
+        added = tuple(v for v in params.vips if v not in old.vips)
+        if removed:
+            out.append(RemoveVips(self.name, removed))
+        if added:
+            accept = params.accept_mode or self.priority == PRIORITY_OWNER
+            out.append(AddVips(self.name, added, accept))
+            if params.garp.repeat > 0:
+                out.append(SendGratuitous(self.name, added, params.garp.repeat))
+        self.master_adver_interval_cs = params.advert_interval_cs
+        if (removed, added) != ((), ()) or self._advert(self.priority) != Advert(
+            old.version,
+            old.family,
+            old.vrid,
+            self.priority,
+            old.advert_interval_cs,
+            old.advertised,
+            old.auth,
+        ):
+            self._run(Step.SEND_ADVERT, now, None, out)
+            self._run(Step.ARM_ADVER, now, None, out)
+        if params.garp.refresh != old.garp.refresh:
+            self._refresh_at = now + params.garp.refresh if params.garp.refresh > 0 else None
 
     def rejection(self, advert: Advert, source: IPAddress) -> Reason | None:
         """Checks against this instance's configuration (RFC 5798 / 3768 section 7.1)."""

@@ -64,6 +64,7 @@ from agent.vrrp.machine import (
     GroupCommand,
     InstanceParams,
     Notify,
+    Reconfigure,
     RemoveVips,
     ScheduleTimer,
     SendAdvert,
@@ -125,6 +126,54 @@ class _Lease:
     armed_until: float | None = None  # hold end (lock clock) the fence child was last given
 
 
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What a reload does to each instance (names)."""
+
+    retire: list[str]  # stopped: removed, or stopped to be created again
+    update: dict[str, VrrpInstanceConfig]  # updated in place
+    create: list[str]  # started: added, or created again
+    unchanged: list[str]
+
+    def summary(self) -> str:
+        restarted = [n for n in self.create if n in self.retire]
+        parts = [
+            ("unchanged", self.unchanged),
+            ("updated in place", list(self.update)),
+            ("restarted", restarted),
+            ("added", [n for n in self.create if n not in restarted]),
+            ("removed", [n for n in self.retire if n not in restarted]),
+        ]
+        return "; ".join(f"{what}: {', '.join(names)}" for what, names in parts if names)
+
+
+def _configured_vips(config: VrrpConfig) -> dict[str, list[VipInterface]]:
+    vips_by_if: dict[str, list[VipInterface]] = {}
+    for cfg in config.vrrp_instances:
+        try:
+            vips_by_if.setdefault(cfg.interface, []).extend(config_vips(cfg))
+        except ValueError as e:
+            raise VrrpStartError(f"{cfg.name}: {e}") from e
+    return vips_by_if
+
+
+def _membership(group: SyncGroupConfig | None) -> tuple[str, tuple[str, ...]] | None:
+    return (group.name, group.instances) if group is not None else None
+
+
+def _restart_reason(old: VrrpInstanceConfig, new: VrrpInstanceConfig) -> str | None:
+    """The configuration changes that need the instance stopped and started again."""
+    for what in ("interface", "vrid", "version", "election", "lease"):
+        if getattr(old, what) != getattr(new, what):
+            return what
+    try:
+        if config_family(old) != config_family(new):
+            return "address family"
+    except ValueError:
+        return "address family"
+    return None
+
+
 class VrrpService:
     """All VRRP instances and sync groups of one agent."""
 
@@ -139,6 +188,7 @@ class VrrpService:
         self._vips: dict[str, VipManager] = {}
         self._by_vrid: dict[tuple[str, int, int], str] = {}
         self._trackers: set[asyncio.Task[object]] = set()  # link poll, track scripts
+        self._script_tasks: dict[str, list[asyncio.Task[object]]] = {}  # by instance
         self._tasks: set[asyncio.Task[object]] = set()  # notify commands
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
@@ -177,8 +227,6 @@ class VrrpService:
         except Exception:
             self._close_io()
             raise
-        for name, inst in self._instances.items():
-            inst.timer = InstanceTimer(loop, functools.partial(self._on_timer, name))
         if self._lock is not None and self._leases:
             self._fence = Fence()
             self._fence.start()
@@ -187,16 +235,24 @@ class VrrpService:
             self._links.open(loop, self._link_changed.set)
         except OSError as e:
             log.warning("no netlink link notifications (%s); polling every %gs", e, LINK_POLL)
-        self._apply_links(self._read_links(), initial=True)
         self._spawn(self._link_loop(), self._trackers)
-        for inst in self._instances.values():
-            for name in inst.tracking.scripts:
-                self._spawn(self._script_loop(inst.config.name, name), self._trackers)
-        for name in self._instances:
-            self._deliver(name, Startup())
         if self._lock is not None:
             self._lock.after_input = self._refresh_fences
-        for lease in self._leases:
+        self._launch(list(self._instances))
+
+    def _launch(self, names: list[str]) -> None:
+        """Start built instances: timers, trackers' first view, scripts, Startup, leases."""
+        assert self._loop is not None
+        for name in names:
+            inst = self._instances[name]
+            inst.timer = InstanceTimer(self._loop, functools.partial(self._on_timer, name))
+        self._apply_links(self._read_links(), initial=True, only=names)
+        for name in names:
+            self._spawn_scripts(name)
+        for name in names:
+            self._deliver(name, Startup())
+        leases = [self._instances[n].lease for n in names]
+        for lease in dict.fromkeys(lease for lease in leases if lease):
             self._update_campaign(lease)
 
     def leave(self) -> None:
@@ -257,46 +313,222 @@ class VrrpService:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=NOTIFY_TIMEOUT)
 
+    # -- reload
+
+    def plan_reload(self, new: VrrpConfig) -> ReloadPlan:
+        """What ``reconfigure(new)`` would do, checked against this host first.
+
+        Raises VrrpStartError, changing nothing, when an instance that would be
+        created or updated cannot run here (interface missing, no usable address,
+        parameters the machine refuses): the reload is then refused whole.
+        """
+        old_cfgs = {c.name: c for c in self.config.vrrp_instances}
+        new_cfgs = {c.name: c for c in new.vrrp_instances}
+        old_groups = {m: g for g in self.config.vrrp_sync_groups for m in g.instances}
+        new_groups = {m: g for g in new.vrrp_sync_groups for m in g.instances}
+        restart: set[str] = set()
+        update: dict[str, VrrpInstanceConfig] = {}
+        vips_by_if = _configured_vips(new)
+        for name in old_cfgs.keys() & new_cfgs.keys():
+            old, cfg = old_cfgs[name], new_cfgs[name]
+            old_group, new_group = old_groups.get(name), new_groups.get(name)
+            if _membership(old_group) != _membership(new_group):
+                restart.add(name)  # a machine belongs to one SyncGroup object for life
+                continue
+            why = _restart_reason(old, cfg)
+            if why is None and old != cfg:
+                current = self._instances[name].machine.params
+                try:
+                    params = InstanceParams.from_config(cfg, current.primary_address)
+                except ValueError as e:
+                    raise VrrpStartError(f"{name}: {e}") from e
+                why = VrrpMachine.needs_restart(current, params)
+                if why is None:
+                    update[name] = cfg
+            if why is not None:
+                restart.add(name)
+        # A sync group restarts whole: its machines share one SyncGroup.
+        changed = True
+        while changed:
+            changed = False
+            for groups in (old_groups, new_groups):
+                for name in list(restart):
+                    group = groups.get(name)
+                    for member in group.instances if group else ():
+                        if member not in restart and member in old_cfgs and member in new_cfgs:
+                            restart.add(member)
+                            update.pop(member, None)
+                            changed = True
+        create = [n for n in new_cfgs if n in restart or n not in old_cfgs]
+        for name in create:
+            cfg = new_cfgs[name]
+            self._check_interface(cfg)
+            self._params(cfg, vips_by_if)  # raises VrrpStartError if it cannot run here
+            if cfg.election == "quorum" and self._lock is None:
+                raise VrrpStartError(f"{name}: election: quorum needs the lock to be running")
+        return ReloadPlan(
+            retire=[n for n in old_cfgs if n in restart or n not in new_cfgs],
+            update=update,
+            create=create,
+            unchanged=[
+                n for n in old_cfgs if n in new_cfgs and n not in restart and n not in update
+            ],
+        )
+
+    def reconfigure(self, new: VrrpConfig, plan: ReloadPlan | None = None) -> ReloadPlan:
+        """Apply a reloaded configuration, touching only what changed.
+
+        Unchanged instances keep running untouched (no advert gap, GARP, priority 0 or
+        lease release); changed ones are updated in place (``Reconfigure``: priority,
+        interval, VIPs, preempt, garp, auth, unicast peers, trackers, notify); only an
+        instance whose interface, VRID, version, advert family or multicast/unicast mode
+        changed, whose election or lease changed, or whose sync group changed is
+        stopped and started again, with its group. Raises VrrpStartError (nothing
+        changed) like ``plan_reload``.
+        """
+        plan = plan if plan is not None else self.plan_reload(new)
+        self._retire(plan.retire)
+        old_config, self.config = self.config, new
+        self._groups = {g.name: g for g in new.vrrp_sync_groups}
+        for name, cfg in plan.update.items():
+            self._update(name, old_config, cfg)
+        if plan.create:
+            created = {n: c for c in new.vrrp_instances for n in [c.name] if n in plan.create}
+            groups = tuple(g for g in new.vrrp_sync_groups if set(g.instances) <= created.keys())
+            multicast = {key: sock.multicast for key, sock in self._sockets.items()}
+            try:
+                self._create(tuple(created.values()), groups, cleanup=False)
+                assert self._loop is not None
+                for key, sock in self._sockets.items():
+                    if sock.is_open and sock.multicast and not multicast.get(key, True):
+                        sock.close()  # a multicast instance joined a unicast-only socket
+                    if not sock.is_open:
+                        sock.open()
+                        sock.attach(self._loop, functools.partial(self._on_received, key))
+            except (VrrpStartError, OSError) as e:
+                log.error("vrrp: reload: cannot start %s: %s", ", ".join(plan.create), e)
+                for name in plan.create:
+                    self._instances.pop(name, None)
+                raise VrrpStartError(str(e)) from e
+            if self._lock is not None and self._leases and self._fence is None:
+                self._fence = Fence()
+                self._fence.start()
+            self._launch(plan.create)
+        self._set_lease_preempt()
+        return plan
+
+    def _check_interface(self, cfg: VrrpInstanceConfig) -> None:
+        try:
+            self._manager(cfg.interface).index()
+        except VipError as e:
+            raise VrrpStartError(
+                f"instance {cfg.name}: interface {cfg.interface} does not exist on this host"
+            ) from e
+
+    def _retire(self, names: list[str]) -> None:
+        """Stop these instances (a master leaves: VIPs removed, priority 0) and forget them."""
+        for name in names:
+            self._deliver(name, Shutdown())
+        for name in names:
+            inst = self._instances.pop(name)
+            if inst.timer is not None:
+                inst.timer.close()
+            for task in self._script_tasks.pop(name, []):
+                task.cancel()
+            self._by_vrid = {k: v for k, v in self._by_vrid.items() if v != name}
+            if inst.lease:
+                lease = self._leases[inst.lease]
+                lease.members.remove(name)
+                if not lease.members:
+                    if self._lock is not None and lease.told is not None:
+                        self._lock.withdraw(inst.lease)
+                    del self._leases[inst.lease]
+        used = {i.socket_key for i in self._instances.values()}
+        for key in [k for k in self._sockets if k not in used]:
+            self._sockets.pop(key).close()
+
+    def _update(self, name: str, old_config: VrrpConfig, cfg: VrrpInstanceConfig) -> None:
+        inst = self._instances[name]
+        old = inst.config
+        inst.config = cfg
+        params = InstanceParams.from_config(cfg, inst.machine.params.primary_address)
+        self._deliver(name, Reconfigure(params))
+        if (old.priority, old.track_interfaces, old.track_scripts) == (
+            cfg.priority,
+            cfg.track_interfaces,
+            cfg.track_scripts,
+        ):
+            return
+        previous = inst.tracking
+        interfaces: list[TrackInterfaceConfig] = [TrackInterfaceConfig(cfg.interface)]
+        interfaces += [t for t in cfg.track_interfaces if t.name != cfg.interface]
+        tracking = InstanceTracking(cfg.priority, interfaces, cfg.track_scripts)
+        for ifname, tracker in tracking.interfaces.items():
+            if ifname in previous.interfaces:
+                tracker.ok = previous.interfaces[ifname].ok
+        for script, script_tracker in list(tracking.scripts.items()):
+            kept = previous.scripts.get(script)
+            if kept is not None and kept.config == script_tracker.config:
+                tracking.scripts[script] = kept  # its rise/fall streak goes on
+        inst.tracking = tracking
+        if old.track_scripts != cfg.track_scripts:
+            self._spawn_scripts(name)
+        if set(tracking.interfaces) - set(previous.interfaces):
+            self._link_changed.set()  # read the new interfaces' links now
+        self._deliver(name, tracking.event())
+
     # -- building
 
     def _build(self) -> None:
-        configs = self.config.vrrp_instances
+        self._create(self.config.vrrp_instances, self.config.vrrp_sync_groups, cleanup=True)
+
+    def _params(
+        self, cfg: VrrpInstanceConfig, vips_by_if: dict[str, list[VipInterface]]
+    ) -> InstanceParams:
+        mgr = self._manager(cfg.interface)
+        try:
+            family = config_family(cfg)
+            primary = mgr.primary_address(family, vips_by_if[cfg.interface])
+            if primary is None:
+                raise VrrpStartError(f"{cfg.name}: {cfg.interface} has no usable address")
+            return InstanceParams.from_config(cfg, primary)
+        except (ValueError, VipError) as e:
+            raise VrrpStartError(f"{cfg.name}: {e}") from e
+
+    def _create(
+        self,
+        configs: tuple[VrrpInstanceConfig, ...],
+        group_configs: tuple[SyncGroupConfig, ...],
+        *,
+        cleanup: bool,
+    ) -> None:
+        """Build ``configs`` (instances not running yet) and the sync groups among them.
+
+        ``cleanup`` (start-up): remove their VIPs where a killed run left them.
+        """
         by_name = {c.name: c for c in configs}
         member_of: dict[str, SyncGroupConfig] = {}
-        for group_cfg in self.config.vrrp_sync_groups:
+        for group_cfg in group_configs:
             for member in group_cfg.instances:
                 if member not in by_name:
                     raise VrrpStartError(f"sync group {group_cfg.name}: no instance {member}")
                 member_of[member] = group_cfg
-        vips_by_if: dict[str, list[VipInterface]] = {}
-        for cfg in configs:
-            self._vips.setdefault(cfg.interface, VipManager(cfg.interface))
-            try:
-                vips_by_if.setdefault(cfg.interface, []).extend(config_vips(cfg))
-            except ValueError as e:
-                raise VrrpStartError(f"{cfg.name}: {e}") from e
-        for ifname, vips in vips_by_if.items():
-            try:
-                removed = self._vips[ifname].cleanup(vips)
-            except VipError as e:
-                raise VrrpStartError(str(e)) from e
-            if removed:
-                log.warning(
-                    "removed VIPs left by an earlier run on %s: %s",
-                    ifname,
-                    ", ".join(map(str, removed)),
-                )
+        vips_by_if = _configured_vips(self.config)
+        if cleanup:
+            for ifname in dict.fromkeys(c.interface for c in configs):
+                try:
+                    removed = self._manager(ifname).cleanup(vips_by_if[ifname])
+                except VipError as e:
+                    raise VrrpStartError(str(e)) from e
+                if removed:
+                    log.warning(
+                        "removed VIPs left by an earlier run on %s: %s",
+                        ifname,
+                        ", ".join(map(str, removed)),
+                    )
         machines: dict[str, VrrpMachine] = {}
         for cfg in configs:
-            mgr = self._vips[cfg.interface]
-            try:
-                family = config_family(cfg)
-                primary = mgr.primary_address(family, vips_by_if[cfg.interface])
-                if primary is None:
-                    raise VrrpStartError(f"{cfg.name}: {cfg.interface} has no usable address")
-                params = InstanceParams.from_config(cfg, primary)
-            except (ValueError, VipError) as e:
-                raise VrrpStartError(f"{cfg.name}: {e}") from e
+            params = self._params(cfg, vips_by_if)
             synced = cfg.name in member_of and len(member_of[cfg.name].instances) > 1
             quorum = self._quorum(cfg)
             # A quorum instance never promotes itself: it waits for its lease.
@@ -321,7 +553,7 @@ class VrrpService:
                 [machines[m] for m in g.instances],
                 gated=all(self._quorum(by_cfg[m]) for m in g.instances),
             )
-            for g in self.config.vrrp_sync_groups
+            for g in group_configs
         }
         for cfg in configs:
             membership = member_of.get(cfg.name)
@@ -341,11 +573,14 @@ class VrrpService:
             )
             if lease:
                 self._leases.setdefault(lease, _Lease(lease)).members.append(cfg.name)
+        self._set_lease_preempt()
+
+    def _set_lease_preempt(self) -> None:
         if self._lock is not None:
             for name, entry in self._leases.items():
                 # preempt is the instance's (all members of a group must want it)
                 core_lease = self._lock.node.core.add_lease(name)
-                core_lease.preempt = all(by_cfg[m].preempt for m in entry.members)
+                core_lease.preempt = all(self._instances[m].config.preempt for m in entry.members)
 
     def _quorum(self, cfg: VrrpInstanceConfig) -> bool:
         if cfg.election != "quorum":
@@ -418,11 +653,12 @@ class VrrpService:
 
     def _spawn(
         self, coro: Coroutine[object, object, object], into: set[asyncio.Task[object]] | None = None
-    ) -> None:
+    ) -> asyncio.Task[object]:
         tasks = self._tasks if into is None else into
         task = asyncio.ensure_future(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        return task
 
     def _tracked_interfaces(self) -> list[str]:
         names: dict[str, None] = {}
@@ -456,8 +692,12 @@ class VrrpService:
             for name, answer in zip(names, answers, strict=True)
         }
 
-    def _apply_links(self, states: dict[str, bool], initial: bool = False) -> None:
+    def _apply_links(
+        self, states: dict[str, bool], initial: bool = False, only: list[str] | None = None
+    ) -> None:
         for name, inst in self._instances.items():
+            if only is not None and name not in only:
+                continue
             changed = False
             for ifname in inst.tracking.interfaces:
                 changed |= inst.tracking.set_link(ifname, states.get(ifname, False))
@@ -472,6 +712,14 @@ class VrrpService:
             states = await self._read_links_async()
             if self._running:
                 self._apply_links(states)
+
+    def _spawn_scripts(self, name: str) -> None:
+        """One loop per track script of ``name`` (replacing any it had)."""
+        for task in self._script_tasks.pop(name, []):
+            task.cancel()
+        tasks = self._script_tasks[name] = []
+        for script in self._instances[name].tracking.scripts:
+            tasks.append(self._spawn(self._script_loop(name, script), self._trackers))
 
     async def _script_loop(self, instance: str, script: str) -> None:
         inst = self._instances[instance]

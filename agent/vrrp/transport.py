@@ -89,6 +89,10 @@ class VrrpSocket:
     def ifindex(self) -> int:
         return self._ifindex
 
+    @property
+    def is_open(self) -> bool:
+        return self._sock is not None
+
     def open(self) -> None:
         self._ifindex = socket.if_nametoindex(self.ifname)
         sock = socket.socket(self.family, socket.SOCK_RAW, IPPROTO_VRRP)

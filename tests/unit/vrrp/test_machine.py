@@ -20,6 +20,7 @@ from agent.vrrp.machine import (
     GroupCommand,
     InstanceParams,
     Notify,
+    Reconfigure,
     RemoveVips,
     ScheduleTimer,
     SendAdvert,
@@ -673,3 +674,60 @@ def test_a_new_mastership_answers_the_first_lower_advert_at_once() -> None:
     assert m.state is State.MASTER
     again = m.handle(from_peer(m, 50), now2 + 0.1)  # the rate limit did not carry over
     assert [a.repeat for a in again if isinstance(a, SendGratuitous)] == [2]
+
+
+# ---- reload in place (Reconfigure) -----------------------------------------------
+
+
+def test_reconfigure_master_moves_only_the_changed_vips_and_advertises_at_once() -> None:
+    m = VrrpMachine(params(vips=(VIP, "192.0.2.101/24")))
+    now = drive_to(m, State.MASTER) + 0.3
+    new = params(vips=(VIP, "192.0.2.102/24"), interval=0.5)
+    out = m.handle(Reconfigure(new), now)
+    assert m.state is State.MASTER and m.params == new
+    removed = [a for a in out if isinstance(a, RemoveVips)]
+    added = [a for a in out if isinstance(a, AddVips)]
+    assert [str(v) for a in removed for v in a.vips] == ["192.0.2.101/24"]
+    assert [str(v) for a in added for v in a.vips] == ["192.0.2.102/24"]
+    sent = [a for a in out if isinstance(a, SendAdvert)]
+    assert len(sent) == 1 and sent[0].advert.interval_cs == 50
+    assert not [a for a in out if isinstance(a, Notify)]
+    assert not [a for a in out if isinstance(a, SendAdvert) and a.advert.priority == 0]
+    assert m.master_adver_interval_cs == 50
+
+
+def test_reconfigure_unchanged_master_sends_nothing() -> None:
+    m = VrrpMachine(params())
+    now = drive_to(m, State.MASTER) + 0.3
+    out = m.handle(Reconfigure(params(preempt_delay=3.0)), now)
+    assert kinds(out) == []  # no advert needed: the advert's contents did not change
+    assert m.params.preempt_delay == 3.0
+
+
+def test_reconfigure_backup_keeps_its_timers() -> None:
+    m = VrrpMachine(params(priority=100))
+    m.handle(Startup(), 0.0)
+    m.handle(from_peer(m, 200, HIGHER_PEER), 1.0)
+    deadline = m.next_deadline
+    out = m.handle(Reconfigure(params(priority=100, vips=(VIP, "192.0.2.9/24"))), 1.2)
+    assert m.state is State.BACKUP and m.next_deadline == deadline
+    assert not [a for a in out if not isinstance(a, ScheduleTimer)]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"vrid": 52}, "vrid"),
+        ({"version": 2, "interval": 1.0}, "version"),
+        ({"vips": (VIP6,), "primary": V6_PRIMARY}, "family"),
+        ({"peers": ("192.0.2.5",)}, "unicast_peers"),
+    ],
+)
+def test_reconfigure_refuses_what_needs_a_restart(change: dict[str, object], why: str) -> None:
+    m = VrrpMachine(params())
+    drive_to(m, State.MASTER)
+    new = params(**change)  # type: ignore[arg-type]
+    reason = VrrpMachine.needs_restart(m.params, new)
+    assert reason is not None and reason.startswith(why)
+    with pytest.raises(ValueError, match="must restart"):
+        m.handle(Reconfigure(new), 5.0)
