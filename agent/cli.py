@@ -26,6 +26,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_PENDING = 2
 MAX_PROBLEMS_SHOWN = 50  # a broken generated file can hold thousands of the same mistake
+STRICT_HELP = "treat warnings as errors (exit 1)"
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -70,7 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         )
         return cmd
 
-    with_config("check-config", "validate the configuration file; no other effect")
+    check = with_config(
+        "check-config",
+        "validate the configuration file, then check it against this host (lock key "
+        "file, state_dir, VRRP interfaces, track script and notify programs); changes "
+        "nothing. Problems exit 1; what may differ on the director (an interface or "
+        "program missing, state_dir not created yet) is a warning: exit 0 unless --strict",
+    )
+    check.add_argument("--strict", action="store_true", help=STRICT_HELP)
     with_config("plan", "print the IPVS operations that apply would make, one per line")
     with_config("apply", "reconcile the IPVS table with the configuration once")
     with_config(
@@ -99,8 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     witness.add_argument(
         "--check",
         action="store_true",
-        help="validate the witness file and exit (0 valid, 1 invalid); no other effect",
+        help="validate the witness file and check its key files and state directories "
+        "on this host, then exit (0 valid, 1 invalid); no other effect",
     )
+    witness.add_argument("--strict", action="store_true", help=f"with --check: {STRICT_HELP}")
 
     lab = sub.add_parser(
         "lab",
@@ -152,7 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             directors=args.directors,
         )
     if command == "witness" and args.check:
-        return _check_witness(args.config)
+        return _check_witness(args.config, args.strict)
     if command == "witness":
         from agent.daemon.witness import run_witness
 
@@ -168,11 +178,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "check-config":
         services = len(config.virtual_servers)
         servers = sum(len(vs.real_servers) for vs in config.virtual_servers)
-        print(
+        return _check_host(
+            config,
+            args.strict,
             f"{args.config}: valid ({services} virtual server{'' if services == 1 else 's'}, "
-            f"{servers} real server{'' if servers == 1 else 's'})"
+            f"{servers} real server{'' if servers == 1 else 's'})",
         )
-        return EXIT_OK
     if command == "run":
         from agent.daemon import run
 
@@ -188,14 +199,40 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _with_kernel(command, CompiledConfig(config.state_dir, config.ipvs, {}))
 
 
-def _check_witness(path: str) -> int:
+def _check_witness(path: str, strict: bool) -> int:
     from agent.config.loader import load_witness_config
 
     config = _load(path, load_witness_config)
     if config is None:
         return EXIT_ERROR
     clusters = ", ".join(c.cluster for c in config.witness)
-    print(f"{path}: valid witness file ({len(config.witness)} cluster(s): {clusters})")
+    return _check_host(
+        config, strict, f"{path}: valid witness file ({len(config.witness)} cluster(s): {clusters})"
+    )
+
+
+def _check_host(config: Config, strict: bool, valid: str) -> int:
+    """After validation: what this host says about the file (agent.config.host).
+    Warnings do not change the exit status unless ``strict`` makes them errors."""
+    from dataclasses import replace
+
+    from agent.config.host import check_host
+
+    found = check_host(config)
+    if strict:
+        found = [replace(f, warning=False) for f in found]
+    errors = sum(not f.warning for f in found)
+    for finding in found:
+        print(finding, file=sys.stderr)
+    if errors:
+        print(
+            f"{config.source}: valid, but not on this host ({errors} problem"
+            f"{'s' if errors != 1 else ''}); nothing was changed",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    warnings = len(found)
+    print(valid + (f"; {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""))
     return EXIT_OK
 
 

@@ -144,13 +144,14 @@ def _read_root(
         "reconcile_interval", lambda i: i.as_duration(minimum=0.1, maximum=86400), 30.0
     )
     state_dir = root.get("state_dir", Item.as_absolute_path, DEFAULT_STATE_DIR)
+    lines = {"state_dir": found.line} if (found := root.item("state_dir")) else {}
     ipvs = _read_ipvs(root.section("ipvs"))
     listed = root.item("virtual_servers")
     if listed is not None:
         listed.as_list()  # entries were read as they were composed; this checks the shape
     virtual_servers = servers.result
-    vrrp = read_vrrp(root, quorum_allowed=witness or root.has("lock"))
-    lock, served = _read_lock(root, vrrp, state_dir or DEFAULT_STATE_DIR, witness)
+    vrrp = read_vrrp(root, quorum_allowed=witness or root.has("lock"), lines=lines)
+    lock, served = _read_lock(root, vrrp, state_dir or DEFAULT_STATE_DIR, witness, lines)
     root.finish()
 
     if root.problems.found:
@@ -168,16 +169,17 @@ def _read_root(
         vrrp=vrrp,
         lock=lock,
         witness=served,
+        lines=lines,
     )
 
 
 def _read_lock(
-    root: Section, vrrp: VrrpConfig, state_dir: str, witness: bool
+    root: Section, vrrp: VrrpConfig, state_dir: str, witness: bool, lines: dict[str, int]
 ) -> tuple[LockConfig | None, tuple[LockConfig, ...]]:
     if witness:
         from agent.config.lock import read_witness
 
-        served = read_witness(root, state_dir)
+        served = read_witness(root, state_dir, lines)
         if not served and not root.problems.found:
             root.error("a witness needs a 'lock' section or 'witness: {clusters: [...]}'")
         return None, served
@@ -187,7 +189,7 @@ def _read_lock(
         return None, ()
     from agent.config.lock import read_lock_section  # the lock package: only when used
 
-    lock = read_lock_section(section, state_dir, leases)
+    lock = read_lock_section(section, state_dir, leases, lines)
     return lock, ()
 
 

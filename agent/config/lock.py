@@ -81,9 +81,13 @@ def _peers(s: Section) -> dict[str, Endpoint] | None:
 
 
 def read_lock_section(
-    s: Section, default_state_dir: str, leases: tuple[str, ...] = ()
+    s: Section,
+    default_state_dir: str,
+    leases: tuple[str, ...] = (),
+    lines: dict[str, int] | None = None,
 ) -> LockConfig | None:
-    """One cluster's settings from a ``lock:`` mapping (or a witness ``clusters`` entry)."""
+    """One cluster's settings from a ``lock:`` mapping (or a witness ``clusters`` entry).
+    ``lines`` receives the lines of ``key_file`` and ``state_dir``."""
     before = len(s.problems.found)
     cluster = s.get("cluster", _lock_name, None, required=True)
     listen = s.get("listen", _endpoint, None, required=True)
@@ -102,6 +106,10 @@ def read_lock_section(
         for key in ("guard", "acceptor_lease", "quarantine", "renew_interval")
     }
     s.finish()
+    for key in ("key_file", "state_dir"):
+        item = s.item(key)
+        if item is not None and lines is not None:
+            lines[item.path] = item.line
     if len(s.problems.found) > before:
         return None
     assert cluster and listen and peers and key_file and lease and state_dir is not None
@@ -139,7 +147,9 @@ def read_lock_section(
     return None
 
 
-def read_witness(root: Section, default_state_dir: str) -> tuple[LockConfig, ...]:
+def read_witness(
+    root: Section, default_state_dir: str, lines: dict[str, int] | None = None
+) -> tuple[LockConfig, ...]:
     """The clusters a witness serves: ``witness: {clusters: [...]}`` and/or ``lock:``.
 
     A witness is an acceptor in each cluster; it never campaigns, so it declares no
@@ -148,7 +158,7 @@ def read_witness(root: Section, default_state_dir: str) -> tuple[LockConfig, ...
     found: list[LockConfig] = []
     lock = root.section("lock")
     if lock is not None:
-        cfg = read_lock_section(lock, default_state_dir)
+        cfg = read_lock_section(lock, default_state_dir, lines=lines)
         if cfg is not None:
             found.append(cfg)
     witness = root.section("witness")
@@ -157,7 +167,7 @@ def read_witness(root: Section, default_state_dir: str) -> tuple[LockConfig, ...
             s = item.as_section()
             if s is None:
                 continue
-            cfg = read_lock_section(s, default_state_dir)
+            cfg = read_lock_section(s, default_state_dir, lines=lines)
             if cfg is not None:
                 found.append(cfg)
         witness.finish()

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from agent.frozen import fast_init
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from agent.lock.config import LockConfig
     from agent.vrrp.config import VrrpConfig
 
@@ -131,3 +133,6 @@ class Config:
     lock: LockConfig | None = None  # the quorum lease lock; None: no ``lock:`` section
     #: clusters served as a witness (``lvs-agent witness``): ``witness.clusters`` + ``lock``
     witness: tuple[LockConfig, ...] = ()
+    #: the line of each key that names something on the host (``state_dir``,
+    #: ``lock.key_file``, ``vrrp_instances[0].interface``, ...; ``agent.config.host``)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)

@@ -8,6 +8,7 @@ instances start) is checked here, so ``check-config`` catches it.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from dataclasses import replace
 
 from agent.config.duration import format_duration
@@ -28,8 +29,12 @@ IFNAMSIZ = 15
 ELECTIONS = ("vrrp", "quorum")
 
 
-def read_vrrp(root: Section, quorum_allowed: bool = True) -> VrrpConfig:
-    """``quorum_allowed``: the document has a ``lock:`` section for election: quorum."""
+def read_vrrp(
+    root: Section, quorum_allowed: bool = True, lines: dict[str, int] | None = None
+) -> VrrpConfig:
+    """``quorum_allowed``: the document has a ``lock:`` section for election: quorum.
+    ``lines`` receives the line of each interface, script and notify command."""
+    lines = {} if lines is None else lines
     instances: list[VrrpInstanceConfig] = []
     names: dict[str, int] = {}
     vrids: dict[tuple[str, int, int], int] = {}
@@ -38,7 +43,7 @@ def read_vrrp(root: Section, quorum_allowed: bool = True) -> VrrpConfig:
         section = item.as_section()
         if section is None:
             continue
-        instance = _instance(section)
+        instance = _instance(section, lines)
         if instance is None:
             continue
         if instance.election == "quorum" and not quorum_allowed:
@@ -71,7 +76,7 @@ def read_vrrp(root: Section, quorum_allowed: bool = True) -> VrrpConfig:
                 )
             vips.setdefault(address, section.line)
         instances.append(instance)
-    groups = _sync_groups(root, {i.name: i for i in instances})
+    groups = _sync_groups(root, {i.name: i for i in instances}, lines)
     instances = _group_leases(instances, groups)
     return VrrpConfig(tuple(instances), tuple(groups))
 
@@ -118,10 +123,23 @@ def _command(item: Item) -> str | None:
     if value is not None and not value.strip():
         item.error("must be a command line, not empty")
         return None
+    if value is not None:
+        try:
+            shlex.split(value)  # as the VRRP service splits it to run it (no shell)
+        except ValueError as exc:
+            item.error(f"cannot be split into words like a shell would: {exc}")
+            return None
     return value
 
 
-def _instance(s: Section) -> VrrpInstanceConfig | None:
+def _note(s: Section, key: str, lines: dict[str, int]) -> None:
+    """Remember the line of ``key`` (for the host checks of check-config)."""
+    item = s.item(key)
+    if item is not None:
+        lines[item.path] = item.line
+
+
+def _instance(s: Section, lines: dict[str, int]) -> VrrpInstanceConfig | None:
     before = len(s.problems.found)
     name = s.get("name", _name, None, required=True)
     interface = s.get("interface", _interface, None, required=True)
@@ -136,9 +154,11 @@ def _instance(s: Section) -> VrrpInstanceConfig | None:
     auth_item = s.item("auth_pass")
     auth = auth_item.as_str() if auth_item else None
     vip_items = [(i, _vip(i)) for i in s.items("virtual_ips")]
-    track_interfaces = [_track_interface(i) for i in s.items("track_interfaces")]
-    track_scripts = [_track_script(i) for i in s.items("track_scripts")]
+    track_interfaces = [_track_interface(i, lines) for i in s.items("track_interfaces")]
+    track_scripts = [_track_script(i, lines) for i in s.items("track_scripts")]
     notify = s.get("notify", _command, None)
+    _note(s, "interface", lines)
+    _note(s, "notify", lines)
     garp = _garp(s.section("garp"))
     election = s.get("election", lambda i: i.as_choice(ELECTIONS), "vrrp")
     s.finish()
@@ -241,14 +261,16 @@ def _weight(item: Item) -> int | None:
     return item.as_int(-TRACK_WEIGHT, TRACK_WEIGHT)
 
 
-def _track_interface(item: Item) -> TrackInterfaceConfig | None:
+def _track_interface(item: Item, lines: dict[str, int]) -> TrackInterfaceConfig | None:
     if item.scalar_tag:
         name = _interface(item)
+        lines[item.path] = item.line
         return TrackInterfaceConfig(name) if name else None
     s = item.as_section()
     if s is None:
         return None
     name = s.get("name", _interface, None, required=True)
+    _note(s, "name", lines)
     weight = s.get("weight", _weight, 0)
     s.finish()
     if name is None or weight is None:
@@ -256,13 +278,14 @@ def _track_interface(item: Item) -> TrackInterfaceConfig | None:
     return TrackInterfaceConfig(name, weight)
 
 
-def _track_script(item: Item) -> TrackScriptConfig | None:
+def _track_script(item: Item, lines: dict[str, int]) -> TrackScriptConfig | None:
     s = item.as_section()
     if s is None:
         return None
     before = len(s.problems.found)
     name = s.get("name", _name, None, required=True)
     script = s.get("script", _command, None, required=True)
+    _note(s, "script", lines)
     interval = s.get("interval", lambda i: i.as_duration(0.1, 3600), 1.0)
     timeout = s.get("timeout", lambda i: i.as_duration(0.1, 3600), None)
     rise = s.get("rise", lambda i: i.as_int(1, 100), 1)
@@ -294,7 +317,9 @@ def _garp(s: Section | None) -> GarpConfig | None:
     return GarpConfig(repeat, delay, refresh, lower_repeat, lower_delay)
 
 
-def _sync_groups(root: Section, instances: dict[str, VrrpInstanceConfig]) -> list[SyncGroupConfig]:
+def _sync_groups(
+    root: Section, instances: dict[str, VrrpInstanceConfig], lines: dict[str, int]
+) -> list[SyncGroupConfig]:
     groups: list[SyncGroupConfig] = []
     member_of: dict[str, str] = {}
     names: set[str] = set()
@@ -316,6 +341,7 @@ def _sync_groups(root: Section, instances: dict[str, VrrpInstanceConfig]) -> lis
                 member_of[member] = name or "?"
                 members.append(member)
         notify = s.get("notify", _command, None)
+        _note(s, "notify", lines)
         s.finish()
         if len({instances[m].election for m in members}) > 1:
             s.error(

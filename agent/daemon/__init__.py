@@ -218,10 +218,25 @@ class Agent:
     async def _start_vrrp(self) -> None:
         if not self.config.vrrp.vrrp_instances or self.stop.is_set():
             return
+        from agent.config.host import interface_exists
         from agent.vrrp.service import VrrpService, VrrpStartError
 
         service = VrrpService(self.config.vrrp, self.lock)
         try:
+            for inst in self.config.vrrp.vrrp_instances:
+                if not interface_exists(inst.interface):  # check-config only warns
+                    raise VrrpStartError(
+                        f"instance {inst.name}: interface {inst.interface} does not exist "
+                        "on this host"
+                    )
+                for tracked in inst.track_interfaces:
+                    if not interface_exists(tracked.name):
+                        log.warning(
+                            "vrrp: instance %s: tracked interface %s does not exist on this "
+                            "host: counted as down until it appears",
+                            inst.name,
+                            tracked.name,
+                        )
             await service.start()
         except (VrrpStartError, OSError) as exc:
             log.error("vrrp: cannot start: %s", exc)

@@ -47,18 +47,28 @@ def boottime() -> float:
 
 
 def load_keyring(path: Path) -> KeyRing:
-    """Read the shared key file; refuse it if group/other can read it (like ssh)."""
+    """Read the shared key file; refuse it unless it is a regular file that group and
+    others cannot access (like ssh). ``check-config`` calls this too: one set of rules."""
+    where = str(path)
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise KeyFileError(f"{path}: {exc}") from None
+        raise KeyFileError(exc.strerror or str(exc), path=where) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError("not a regular file", path=where)
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{path}: must not be accessible by group or others (chmod 600)")
+        raise KeyFileError("must not be accessible by group or others (chmod 600)", path=where)
     try:
         text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"{path}: {exc}") from None
-    return KeyRing.parse(text)
+    except OSError as exc:
+        raise KeyFileError(exc.strerror or str(exc), path=where) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise KeyFileError("not ASCII text", line, where) from None
+    try:
+        return KeyRing.parse(text)
+    except KeyFileError as exc:
+        raise KeyFileError(exc.reason, exc.line, where) from None
 
 
 class LockTransport(asyncio.DatagramProtocol):

@@ -71,7 +71,18 @@ class WireError(Exception):
 
 
 class KeyFileError(ValueError):
-    """The key file is unusable."""
+    """The key file is unusable: ``reason``, at ``line`` of the file at ``path``
+    (0 and "" when not known or the file as a whole)."""
+
+    def __init__(self, reason: str, line: int = 0, path: str = "") -> None:
+        if path:
+            place = f"{path}:{line}: " if line else f"{path}: "
+        else:
+            place = f"line {line}: " if line else ""
+        super().__init__(place + reason)
+        self.reason = reason
+        self.line = line
+        self.path = path
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +116,22 @@ class KeyRing:
                 continue
             parts = line.split()
             if len(parts) != 2:
-                raise KeyFileError(f"line {lineno}: expected '<id> <hex key>'")
+                raise KeyFileError("expected '<id> <hex key>'", lineno)
             try:
                 kid = int(parts[0])
                 key = bytes.fromhex(parts[1])
-            except ValueError as exc:
-                raise KeyFileError(f"line {lineno}: {exc}") from None
+            except ValueError:  # not the exception's text: it can quote the key
+                raise KeyFileError(
+                    "expected '<id> <hex key>': a decimal id, hex digits", lineno
+                ) from None
             if kid in keys:
-                raise KeyFileError(f"line {lineno}: duplicate key id {kid}")
+                raise KeyFileError(f"duplicate key id {kid}", lineno)
+            if not 0 <= kid <= 255:
+                raise KeyFileError(f"key id {kid} outside 0..255", lineno)
+            if len(key) < KEY_MIN_SIZE:
+                raise KeyFileError(
+                    f"key {kid} is {len(key)} bytes, shorter than {KEY_MIN_SIZE}", lineno
+                )
             keys[kid] = key
             if primary is None:
                 primary = kid

@@ -63,10 +63,13 @@ def test_check_config_has_no_side_effects(tmp_path: Path) -> None:
 
 def test_witness_check(tmp_path: Path) -> None:
     peers = "{d1: 127.0.0.2:6741, d2: 127.0.0.3:6741, w1: 127.0.0.1:6741}"
+    key = tmp_path / "lb-1.key"
+    key.write_text("1 " + "ab" * 32 + "\n")
+    key.chmod(0o600)
     good = tmp_path / "witness.yaml"
     good.write_text(
         f"state_dir: {tmp_path}\nwitness:\n  clusters:\n"
-        f"    - {{cluster: lb-1, listen: 127.0.0.1:6741, key_file: /k, peers: {peers}}}\n"
+        f"    - {{cluster: lb-1, listen: 127.0.0.1:6741, key_file: {key}, peers: {peers}}}\n"
     )
     proc = run("witness", "--check", "-c", str(good))
     assert proc.returncode == 0, proc.stderr
@@ -145,3 +148,75 @@ def test_apply_and_plan_output_with_one_failing_operation(
         "add real server tcp 192.0.2.1:80 (web) -> 10.0.1.22:80 forwarding=nat weight=1\n"
     )
     assert err == "1 operation pending\n"
+
+
+def test_check_config_warnings_keep_exit_0_and_strict_makes_them_errors(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "vrrp_instances:\n"
+        "  - {name: web, interface: lvsnope0, vrid: 51, virtual_ips: [192.0.2.1/24]}\n"
+    )
+    proc = run("check-config", "-c", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{config}: valid (0 virtual servers, 0 real servers); 2 warnings\n"
+    assert proc.stderr.splitlines() == [
+        f"{config}:1: warning: state_dir: {tmp_path / 'state'} does not exist yet; run creates it",
+        f"{config}:3: warning: vrrp_instances[0].interface: interface lvsnope0 does not exist "
+        "on this host; run refuses to start without it",
+    ]
+    strict = run("check-config", "--strict", "-c", str(config))
+    assert strict.returncode == 1
+    assert strict.stdout == ""
+    assert strict.stderr.splitlines() == [
+        line.replace(": warning:", ":") for line in proc.stderr.splitlines()
+    ] + [f"{config}: valid, but not on this host (2 problems); nothing was changed"]
+    assert not (tmp_path / "state").exists()
+
+
+def test_check_config_host_errors_exit_1(tmp_path: Path) -> None:
+    key = tmp_path / "c.key"
+    key.write_text("1 " + "ab" * 32 + "\n")
+    key.chmod(0o644)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path}\n"
+        "lock:\n  cluster: lb\n  listen: 10.0.0.11:6741\n"
+        "  peers: {d1: 10.0.0.11:6741, d2: 10.0.0.12:6741}\n"
+        f"  key_file: {key}\n"
+    )
+    proc = run("check-config", "-c", str(config))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"{config}:6: lock.key_file: {key}: must not be accessible by group or others (chmod 600)",
+        f"{config}: valid, but not on this host (1 problem); nothing was changed",
+    ]
+    key.chmod(0o600)
+    key.write_text("1 abcd\n")
+    proc = run("check-config", "-c", str(config))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == (
+        f"{key}:1: key 1 is 2 bytes, shorter than 32 (the key file of lock.key_file, {config}:6)"
+    )
+
+
+def test_witness_check_strict(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_text("1 " + "ab" * 32 + "\n")
+    key.chmod(0o600)
+    witness = tmp_path / "w.yaml"
+    witness.write_text(
+        f"state_dir: {tmp_path / 'new'}\nwitness:\n  clusters:\n"
+        f"    - {{cluster: a, listen: 127.0.0.1:6741, key_file: {key},\n"
+        "       peers: {d1: 127.0.0.2:6741, d2: 127.0.0.3:6741, w1: 127.0.0.1:6741}}\n"
+    )
+    proc = run("witness", "--check", "-c", str(witness))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 warning" in proc.stdout
+    assert f"{witness}:1: warning: state_dir: {tmp_path / 'new'} does not exist yet" in proc.stderr
+    assert run("witness", "--check", "--strict", "-c", str(witness)).returncode == 1
+
+
+def test_help_of_check_config_names_the_host_checks_and_strict() -> None:
+    out = " ".join(run("check-config", "--help").stdout.split())  # as wrapped to any width
+    assert "--strict" in out and "key file" in out and "warning" in out

@@ -1,0 +1,211 @@
+"""Check a validated configuration against the machine it is checked on.
+
+``lvs-agent check-config`` (and ``witness --check``) runs this after validation: the
+lock key files, the state directories, the interfaces VRRP names and the commands it
+runs. Validation (``agent.config.loader``) never looks at the host; this module only
+looks: it stats paths and reads key files, and never creates or changes anything.
+
+What can differ between the host where a file is checked and the director that runs
+it (an interface, a script not installed yet, a state directory not created yet) is a
+warning; what ``run`` would refuse or fail on here is an error. The key file is read
+by the lock's own loader (``agent.lock.transport.load_keyring``), so ``check-config``
+and ``run`` cannot disagree about it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from agent.config.model import Config
+    from agent.lock.config import LockConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem found on the host, worded like a validation problem.
+
+    ``line`` 0: the key is not in the file (its default applies).
+    """
+
+    file: str
+    line: int
+    path: str
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        place = f"{self.file}:{self.line}:" if self.line else f"{self.file}:"
+        mark = " warning:" if self.warning else ""
+        key = f" {self.path}:" if self.path else ""
+        return f"{place}{mark}{key} {self.message}"
+
+
+def check_host(config: Config) -> list[Finding]:
+    """Everything about ``config`` that this host can tell, in the file's order."""
+    found: list[tuple[int, Finding]] = []  # (line in the configuration, finding)
+    lines = config.lines
+
+    def add(path: str, message: str, warning: bool = False) -> None:
+        line = lines.get(path, 0)
+        found.append((line, Finding(config.source, line, path, message, warning)))
+
+    clusters = list(_clusters(config))
+    dirs = [] if config.witness else [("state_dir", config.state_dir)]
+    for prefix, lock in clusters:
+        key = f"{prefix}.state_dir"
+        dirs.append((key if key in lines else "state_dir", str(lock.state_dir)))
+    seen: set[str] = set()
+    for key, directory in dirs:
+        if directory not in seen:
+            seen.add(directory)
+            problem = state_dir_problem(directory)
+            if problem is not None:
+                add(key, f"{directory} {problem[0]}", problem[1])
+
+    for prefix, lock in clusters:
+        key = f"{prefix}.key_file"
+        bad_key = key_file_problem(lock.key_file)
+        if bad_key is None:
+            continue
+        where, line, message = bad_key
+        if line:  # inside the key file: its path and line first
+            ref = lines.get(key, 0)
+            named = f"(the key file of {key}, {config.source}:{ref})"
+            found.append((ref, Finding(where, line, "", f"{message} {named}")))
+        else:
+            add(key, f"{where}: {message}")
+
+    for i, instance in enumerate(config.vrrp.vrrp_instances):
+        at = f"vrrp_instances[{i}]"
+        if not interface_exists(instance.interface):
+            add(
+                f"{at}.interface",
+                f"interface {instance.interface} does not exist on this host; "
+                "run refuses to start without it",
+                warning=True,
+            )
+        for j, tracked in enumerate(instance.track_interfaces):
+            key = f"{at}.track_interfaces[{j}]"
+            if not interface_exists(tracked.name):
+                add(
+                    key if key in lines else f"{key}.name",
+                    f"interface {tracked.name} does not exist on this host; "
+                    "run counts it as down until it appears",
+                    warning=True,
+                )
+        commands: list[tuple[str, str | None]] = [
+            (f"{at}.track_scripts[{j}].script", t.script)
+            for j, t in enumerate(instance.track_scripts)
+        ]
+        commands.append((f"{at}.notify", instance.notify))
+        for key, command in commands:
+            problem = command_problem(command) if command is not None else None
+            if problem is not None:
+                add(key, *problem)
+    for g, group in enumerate(config.vrrp.vrrp_sync_groups):
+        problem = command_problem(group.notify) if group.notify is not None else None
+        if problem is not None:
+            add(f"vrrp_sync_groups[{g}].notify", *problem)
+    found.sort(key=lambda pair: pair[0])
+    return [finding for _, finding in found]
+
+
+def _clusters(config: Config) -> Iterator[tuple[str, LockConfig]]:
+    """Each lock cluster with the key path of its section."""
+    if config.lock is not None:
+        yield "lock", config.lock
+    # A witness file: the ``lock`` section (if any) first, then ``witness.clusters``.
+    offset = 1 if "lock.key_file" in config.lines else 0
+    for n, lock in enumerate(config.witness):
+        yield ("lock" if n < offset else f"witness.clusters[{n - offset}]"), lock
+
+
+def interface_exists(name: str) -> bool:
+    """Whether this host (its network namespace) has an interface called ``name``."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def key_file_problem(path: Path) -> tuple[str, int, str] | None:
+    """What the lock would refuse about its key file: (file, line or 0, message)."""
+    from agent.lock.transport import load_keyring  # with the lock package: only when used
+    from agent.lock.wire import KeyFileError
+
+    try:
+        load_keyring(path)
+    except KeyFileError as exc:
+        return exc.path or str(path), exc.line, exc.reason
+    return None
+
+
+def state_dir_problem(directory: str) -> tuple[str, bool] | None:
+    """Why ``run`` could not keep its state in ``directory``: (message, is a warning).
+
+    ``run`` creates the directory and its parents (``mkdir -p``); one that does not
+    exist yet but could be created is only a warning.
+    """
+    path = Path(directory)
+    probe = path
+    while True:  # up to the nearest thing that exists ("/" does)
+        try:
+            st = probe.stat()
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            probe = probe.parent
+        except OSError as exc:
+            return f"cannot be used: {probe}: {exc.strerror or exc}", False
+    exists = probe == path
+    prefix = "" if exists else f"cannot be created: {probe} "
+    if not stat.S_ISDIR(st.st_mode):
+        return ("exists and is not a directory" if exists else f"{prefix}is not a directory"), False
+    if not os.access(probe, os.W_OK | os.X_OK):
+        why = "on a read-only file system" if _read_only(probe) else "not writable"
+        user = f"uid {os.geteuid()}"
+        return (f"is {why} (for {user})" if exists else f"{prefix}is {why} (for {user})"), False
+    if not exists:
+        return "does not exist yet; run creates it", True
+    return None
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def command_problem(command: str) -> tuple[str, bool] | None:
+    """What is wrong with the program of a track script or notify command, as the VRRP
+    service runs it (split like a shell would, then executed without one): (message,
+    is a warning). Only the program is checked, not its arguments."""
+    argv = shlex.split(command)  # validation made sure it splits
+    program = argv[0] if argv else ""
+    if not program.startswith("/"):
+        return (
+            f"{program!r} is not an absolute path; write the program's full path "
+            "(run would look it up in its own PATH)",
+            False,
+        )
+    try:
+        st = os.stat(program)
+    except (FileNotFoundError, NotADirectoryError):
+        return f"{program} does not exist on this host", True
+    except OSError as exc:
+        return f"{program}: {exc.strerror or exc}", False
+    if not stat.S_ISREG(st.st_mode):
+        return f"{program} is not a regular file", False
+    if not os.access(program, os.X_OK):
+        return f"{program} is not executable (for uid {os.geteuid()})", False
+    return None
