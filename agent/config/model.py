@@ -42,7 +42,7 @@ SCHEDULER_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port", "flag-1",
 FAMILIES = ("ipv4", "ipv6")
 
 # net.ipv4.vs.* keys the agent may set, with their allowed ranges. Only these:
-# they change how draining and failover behave (../shared/notes/ipvs.md).
+# they change how draining and failover behave (docs/reconcile.md, "Draining").
 IPVS_SYSCTLS: dict[str, tuple[int, int]] = {
     "expire_nodest_conn": (0, 1),
     "expire_quiescent_template": (0, 1),

@@ -8,7 +8,7 @@ object and a dumped object compare equal when nothing needs to change:
 
 - addresses are canonical text (``socket.inet_ntop`` output);
 - ``Service.flags`` never carries ``IP_VS_SVC_F_HASHED`` (the kernel reports it
-  on every dumped service; see ../shared/notes/ipvs.md, k8s #53801);
+  on every dumped service; see docs/reconcile.md and k8s #53801);
 - ``Service.netmask`` is the IPv4 mask as a host-order integer, or the IPv6
   prefix length, as ``ipvsadm`` and the kernel keep it;
 - ``Dest.fwd`` is the kernel's ``IP_VS_CONN_F_FWD_MASK`` value.

@@ -2,7 +2,7 @@
 
 Pure: no sockets, no clock (``now`` is passed in, CLOCK_BOOTTIME seconds), no I/O.
 
-Rules (issue #2 §3, ../shared/notes/ipvs.md):
+Rules (docs/reconcile.md):
 - Only services we own are changed or removed. A service is ours once the
   configuration names it (we adopt a matching service someone else made) and
   stays ours until we delete it; everything else in the kernel is left alone.

@@ -1,7 +1,7 @@
 """Quorum lease lock (PaxosLease, with the corrections of "PaxosLease Revisited").
 
 Only a node holding a lease granted by a majority of ``peers`` may own the VIPs of that
-lease.  Design and rules: shared/notes/paxos-lease.md; where each rule lives: lease.py.
+lease.  Design, rules and why they hold: docs/lock.md; where each rule lives: lease.py.
 
 Public surface (for the daemon, the config loader and the CLI)
 ---------------------------------------------------------------

@@ -11,7 +11,7 @@ It must never read a clock, sleep, do I/O or draw randomness: ``now`` is the cal
 monotonic time (float seconds, this node's own clock), and retry jitter is a hash of the
 node id and ballot so that a schedule replays exactly.
 
-The rules whose violation gives two holders (shared/notes/paxos-lease.md; "PaxosLease
+The rules whose violation gives two holders (docs/lock.md; "PaxosLease
 Revisited", Trencséni 2026, P1–P5 / A2), and where they are enforced:
 
 * R1 deadline at PREPARE: ``_start_attempt`` sets ``d = now + D_P``            (LateTimer)

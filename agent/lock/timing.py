@@ -3,7 +3,7 @@
 This module owns the derivation of all lock durations from the one configured ``lease``
 (D_P) and the clock-rate bound ρ, and the fingerprint that goes into every message so a
 node with different durations is refused instead of silently breaking exclusivity
-(shared/notes/paxos-lease.md, "Timing": *all of these must be identical cluster-wide*).
+(docs/lock.md, "Timing": *these values must be identical on every member*).
 
 It must never read a clock or the configuration file; it is arithmetic only.
 
@@ -24,7 +24,7 @@ needed for that inequality; it is the time the daemon has to withdraw VIPs.
 
 Why Q ≥ D_A: a restarted acceptor has forgotten promises and accepted leases; staying
 silent for Q lets every forgotten exclusion run out before it answers again (Revisited
-shows Q ≥ D_P suffices under the PREPARE-time deadline; D_A is the note's stricter rule,
+shows Q ≥ D_P suffices under the PREPARE-time deadline; D_A is the stricter rule kept here,
 and the extra (1+ρ)/(1−ρ) covers a reboot, which restarts the monotonic clock).
 """
 

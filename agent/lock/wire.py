@@ -20,8 +20,8 @@ incarnation, s8 node; ``B?`` = u8 flag + ballot if 1)::
     HMAC-SHA256(key[key_id], everything before) 32 bytes
 
 Binding sender, receiver, incarnation and sequence under the MAC is what defeats
-reflection (a node's own datagram sent back to it) and replay (shared/notes/paxos-lease.md,
-"Authentication").  The replay window is strict — sequence must grow per sender
+reflection (a node's own datagram sent back to it) and replay (docs/lock.md,
+"Datagrams").  The replay window is strict — sequence must grow per sender
 incarnation — so UDP reordering is treated like loss, which the protocol tolerates.
 """
 

@@ -50,7 +50,7 @@ from bench.vrrp_failover.run import load_report, machine, percentile, replace_se
 
 LEASES = {"1s": 1.0, "200ms": 0.2}
 MODES = ("kill", "term")
-KEEPALIVED = {"kill": 301.0, "term": 67.0}  # keepalived v3/100 ms anchors (issue 4), ms
+KEEPALIVED = {"kill": 301.0, "term": 67.0}  # keepalived v3/100 ms medians, ms (bench/vrrp_failover)
 TARGETS = {("1s", "kill"): 1500.0, ("200ms", "kill"): 300.0, ("1s", "term"): 70.0,
            ("200ms", "term"): 70.0}  # fmt: skip
 REPO = Path(__file__).resolve().parents[2]

@@ -108,7 +108,7 @@ def test_agent_and_keepalived_elect_and_take_over_both_ways(
     limit = case.mdi(100) if case.death == signal.SIGKILL else case.interval  # skew < interval
     assert took.at - died < limit + 0.5, took.at - died
     ka.close()
-    # keepalived killed with SIGKILL leaves its VIP behind (notes/vrrp.md).
+    # keepalived killed with SIGKILL leaves its VIP behind (docs/vrrp.md).
     dev = "eth0"
     netns.ip("addr", "del", case.vip, "dev", dev, netns=lab.director(KA).ns, check=False)
 

@@ -319,7 +319,7 @@ def test_stale_owner_witness_needs_both_flaws() -> None:
 
 
 def test_late_timer_needs_both_flaws() -> None:
-    """Revisited's LateTimer trace (results/counterexample-latetimer.txt) on three nodes.
+    """Revisited's LateTimer trace (its results/counterexample-latetimer.txt), 3 nodes.
 
     n1 and n2 each hold a PROMISE quorum (their own acceptor and n3); n3 restarts and
     forgets its promise; after n3's quarantine both quorums arrive, and with the deadline

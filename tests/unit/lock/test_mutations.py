@@ -9,7 +9,7 @@ implementation.  The argument is in ``agent.lock.lease.Flaw``: exclusion rests o
 holder's quorum of live acceptor records, which reads no PROMISE (so R3 plays no part)
 and needs the deadline base no later than the ACCEPT (which the PROMISE-quorum deadline
 of ``late-deadline`` keeps).  Revisited's TLC run agrees for StaleOwnerOpen
-(results/staleowner-a2.txt), and its LateTimer trace needs the overwrite
+(paxoslease-revisited-2026: results/staleowner-a2.txt), and its LateTimer trace needs the overwrite
 (test_lease.py ``test_late_timer_needs_both_flaws``).  ``test_a2_alone_masks...``
 checks that lemma after every event (``certify``) under the targeted styles.
 ``accepted-deadline`` is the late deadline that A2 cannot mask (the hold starts at the
