@@ -21,12 +21,34 @@ restart quarantine, so no lease is held before VRRP has cleared stale VIPs); quo
 instances' leases are withdrawn on SIGTERM right after their VIPs go, and SIGUSR1
 (``lvs-agent failover``) hands every held lease over. The lock's state is written to
 ``state_dir/lock-status.json`` every second for ``lvs-agent status``.
+
+The loop never blocks: a reload's file is read and checked, and its desired table
+built, in a worker process (``agent.daemon.worker``); planning and the ownership file
+run on a worker thread (``agent.daemon.offload``); kernel I/O yields to the loop
+(``agent.ipvs.kernel``). A 10 ms probe measures how late the loop wakes
+(``agent.daemon.lag``).
+
+Failure policy: degrade, don't die.
+
+- The daemon does not start, or ends, when it cannot be what it is configured to be:
+  the configuration is invalid at start, the state directory is unusable or held by
+  another agent, the lock's key or identity is invalid or its port taken, a VRRP
+  instance's interface does not exist, virtual servers are configured on a kernel
+  without IPVS.
+- Everything else is retried with a log line and a count in
+  ``lvs_agent_errors_total{kind}``, while the rest keeps running: the metrics port
+  in use (``metrics_listen``, retried every ``METRICS_RETRY`` seconds), a netlink
+  error on one operation or one dump (``ipvs_operation``, ``netlink``: the next
+  reconcile retries), the ownership file (``state_file``), an invalid or unreadable
+  file on reload (``config``: the running configuration stays), a notify or track
+  script that cannot start (a failed run), and an unexpected exception in a
+  long-running task (``task``: logged with its traceback and the task restarted with
+  backoff, ``agent.daemon.supervise``) or in one reconcile (``reconcile``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -55,6 +77,7 @@ log = logging.getLogger("lvs-agent")
 DRAIN_POLL = 1.0  # seconds between connection checks of draining real servers
 STATUS_INTERVAL = 1.0  # seconds between writes of lock-status.json
 LOCK_STATUS_FILE = "lock-status.json"
+METRICS_RETRY = 5.0  # seconds between attempts to listen on a taken metrics port
 
 
 def sd_notify(message: str) -> None:
@@ -96,6 +119,16 @@ class Agent:
         self._vrrp_plan: ReloadPlan | None = None  # checked by _reload, applied after it
         self.lock: LockTransport | None = None
         self.exit_code = 0
+        from agent.daemon.offload import Offload
+        from agent.daemon.worker import ConfigWorker
+
+        self.offload = Offload()
+        self.worker = ConfigWorker(self.offload)
+        import gc
+
+        # The configuration and its table live on: later collections need not walk
+        # them again while VRRP runs (see agent.daemon.offload).
+        gc.freeze()
 
     @staticmethod
     def _desired(config: Config) -> DesiredTable:
@@ -109,19 +142,33 @@ class Agent:
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self.reload.set)
         loop.add_signal_handler(signal.SIGUSR1, self._on_failover_signal)
-        status: asyncio.Task[None] | None = None
+        from agent.daemon.lag import lag_threshold, probe
+        from agent.daemon.supervise import set_failure_hook, supervise
+
+        set_failure_hook(lambda name: self.metrics.errors.labels(kind="task").inc())
+        tasks = [
+            asyncio.ensure_future(
+                supervise(
+                    "loop-lag probe",
+                    lambda: probe(
+                        self.metrics.loop_lag.observe, lambda: lag_threshold(self.config)
+                    ),
+                )
+            )
+        ]
         try:
             if not await self._start_lock():
                 return
             if self.lock is not None:
-                status = asyncio.ensure_future(self._status_loop())
+                tasks.append(asyncio.ensure_future(supervise("lock status", self._status_loop)))
             await self._schedule(loop)
         finally:
             await self._stop_vrrp()
-            if status is not None:
-                status.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await status
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.worker.close()
+            self.offload.close()
             if self.lock is not None:
                 self.lock.close()
                 self.metrics.lock.transports = {}
@@ -198,15 +245,17 @@ class Agent:
                         f"READY=1\nSTATUS=reconciling every {self.config.reconcile_interval:g}s"
                     )
                     ready = True
+                    self._start_worker()
             elif now >= next_drain:
                 await self.reconcile(only_draining=True)
-            next_drain = (loop.time() + DRAIN_POLL) if self._draining() else float("inf")
+            draining = await self._draining()
+            next_drain = (loop.time() + DRAIN_POLL) if draining else float("inf")
             wait = max(0.0, min(next_full, next_drain) - loop.time())
             await self._wait(wait)
             if self.reload.is_set():
                 self.reload.clear()
                 old_vrrp = self.config.vrrp
-                if self._reload():
+                if await self._reload():
                     if self.reloaded_services:
                         # What the new file changed goes in first, at a cost that
                         # follows the change, not the table; the full pass follows.
@@ -301,36 +350,72 @@ class Agent:
             stop.cancel()
             reload.cancel()
 
-    def _draining(self) -> bool:
+    async def _draining(self) -> bool:
         try:
-            return bool(self.store.load().drains)
+            return bool((await self.offload(self.store.load)).drains)
         except Exception:
             return False
 
-    def _reload(self) -> bool:
-        from agent.config import ConfigError, load_config
+    def _start_worker(self) -> None:
+        """Start the configuration worker in the background: the first reload need
+        not wait for its imports. Failing here is not fatal: a reload starts it again."""
+        from agent.daemon.supervise import watch
+        from agent.daemon.worker import SMALL_FILE
+
+        try:
+            if os.stat(self.config_path).st_size < SMALL_FILE:
+                return
+        except OSError:
+            return
+
+        async def start() -> None:
+            from agent.daemon.worker import WorkerFailed
+
+            try:
+                await self.worker.start()
+            except WorkerFailed as exc:
+                log.warning("%s; reloads will start it again", exc)
+
+        watch(asyncio.ensure_future(start()), "configuration worker start")
+
+    async def _reload(self) -> bool:
+        from agent.daemon.worker import LoadRefused, WorkerFailed, load_here
 
         sd_notify("RELOADING=1")
         try:
-            config = load_config(self.config_path)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload: %s", problem)
-            log.error("reload: %s is invalid; keeping the running configuration", self.config_path)
-            self.metrics.config_reloads.labels(result="invalid").inc()
+            try:
+                loaded = await self.worker.load(
+                    self.config_path, self.config.virtual_servers, self.desired
+                )
+            except WorkerFailed as exc:
+                log.warning("reload: %s; reading the file on a thread instead", exc)
+                self.metrics.errors.labels(kind="task").inc()
+                current = self.desired
+                loaded = await self.offload(lambda: load_here(self.config_path, current))
+        except Exception as exc:
+            if not isinstance(exc, LoadRefused):
+                # A bug in reading must not end the daemon: the running configuration stays.
+                log.exception("reload: reading %s failed unexpectedly", self.config_path)
+                exc = LoadRefused([f"{self.config_path}: {exc!r}"])
+            if exc.strerror is not None:
+                log.error(
+                    "reload: cannot read %s: %s; keeping the running configuration",
+                    self.config_path,
+                    exc.strerror,
+                )
+                result = "unreadable"
+            else:
+                for problem in exc.problems:
+                    log.error("reload: %s", problem)
+                log.error(
+                    "reload: %s is invalid; keeping the running configuration", self.config_path
+                )
+                result = "invalid"
+            self.metrics.config_reloads.labels(result=result).inc()
             self.metrics.errors.labels(kind="config").inc()
             sd_notify("READY=1")
             return False
-        except OSError as exc:
-            log.error(
-                "reload: cannot read %s: %s; keeping the running configuration",
-                self.config_path,
-                exc.strerror,
-            )
-            self.metrics.config_reloads.labels(result="unreadable").inc()
-            self.metrics.errors.labels(kind="config").inc()
-            sd_notify("READY=1")
-            return False
+        config = loaded.config
         from dataclasses import replace
 
         fixed = ("state_dir", "metrics_host", "metrics_port")
@@ -358,9 +443,7 @@ class Agent:
             self.metrics.errors.labels(kind="config").inc()
             sd_notify("READY=1")
             return False
-        desired = self._desired(config)
-        old = self.desired
-        edited = frozenset(k for k in old.keys() | desired.keys() if old.get(k) != desired.get(k))
+        desired, edited = loaded.desired, loaded.edited
         self.reloaded_services = edited if config.ipvs == self.config.ipvs else None
         self.config = config
         self.desired = desired
@@ -389,13 +472,24 @@ class Agent:
                 self.metrics.errors.labels(kind="ipvs_unavailable").inc()
             return None
         if only_draining:
-            only = frozenset(svc for svc, _ in self.store.load().drains)
+            try:
+                drains = (await self.offload(self.store.load)).drains
+            except StateFileError as exc:
+                log.error("%s", exc)
+                self.metrics.errors.labels(kind="state_file").inc()
+                return None
+            only = frozenset(svc for svc, _ in drains)
             if not only:
                 return None
         started = time.monotonic()
         try:
             outcome = await reconcile_async(
-                self.kernel, self.store, self.desired, self.config.ipvs, only=only
+                self.kernel,
+                self.store,
+                self.desired,
+                self.config.ipvs,
+                only=only,
+                offload=self.offload,
             )
         except StateFileError as exc:
             log.error("%s", exc)
@@ -405,6 +499,12 @@ class Agent:
             log.error("reconcile failed: %s; retrying at the next reconcile", exc)
             # An error with a file name is the ownership file's, not the kernel's.
             self.metrics.errors.labels(kind="state_file" if exc.filename else "netlink").inc()
+            return None
+        except Exception:
+            # A bug in one reconcile must not end the daemon (VRRP and the lock keep
+            # running); the next reconcile starts from the kernel's table again.
+            log.exception("reconcile failed unexpectedly; retrying at the next reconcile")
+            self.metrics.errors.labels(kind="reconcile").inc()
             return None
         elapsed = time.monotonic() - started
         for step, result in zip(outcome.plan.steps, outcome.results, strict=False):
@@ -512,20 +612,42 @@ def write_lock_status(path: Path, lock: LockTransport, vrrp: VrrpService | None)
     os.replace(tmp, path)
 
 
-async def serve_metrics(metrics: AgentMetrics, config: Config) -> asyncio.Server | None:
-    """The /metrics server on ``metrics.listen``; None (logged) when it cannot listen."""
+async def keep_serving_metrics(
+    metrics: AgentMetrics, config: Config, retry: float = METRICS_RETRY
+) -> None:
+    """Serve /metrics until cancelled; while the port is taken, try again every ``retry``
+    seconds (everything else keeps running meanwhile: degrade, don't die)."""
     from agent.metrics import serve
 
-    try:
-        return await serve(metrics, config.metrics_host, config.metrics_port)
-    except OSError as exc:
-        log.error(
-            "metrics: cannot listen on %s:%d: %s",
-            config.metrics_host,
-            config.metrics_port,
-            exc.strerror,
-        )
-        return None
+    failures = 0
+    while True:
+        try:
+            server = await serve(metrics, config.metrics_host, config.metrics_port)
+        except OSError as exc:
+            metrics.errors.labels(kind="metrics_listen").inc()
+            if failures == 0:
+                log.error(
+                    "metrics: cannot listen on %s:%d: %s; retrying every %gs "
+                    "(VRRP and IPVS run meanwhile)",
+                    config.metrics_host,
+                    config.metrics_port,
+                    exc.strerror,
+                    retry,
+                )
+            failures += 1
+            await asyncio.sleep(retry)
+            continue
+        if failures:
+            log.info(
+                "metrics: listening on %s:%d after %d failed attempts",
+                config.metrics_host,
+                config.metrics_port,
+                failures,
+            )
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            server.close()
 
 
 async def _main(config_path: str, config: Config) -> int:
@@ -542,12 +664,12 @@ async def _main(config_path: str, config: Config) -> int:
         # Nothing to program: a VRRP-only node can run on a kernel without IPVS.
         log.info("no IPVS in this kernel and no virtual_servers: running without IPVS")
         kernel = None
+    from agent.daemon.supervise import supervise
+
     metrics = AgentMetrics()
-    server = await serve_metrics(metrics, config)
-    if server is None:
-        if kernel is not None:
-            kernel.close()
-        return 1
+    server = asyncio.ensure_future(
+        supervise("metrics listener", lambda: keep_serving_metrics(metrics, config))
+    )
     log.info(
         "started: %s from %s; metrics on http://%s:%d/metrics",
         virtual_servers(len(config.virtual_servers)),
@@ -559,7 +681,8 @@ async def _main(config_path: str, config: Config) -> int:
     try:
         await agent.run()
     finally:
-        server.close()
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
         if kernel is not None:
             kernel.close()
     return agent.exit_code

@@ -32,7 +32,8 @@ def run_witness(config_path: str) -> int:
 
 
 async def _main(config: Config) -> int:
-    from agent.daemon import serve_metrics
+    from agent.daemon import keep_serving_metrics
+    from agent.daemon.supervise import supervise
     from agent.lock import IncarnationError, KeyFileError, start_lock
     from agent.metrics import AgentMetrics
 
@@ -58,14 +59,16 @@ async def _main(config: Config) -> int:
                 cfg.lease,
             )
         metrics.lock.transports = running
-        server = await serve_metrics(metrics, config)
-        if server is None:
-            return 1
+        # A taken metrics port is retried; the lock runs meanwhile (degrade, don't die).
+        server = asyncio.ensure_future(
+            supervise("metrics listener", lambda: keep_serving_metrics(metrics, config))
+        )
         log.info("witness: serving %d cluster(s)", len(running))
         try:
             await stop.wait()
         finally:
-            server.close()
+            server.cancel()
+            await asyncio.gather(server, return_exceptions=True)
         log.info("witness: stopping")
         return 0
     finally:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from agent.config.model import IpvsSettings
 from agent.ipvs.model import (
@@ -30,6 +30,8 @@ from agent.ipvs.plan import Ownership, Plan, Step, plan
 from agent.ipvs.state import OwnershipStore
 
 SYSCTL_DIR = Path("/proc/sys/net/ipv4/vs")
+
+_T = TypeVar("_T")
 
 
 class OpFailure(Protocol):
@@ -244,6 +246,21 @@ def _merge(owned: Ownership, only: Set[ServiceKey], part: Ownership) -> Ownershi
     return Ownership((owned.services - only) | part.services, drains)
 
 
+class Offload(Protocol):
+    """Runs CPU work off the event loop (agent.daemon.offload.Offload)."""
+
+    def __call__(self, fn: Callable[[], _T]) -> Awaitable[_T]: ...
+
+
+async def _inline(fn: Callable[[], _T]) -> _T:
+    return fn()
+
+
+#: a partial reconcile of at most this many services plans on the loop itself: a hop
+#: to the worker thread would cost more than the work
+SMALL_PARTIAL = 64
+
+
 async def reconcile_async(
     kernel: AsyncIpvsTable,
     store: OwnershipStore,
@@ -252,37 +269,45 @@ async def reconcile_async(
     *,
     only: Set[ServiceKey] | None = None,
     now: Callable[[], float] = boottime,
+    offload: Offload = _inline,
 ) -> Outcome:
     """The daemon's reconcile: the same steps, with kernel I/O that yields to the loop.
 
     With ``only``, just those services are read and planned (drain polling: the
     cost stays proportional to what is draining, not to the table); timeouts
-    and sysctls are left to the full reconciles.
+    and sysctls are left to the full reconciles. ``offload`` runs the CPU work
+    (the ownership file, planning) off the loop; kernel I/O stays on it.
     """
-    owned = store.load()
     if only is None:
+        owned = await offload(store.load)
         table = await kernel.dump_async()
         timeouts = await kernel.get_timeouts_async() if desired_timeouts(settings) else None
-        p = make_plan(desired, table, timeouts, owned, settings, now())
+        at = now()
+        p = await offload(lambda: make_plan(desired, table, timeouts, owned, settings, at))
         outcome = Outcome(p, table, sysctls=sysctl_changes(settings.sysctls))
-        store.save(ownership_ahead(owned, p))
+        await offload(lambda: store.save(ownership_ahead(owned, p)))
         outcome.results = list(await kernel.apply_async(p.ops)) if p.steps else []
         outcome.sysctl_errors = write_sysctls(outcome.sysctls)
         outcome.applied = True
-        store.save(ownership_after(owned, p, outcome.results))
+        await offload(lambda: store.save(ownership_after(owned, p, outcome.results)))
         if p.steps:
             # Metrics and status show the table as it now is, not as it was found.
             outcome.kernel = await kernel.dump_async()
         return outcome
+    if len(only) <= SMALL_PARTIAL:
+        offload = _inline
+    owned = await offload(store.load)
     table = await kernel.dump_services_async(only)
     part = _restrict(owned, only)
-    subset = {k: v for k, v in desired.items() if k in only}
-    p = plan(subset, table, part, now(), settings.drain_timeout)
+    subset = {k: desired[k] for k in only if k in desired}  # follows the change, not the table
+    at = now()
+    p = await offload(lambda: plan(subset, table, part, at, settings.drain_timeout))
     outcome = Outcome(p, table)
-    store.save(_merge(owned, only, ownership_ahead(part, p)))
+    await offload(lambda: store.save(_merge(owned, only, ownership_ahead(part, p))))
     outcome.results = list(await kernel.apply_async(p.ops)) if p.steps else []
     outcome.applied = True
-    store.save(_merge(owned, only, ownership_after(part, p, outcome.results)))
+    after = ownership_after(part, p, outcome.results)
+    await offload(lambda: store.save(_merge(owned, only, after)))
     if p.steps:
         outcome.kernel = await kernel.dump_services_async(only)
     return outcome

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import cast
 
+from agent.daemon.supervise import report_failure
 from agent.lock.config import Endpoint, LockConfig
 from agent.lock.incarnation import bump_incarnation
 from agent.lock.lease import LeaseEvent
@@ -34,6 +35,8 @@ from agent.lock.node import Datagram, LockCore, LockNode, LockStatus
 from agent.lock.wire import KeyFileError, KeyRing, WireCodec
 
 log = logging.getLogger(__name__)
+
+TIMER_RETRY = 0.05  # seconds before a failed timer tick is tried again
 
 Clock = Callable[[], float]
 
@@ -133,7 +136,14 @@ class LockTransport(asyncio.DatagramProtocol):
         self._timer = None
         self._timer_due = None
         now = self._clock()
-        self._deliver(self.node.tick(now), now)
+        try:
+            self._deliver(self.node.tick(now), now)
+        except Exception:
+            # The timer is the lock's heartbeat: a failed tick must not leave it unarmed.
+            log.exception("lock: timer failed; trying again in %gs", TIMER_RETRY)
+            report_failure("lock timer")
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(TIMER_RETRY, self._on_timer)
 
     # ------------------------------------------------------------------ commands
 

@@ -419,6 +419,14 @@ class AgentMetrics:
             "Real servers at weight 0 waiting for their connections to close.",
             registry=r,
         )
+        from agent.daemon.lag import LAG_BUCKETS
+
+        self.loop_lag = Histogram(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "How late the event loop woke a 10 ms timer.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         info = Gauge(f"{PREFIX}_build_info", "Build information.", ["version"], registry=r)
         info.labels(version=_version()).set(1)
         self.ipvs = IpvsCollector()

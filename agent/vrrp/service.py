@@ -50,6 +50,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from agent.daemon.supervise import supervise, watch
 from agent.vrrp.command import run_command
 from agent.vrrp.config import SyncGroupConfig, TrackInterfaceConfig, VrrpConfig, VrrpInstanceConfig
 from agent.vrrp.counters import InstanceCounters
@@ -235,7 +236,7 @@ class VrrpService:
             self._links.open(loop, self._link_changed.set)
         except OSError as e:
             log.warning("no netlink link notifications (%s); polling every %gs", e, LINK_POLL)
-        self._spawn(self._link_loop(), self._trackers)
+        self._spawn(supervise("vrrp link tracker", self._link_loop), self._trackers)
         if self._lock is not None:
             self._lock.after_input = self._refresh_fences
         self._launch(list(self._instances))
@@ -658,6 +659,7 @@ class VrrpService:
         task = asyncio.ensure_future(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        watch(task, "vrrp task")  # a failure is logged and counted, never lost
         return task
 
     def _tracked_interfaces(self) -> list[str]:
@@ -719,7 +721,10 @@ class VrrpService:
             task.cancel()
         tasks = self._script_tasks[name] = []
         for script in self._instances[name].tracking.scripts:
-            tasks.append(self._spawn(self._script_loop(name, script), self._trackers))
+            run = functools.partial(self._script_loop, name, script)
+            tasks.append(
+                self._spawn(supervise(f"{name}: track script {script}", run), self._trackers)
+            )
 
     async def _script_loop(self, instance: str, script: str) -> None:
         inst = self._instances[instance]

@@ -1,0 +1,312 @@
+"""Reading a reload's configuration in a separate process, so the event loop never waits.
+
+Parsing and validating a 10,000-service file and building its desired table take about
+a second of CPU on hardware and ten or more under emulation, and some of it is single C
+calls (a regex over the whole text, one ``split``) that hold the interpreter lock from
+start to end: a thread would still stall the loop. ``python -m agent.daemon.worker``
+does that work instead, in its own interpreter (started with exec, never a fork of the
+threaded daemon), and answers with what changed, not the whole table: carrying 50,000
+objects back through pickle would cost the daemon as much as parsing them.
+
+The worker keeps the daemon's current virtual servers and desired table (its *base*,
+numbered by a generation). A load answers with the configuration's small sections
+whole, the virtual servers as positions in the base or new entries, and the desired
+services that changed or went; both sides then move to the next generation. A worker
+that was restarted, or a daemon that dropped an answer, finds the generations differ:
+the daemon sends its base again (``prime``) and repeats the load.
+
+Requests and answers are length-prefixed pickles on the worker's stdin and stdout.
+A worker that dies is started again at the next request. If none can be started the
+daemon reads the file on its worker thread (slower for the loop, but it keeps going).
+
+Never imports the daemon; the daemon side (``ConfigWorker``) never parses YAML itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import struct
+import sys
+import traceback
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.config.model import VirtualServer
+    from agent.ipvs.model import DesiredTable, ServiceKey
+    from agent.ipvs.reconciler import Offload
+
+_HEADER = struct.Struct(">Q")
+#: below this file size a reload is read on the daemon's worker thread: the round trip
+#: through a second interpreter would cost more than the work itself
+SMALL_FILE = 64 * 1024
+#: answers larger than this are unpickled on the worker thread, not on the loop
+SMALL_ANSWER = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A valid configuration, its desired table and the services that differ from before."""
+
+    config: Config
+    desired: DesiredTable
+    edited: frozenset[ServiceKey]
+
+
+class LoadRefused(Exception):
+    """The file is invalid (``problems``) or unreadable (``strerror``)."""
+
+    def __init__(self, problems: list[Any], strerror: str | None = None) -> None:
+        self.problems = problems
+        self.strerror = strerror
+        super().__init__(strerror or "\n".join(map(str, problems)))
+
+
+class WorkerFailed(Exception):
+    """The worker process crashed or answered with an unexpected error."""
+
+
+# ---------------------------------------------------------------- the pure parts
+
+
+def delta(
+    base_vs: tuple[VirtualServer, ...],
+    base_desired: DesiredTable,
+    config: Config,
+    desired: DesiredTable,
+) -> tuple[list[int], list[VirtualServer], dict[ServiceKey, Any], list[ServiceKey]]:
+    """How ``config``/``desired`` differ from the base: (positions, new virtual servers,
+    changed desired services, removed service keys). A position >= 0 names a base entry,
+    -1 - i the i-th new one."""
+    from agent.ipvs.desired import service_key
+
+    where = {service_key(vs): i for i, vs in enumerate(base_vs)}
+    spec: list[int] = []
+    new: list[VirtualServer] = []
+    for vs in config.virtual_servers:
+        i = where.get(service_key(vs))
+        if i is not None and base_vs[i] == vs:
+            spec.append(i)
+        else:
+            spec.append(-1 - len(new))
+            new.append(vs)
+    changed = {k: v for k, v in desired.items() if base_desired.get(k) != v}
+    removed = [k for k in base_desired if k not in desired]
+    return spec, new, changed, removed
+
+
+def rebuild(
+    base_vs: tuple[VirtualServer, ...],
+    base_desired: DesiredTable,
+    rest: Config,
+    spec: list[int],
+    new: list[VirtualServer],
+    changed: dict[ServiceKey, Any],
+    removed: list[ServiceKey],
+) -> Loaded:
+    """The daemon's side of ``delta``: the whole configuration and table again."""
+    servers = tuple(base_vs[i] if i >= 0 else new[-1 - i] for i in spec)
+    desired = dict(base_desired)
+    for key in removed:
+        desired.pop(key, None)
+    desired.update(changed)
+    config = replace(rest, virtual_servers=servers)
+    return Loaded(config, desired, frozenset(changed) | frozenset(removed))
+
+
+def load_here(path: str, base_desired: DesiredTable) -> Loaded:
+    """Read ``path`` in this process (small files, or no worker process)."""
+    from agent.config import ConfigError, load_config
+    from agent.ipvs.desired import desired_table
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise LoadRefused(exc.problems) from None
+    except OSError as exc:
+        raise LoadRefused([], exc.strerror or str(exc)) from None
+    desired = desired_table(config.virtual_servers)
+    edited = frozenset(
+        k for k in base_desired.keys() | desired.keys() if base_desired.get(k) != desired.get(k)
+    )
+    return Loaded(config, desired, edited)
+
+
+# ---------------------------------------------------------------- the worker process
+
+
+class _Base:
+    def __init__(self) -> None:
+        self.generation = -1
+        self.servers: tuple[VirtualServer, ...] = ()
+        self.desired: DesiredTable = {}
+
+
+def _answer(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
+    from agent.config import ConfigError, load_config
+    from agent.ipvs.desired import desired_table
+
+    kind = request[0]
+    if kind == "prime":
+        _, generation, servers = request
+        base.servers = tuple(servers)
+        base.desired = desired_table(base.servers)
+        base.generation = generation
+        return ("primed",)
+    if kind == "load":
+        _, generation, path = request
+        if generation != base.generation:
+            return ("stale",)
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            return ("invalid", exc.problems)
+        except OSError as exc:
+            return ("unreadable", exc.strerror or str(exc))
+        desired = desired_table(config.virtual_servers)
+        spec, new, changed, removed = delta(base.servers, base.desired, config, desired)
+        rest = replace(config, virtual_servers=())
+        base.servers, base.desired = config.virtual_servers, desired
+        base.generation += 1
+        return ("loaded", base.generation, rest, spec, new, changed, removed)
+    return ("error", f"unknown request {kind!r}")
+
+
+def main() -> int:
+    """``python -m agent.daemon.worker``: answer requests until stdin closes."""
+    import gc
+
+    gc.disable()  # one job at a time, no cycles worth collecting: see agent.daemon.offload
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    base = _Base()
+    while True:
+        head = stdin.read(_HEADER.size)
+        if len(head) < _HEADER.size:
+            return 0
+        request = pickle.loads(stdin.read(_HEADER.unpack(head)[0]))
+        try:
+            answer = _answer(base, request)
+        except Exception:
+            base.generation = -1  # half-updated: the daemon primes again
+            answer = ("error", traceback.format_exc())
+        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.write(_HEADER.pack(len(data)) + data)
+        stdout.flush()
+        gc.collect()
+
+
+# ---------------------------------------------------------------- the daemon's side
+
+
+class ConfigWorker:
+    """The daemon's handle on the worker process; one request at a time."""
+
+    def __init__(self, run: Offload, argv: list[str] | None = None) -> None:
+        self._run = run  # the daemon's worker thread (agent.daemon.offload.Offload)
+        self._argv = argv or [sys.executable, "-m", "agent.daemon.worker"]
+        self._proc: asyncio.subprocess.Process | None = None
+        self._generation = -2  # the worker's base, as far as we know (-2: none yet)
+        self._lock = asyncio.Lock()
+        self.starts = 0
+
+    async def start(self) -> None:
+        """Start the process now (the first reload need not wait for its imports)."""
+        async with self._lock:
+            await self._ensure()
+
+    async def load(
+        self, path: str, base_vs: tuple[VirtualServer, ...], base_desired: DesiredTable
+    ) -> Loaded:
+        """Read ``path``; raises LoadRefused (invalid, unreadable) or WorkerFailed."""
+        try:
+            small = os.stat(path).st_size < SMALL_FILE
+        except OSError as exc:
+            raise LoadRefused([], exc.strerror or str(exc)) from None
+        if small:
+            return await self._run(lambda: load_here(path, base_desired))
+        async with self._lock:
+            for attempt in range(2):
+                try:
+                    await self._ensure()
+                    if self._generation < 0:
+                        await self._prime(base_vs)
+                    answer = await self._ask(("load", self._generation, path))
+                except WorkerFailed:
+                    if attempt:
+                        raise
+                    continue  # a worker that died: once more with a new one
+                if answer[0] == "stale":
+                    self._generation = -1
+                    continue
+                if answer[0] == "invalid":
+                    raise LoadRefused(answer[1])
+                if answer[0] == "unreadable":
+                    raise LoadRefused([], answer[1])
+                if answer[0] != "loaded":
+                    self._generation = -1
+                    raise WorkerFailed(str(answer[1:]))
+                loaded = await self._run(partial(rebuild, base_vs, base_desired, *answer[2:]))
+                self._generation = answer[1]
+                return loaded
+            raise WorkerFailed("the worker does not keep its base")
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.kill()
+
+    async def _ensure(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            return
+        self._proc = None
+        self._generation = -1
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self._argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=1 << 20,
+            )
+        except OSError as exc:
+            raise WorkerFailed(f"cannot start the configuration worker: {exc}") from exc
+        self.starts += 1
+
+    async def _prime(self, base_vs: tuple[VirtualServer, ...]) -> None:
+        generation = max(0, self._generation) + 1
+        data = await self._run(
+            lambda: pickle.dumps(("prime", generation, base_vs), protocol=pickle.HIGHEST_PROTOCOL)
+        )
+        answer = await self._exchange(data)
+        if answer[0] != "primed":
+            raise WorkerFailed(str(answer[1:]))
+        self._generation = generation
+
+    async def _ask(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
+        return await self._exchange(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+
+    async def _exchange(self, data: bytes) -> tuple[Any, ...]:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(_HEADER.pack(len(data)) + data)
+            await proc.stdin.drain()
+            head = await proc.stdout.readexactly(_HEADER.size)
+            body = await proc.stdout.readexactly(_HEADER.unpack(head)[0])
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.close()
+            raise WorkerFailed(f"the configuration worker stopped: {exc}") from exc
+        if len(body) > SMALL_ANSWER:
+            answer: tuple[Any, ...] = await self._run(lambda: pickle.loads(body))
+        else:
+            answer = pickle.loads(body)
+        return answer
+
+
+if __name__ == "__main__":
+    sys.exit(main())

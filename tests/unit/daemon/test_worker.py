@@ -1,0 +1,114 @@
+"""agent.daemon.worker: a reload read in another process comes back whole and exact."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config, parse_config
+from agent.daemon.offload import Offload, inline
+from agent.daemon.worker import SMALL_FILE, ConfigWorker, LoadRefused, delta, rebuild
+from agent.ipvs.desired import desired_table
+
+
+def config_text(n: int, weights: dict[int, int] | None = None, skip: int | None = None) -> str:
+    weights = weights or {}
+    out = ["virtual_servers:"]
+    for i in range(n):
+        if i == skip:
+            continue
+        out.append(
+            f"  - name: vs{i}\n    address: 10.1.{i // 250}.{i % 250 + 1}\n    port: 80\n"
+            "    scheduler: wlc\n    real_servers:"
+        )
+        for j in range(2):
+            w = weights.get(i, 1) if j == 1 else 1
+            out.append(f"      - {{address: 172.16.{j}.{i % 250 + 1}, port: 8080, weight: {w}}}")
+    return "\n".join(out) + "\n"
+
+
+def test_delta_and_rebuild_give_back_the_new_configuration_and_table() -> None:
+    old = parse_config(config_text(20))
+    new = parse_config(config_text(22, weights={3: 7}, skip=5))
+    old_desired = desired_table(old.virtual_servers)
+    new_desired = desired_table(new.virtual_servers)
+    spec, added, changed, removed = delta(old.virtual_servers, old_desired, new, new_desired)
+    # vs3's weight, and every entry after the removed vs5 (their line numbers moved)
+    assert [vs.name for vs in added] == ["vs3", *(f"vs{i}" for i in range(6, 22))]
+    loaded = rebuild(
+        old.virtual_servers,
+        old_desired,
+        parse_config(config_text(0).replace("virtual_servers:\n", "virtual_servers: []\n")),
+        spec,
+        added,
+        changed,
+        removed,
+    )
+    assert loaded.config.virtual_servers == new.virtual_servers
+    assert loaded.desired == new_desired
+    keys = list(old_desired)
+    assert loaded.edited == {keys[3], keys[5], *(k for k in new_desired if k not in old_desired)}
+    # unchanged entries are the old objects, not copies
+    assert loaded.config.virtual_servers[0] is old.virtual_servers[0]
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+    assert path.stat().st_size >= SMALL_FILE  # the worker process answers
+
+
+def test_the_worker_process_reads_reloads_refuses_invalid_files_and_survives_a_kill(
+    tmp_path: Path,
+) -> None:
+    n = 400
+    path = tmp_path / "config.yaml"
+    write(path, config_text(n))
+    base = load_config(str(path))
+    base_desired = desired_table(base.virtual_servers)
+
+    async def main() -> None:
+        offload = Offload()
+        worker = ConfigWorker(offload)
+        try:
+            write(path, config_text(n, weights={n - 1: 9}))
+            loaded = await worker.load(str(path), base.virtual_servers, base_desired)
+            assert loaded.config == load_config(str(path))
+            assert loaded.desired == desired_table(loaded.config.virtual_servers)
+            assert len(loaded.edited) == 1
+
+            write(path, config_text(n).replace("port: 8080, weight: 1}", "port: 70000}", 1))
+            with pytest.raises(LoadRefused) as refused:
+                await worker.load(str(path), loaded.config.virtual_servers, loaded.desired)
+            assert any("must be 1..65535" in str(p) for p in refused.value.problems)
+
+            # the worker dies: the next load starts another and gives it the base again
+            worker.close()
+            write(path, config_text(n, weights={0: 3}))
+            again = await worker.load(str(path), loaded.config.virtual_servers, loaded.desired)
+            assert again.config == load_config(str(path))
+            assert again.desired == desired_table(again.config.virtual_servers)
+            assert len(again.edited) == 2  # vs0 changed, vs{n-1} back to weight 1
+            assert worker.starts == 2
+        finally:
+            worker.close()
+            offload.close()
+
+    asyncio.run(main())
+
+
+def test_a_small_file_is_read_without_the_worker_process(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(3, weights={1: 4}))
+
+    async def main() -> None:
+        worker = ConfigWorker(inline, argv=["/nonexistent/python"])
+        loaded = await worker.load(str(path), (), {})
+        assert len(loaded.config.virtual_servers) == 3 and len(loaded.edited) == 3
+        assert worker.starts == 0
+        with pytest.raises(LoadRefused) as refused:
+            await worker.load(str(tmp_path / "missing.yaml"), (), {})
+        assert refused.value.strerror
+
+    asyncio.run(main())
