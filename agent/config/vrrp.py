@@ -1,8 +1,9 @@
 """Validate the ``vrrp_instances`` and ``vrrp_sync_groups`` sections.
 
 Builds ``agent.vrrp.config`` objects; every rule that can be checked without
-looking at the host (interfaces and their addresses are checked when the
-instances start) is checked here, so ``check-config`` catches it.
+looking at the host is checked here, so ``check-config`` catches it. Whether
+interfaces and the programs of scripts exist is for ``agent.config.host`` (from
+the lines kept here) and for the instances when they start.
 """
 
 from __future__ import annotations
