@@ -45,6 +45,21 @@ async def run_command(argv: list[str], timeout: float) -> bool:
     On timeout or cancellation the command's whole process tree is killed
     (``kill_tree``) before this returns or re-raises.
     """
+    status, reason = await run_status(argv, timeout)
+    if reason == "timeout":
+        log.warning("%s: still running after %gs; killed its process tree", argv[0], timeout)
+    elif status is None:
+        log.warning("cannot run %s: %s", argv[0] if argv else "?", reason)
+    return status == 0
+
+
+async def run_status(argv: list[str], timeout: float) -> tuple[int | None, str]:
+    """Run ``argv`` (no shell): ``(exit status, "")``, or ``(None, reason)``.
+
+    The reason is ``timeout`` (the whole tree was killed) or why the command
+    could not start. A command killed by a signal has a negative status. On
+    cancellation the tree is killed before the cancellation propagates.
+    """
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -53,14 +68,12 @@ async def run_command(argv: list[str], timeout: float) -> bool:
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
         )
-    except OSError as e:
-        log.warning("cannot run %s: %s", argv[0] if argv else "?", e)
-        return False
+    except (OSError, ValueError) as e:
+        return None, e.strerror or str(e) if isinstance(e, OSError) else str(e)
     try:
-        return await asyncio.wait_for(proc.wait(), timeout) == 0
+        return await asyncio.wait_for(proc.wait(), timeout), ""
     except TimeoutError:
-        log.warning("%s: still running after %gs; killing its process tree", argv[0], timeout)
-        return False
+        return None, "timeout"
     finally:
         if proc.returncode is None:  # timed out or cancelled
             with contextlib.suppress(Exception):

@@ -1,0 +1,52 @@
+"""Health checking: probes against real servers, rise/fall, and the weights they imply.
+
+The component's surface, for the configuration loader, the daemon and ``check-health``:
+
+- ``Check``, ``PoolPolicy``, ``MinHealthy``, ``SorryServer``, ``Member``, ``Pool``
+  and ``member()`` (``config``): what the loader builds from ``health_checks`` and
+  the per-virtual-server keys.
+- ``Scheduler`` (``scheduler``): runs the checks on the loop; ``decision(name)``
+  gives a virtual server's weights, held servers and quorum, ``weight(name, key)``
+  one real server's weight, ``on_change`` says which virtual servers changed.
+- ``check_once`` (``scheduler``): every check once, for ``check-health``.
+- ``HealthCollector`` (``metrics``): the Prometheus view of a scheduler.
+
+Modules: ``config`` (values), ``core`` (the pure decision), ``wire`` (protocol
+parsing, sans I/O), ``probes`` (sockets and processes), ``scheduler`` (time and
+concurrency), ``metrics`` (export).
+"""
+
+from agent.health.config import (
+    Check,
+    CheckKey,
+    Member,
+    MinHealthy,
+    Pool,
+    PoolPolicy,
+    SorryServer,
+    Target,
+    check_key,
+    member,
+)
+from agent.health.core import CheckState, MemberHealth, PoolDecision, Result
+from agent.health.scheduler import OnceResult, Scheduler, check_once
+
+__all__ = [
+    "Check",
+    "CheckKey",
+    "CheckState",
+    "Member",
+    "MemberHealth",
+    "MinHealthy",
+    "OnceResult",
+    "Pool",
+    "PoolDecision",
+    "PoolPolicy",
+    "Result",
+    "Scheduler",
+    "SorryServer",
+    "Target",
+    "check_key",
+    "check_once",
+    "member",
+]

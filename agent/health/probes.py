@@ -1,0 +1,432 @@
+"""The probes: one check against its target, once, with a result, a reason and a duration.
+
+This module owns the sockets and processes of the checks: ``probe(key)`` for
+every type (tcp with send/expect, http/https, udp, dns, exec, agent) as a
+coroutine on the running loop, and ``TcpConnector``, the batched connect-only
+prober the scheduler uses for plain tcp checks at scale. It must never decide
+health (rise/fall, weights: ``agent.health.core``) nor schedule (``scheduler``).
+
+Every socket is closed on every path, cancellation included; every read is
+bounded in bytes (``agent.health.wire``) and in time: a probe's ``timeout``
+runs from when the probe really starts, so a probe that waited for the loop is
+not charged for it. Reasons are short and stable (they become metric labels):
+``refused``, ``timeout``, ``reset``, ``unreachable``, ``status 503``, ``body``,
+``expect``, ``garbage``, ``tls: ...``, ``icmp unreachable``, ``rcode SERVFAIL``,
+``exit 2``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import heapq
+import ipaddress
+import random
+import re
+import select
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Final
+
+from agent.health.config import DNS_RCODES, DNS_TYPES, Check, CheckKey
+from agent.health.core import Result, agent_result, exec_result
+from agent.health.wire import (
+    ProtocolError,
+    ResponseReader,
+    dns_query,
+    dns_reply,
+    request,
+    status_matches,
+)
+from agent.vrrp.command import REAP_TIMEOUT, run_status
+
+READ_LIMIT: Final = 4096  # bytes read for a tcp/udp expect or an agent answer
+_LINGER_RST: Final = struct.pack("ii", 1, 0)  # close() sends RST: no TIME_WAIT per probe
+
+
+def reason_of(e: BaseException) -> str:
+    """The short reason for an exception raised by a probe."""
+    if isinstance(e, TimeoutError):
+        return "timeout"
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"tls: {e.verify_message or 'certificate'}"
+    if isinstance(e, ssl.SSLError):
+        return f"tls: {(e.reason or str(e)).lower().replace('_', ' ')}"
+    if isinstance(e, ProtocolError):
+        return "garbage"
+    if isinstance(e, ConnectionRefusedError):
+        return "refused"
+    if isinstance(e, ConnectionResetError | BrokenPipeError):
+        return "reset"
+    if isinstance(e, OSError) and e.errno is not None:
+        return errno_reason(e.errno)
+    return type(e).__name__
+
+
+def errno_reason(code: int) -> str:
+    if code == errno.ECONNREFUSED:
+        return "refused"
+    if code in (errno.ECONNRESET, errno.EPIPE):
+        return "reset"
+    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable"
+    if code == errno.ETIMEDOUT:
+        return "timeout"
+    return errno.errorcode.get(code, str(code)).lower()
+
+
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _socket(key: CheckKey, kind: socket.SocketKind) -> socket.socket:
+    t = key.target
+    sock = socket.socket(_family(t.address), kind)
+    try:
+        sock.setblocking(False)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        if t.source_address:
+            sock.bind((t.source_address, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def probe(key: CheckKey) -> Result:
+    """Run ``key``'s check once against its target: never raises but on cancellation."""
+    check = key.check
+    start = time.monotonic()
+    # exec: run_status enforces the timeout itself and then kills the tree; the
+    # outer bound leaves it the time to reap
+    limit = check.timeout + (REAP_TIMEOUT + 1.0 if check.type == "exec" else 0.0)
+    try:
+        async with asyncio.timeout(limit):
+            result = await _PROBES[check.type](key)
+    except (TimeoutError, OSError, ssl.SSLError, ProtocolError, ValueError) as e:
+        result = Result(False, reason_of(e))
+    return Result(result.ok, result.reason, time.monotonic() - start, result.weight)
+
+
+def _expect(check: Check, data: bytes) -> Result:
+    if check.expect is None:
+        return Result(True, "ok")
+    if _regex(check.expect).search(data):
+        return Result(True, "ok")
+    return Result(False, "expect")
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re.Pattern[bytes]:
+    return re.compile(pattern.encode("utf-8"))
+
+
+async def _tcp(key: CheckKey) -> Result:
+    loop = asyncio.get_running_loop()
+    sock = _socket(key, socket.SOCK_STREAM)
+    try:
+        await loop.sock_connect(sock, (key.target.address, key.target.port))
+        check = key.check
+        if check.send:
+            await loop.sock_sendall(sock, check.send)
+        if check.expect is None:
+            return Result(True, "ok")
+        data = b""
+        pattern = _regex(check.expect)
+        while len(data) < READ_LIMIT:
+            chunk = await loop.sock_recv(sock, READ_LIMIT - len(data))
+            if not chunk:
+                break
+            data += chunk
+            if pattern.search(data):
+                return Result(True, "ok")
+        return Result(False, "expect")
+    finally:
+        sock.close()
+
+
+@lru_cache(maxsize=64)
+def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    ctx = (
+        ssl.create_default_context(cafile=ca_file)
+        if verify
+        else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    )
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _host_header(key: CheckKey) -> str:
+    check, t = key.check, key.target
+    if check.host:
+        return check.host
+    host = f"[{t.address}]" if ":" in t.address else t.address
+    default = 443 if check.type == "https" else 80
+    return host if t.port == default else f"{host}:{t.port}"
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+async def _http(key: CheckKey) -> Result:
+    check, t = key.check, key.target
+    ctx: ssl.SSLContext | None = None
+    server_name: str | None = None
+    if check.type == "https":
+        ctx = _tls_context(check.tls_verify, check.tls_ca_file)
+        server_name = check.tls_server_name or check.host or t.address
+        if not check.tls_verify and _is_ip(server_name):
+            server_name = None  # no SNI for an address (RFC 6066 3)
+    sock = _socket(key, socket.SOCK_STREAM)
+    writer: asyncio.StreamWriter | None = None
+    try:
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, (t.address, t.port))
+        reader, writer = await asyncio.open_connection(
+            sock=sock,
+            ssl=ctx,
+            server_hostname=server_name if ctx else None,
+            ssl_handshake_timeout=check.timeout if ctx else None,
+        )
+        writer.write(request(check.method, check.path, _host_header(key)))
+        response = ResponseReader(
+            want_body=check.expect_body is not None, head=check.method == "HEAD"
+        )
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                response.eof()
+                break
+            if response.feed(data):
+                break
+        if not status_matches(response.status, check.expect_status):
+            return Result(False, f"status {response.status}")
+        if check.expect_body is not None and not _regex(check.expect_body).search(
+            bytes(response.body)
+        ):
+            return Result(False, "body")
+        return Result(True, f"status {response.status}")
+    finally:
+        if writer is not None:
+            writer.transport.abort()  # no TLS close_notify wait, no lingering socket
+        sock.close()
+
+
+async def _udp_exchange(
+    key: CheckKey, payload: bytes, accept: Callable[[bytes], Result | None]
+) -> Result:
+    """Send ``payload``; the first reply ``accept`` does not ignore (None) decides."""
+    loop = asyncio.get_running_loop()
+    sock = _socket(key, socket.SOCK_DGRAM)
+    try:
+        # Connected: the kernel reports an ICMP port unreachable as ECONNREFUSED.
+        sock.connect((key.target.address, key.target.port))
+        await loop.sock_sendall(sock, payload)
+        while True:
+            try:
+                data = await loop.sock_recv(sock, READ_LIMIT)
+            except ConnectionRefusedError:
+                return Result(False, "icmp unreachable")
+            verdict = accept(data)
+            if verdict is not None:
+                return verdict
+    finally:
+        sock.close()
+
+
+async def _udp(key: CheckKey) -> Result:
+    check = key.check
+    if check.expect is None:
+        # keepalived's UDP_CHECK without require_reply: silence is health, an ICMP
+        # error is not. Wait a bounded share of the timeout for either.
+        try:
+            async with asyncio.timeout(check.timeout * 0.9):
+                return await _udp_exchange(key, check.send, lambda _d: Result(True, "reply"))
+        except TimeoutError:
+            return Result(True, "no reply")
+    return await _udp_exchange(key, check.send, lambda d: _expect(check, d))
+
+
+async def _dns(key: CheckKey) -> Result:
+    check = key.check
+    qid = random.getrandbits(16)
+    want = DNS_RCODES[check.expect_rcode]
+    names = {v: k for k, v in DNS_RCODES.items()}
+
+    def accept(data: bytes) -> Result | None:
+        try:
+            rcode, _answers = dns_reply(data, qid)
+        except ProtocolError:
+            return None  # not the reply to this query: keep waiting
+        if rcode != want:
+            return Result(False, f"rcode {names.get(rcode, rcode)}")
+        return Result(True, f"rcode {names.get(rcode, rcode)}")
+
+    query = dns_query(qid, check.query_name, DNS_TYPES[check.query_type])
+    return await _udp_exchange(key, query, accept)
+
+
+async def _agent(key: CheckKey) -> Result:
+    loop = asyncio.get_running_loop()
+    sock = _socket(key, socket.SOCK_STREAM)
+    try:
+        await loop.sock_connect(sock, (key.target.address, key.target.port))
+        if key.check.send:
+            await loop.sock_sendall(sock, key.check.send)
+        data = b""
+        while b"\n" not in data and len(data) < READ_LIMIT:
+            chunk = await loop.sock_recv(sock, READ_LIMIT - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if not data:
+            return Result(False, "agent: no answer")
+        return agent_result(data.split(b"\n", 1)[0])
+    finally:
+        sock.close()
+
+
+async def _exec(key: CheckKey) -> Result:
+    # The timeout is run_status's own (it kills the tree); the probe's outer one is
+    # a backstop that only fires if reaping the tree itself hangs.
+    status, reason = await run_status(list(key.check.command), key.check.timeout)
+    if status is None:
+        return Result(False, reason if reason == "timeout" else f"exec: {reason}")
+    if status < 0:
+        return Result(False, f"signal {-status}")
+    return exec_result(status, dynamic=key.check.dynamic_weight)
+
+
+_PROBES = {
+    "tcp": _tcp,
+    "http": _http,
+    "https": _http,
+    "udp": _udp,
+    "dns": _dns,
+    "exec": _exec,
+    "agent": _agent,
+}
+
+
+def batchable(key: CheckKey) -> bool:
+    """True for checks ``TcpConnector`` runs: tcp, connect only."""
+    return key.check.type == "tcp" and not key.check.send and key.check.expect is None
+
+
+Done = Callable[[Result], None]
+
+
+class TcpConnector:
+    """Connect-only tcp probes, batched on one private epoll instance.
+
+    The issue with one asyncio transport (or ``sock_connect`` future) per probe
+    is cost: at 10,000 targets a second that is most of a core. Here a probe is
+    socket, connect, one ``epoll_ctl``, ``getsockopt(SO_ERROR)`` and close (RST,
+    so the director keeps no TIME_WAIT per probe); the asyncio loop watches the
+    private epoll's fd and each wake-up reaps every finished connect at once.
+    Timeouts sit on a heap checked at each wake-up and by one timer; completions
+    are always reaped before timeouts are judged, so a connect that succeeded
+    while the loop was busy is not counted as a timeout.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._ep = select.epoll()
+        self._pending: dict[int, tuple[socket.socket, float, Done]] = {}
+        self._deadlines: list[tuple[float, int, int, socket.socket]] = []
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        loop.add_reader(self._ep.fileno(), self._reap)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def start(self, key: CheckKey, done: Done) -> None:
+        """Start one connect; ``done`` is called exactly once with the result."""
+        t = key.target
+        start = time.monotonic()
+        try:
+            sock = _socket(key, socket.SOCK_STREAM)
+        except OSError as e:
+            done(Result(False, reason_of(e), 0.0))
+            return
+        err = sock.connect_ex((t.address, t.port))
+        if err not in (errno.EINPROGRESS, 0):
+            sock.close()
+            done(Result(False, errno_reason(err), time.monotonic() - start))
+            return
+        fd = sock.fileno()
+        self._ep.register(fd, select.EPOLLOUT | select.EPOLLONESHOT)
+        self._pending[fd] = (sock, start, done)
+        deadline = start + key.check.timeout
+        self._seq += 1
+        heapq.heappush(self._deadlines, (deadline, self._seq, fd, sock))
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        # loop.time() is time.monotonic() on Linux's default loop
+        self._timer = self._loop.call_at(at, self._expire)
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        pending = self._pending
+        for fd, _events in self._ep.poll(0, 4096):
+            entry = pending.pop(fd, None)
+            if entry is None:
+                continue
+            sock, start, done = entry
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            sock.close()
+            done(
+                Result(True, "ok", now - start)
+                if err == 0
+                else Result(False, errno_reason(err), now - start)
+            )
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._reap()  # a completion the loop has not handled yet is not a timeout
+        now = time.monotonic()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, _, fd, sock = heapq.heappop(heap)
+            entry = self._pending.get(fd)
+            if entry is None or entry[0] is not sock:
+                continue  # finished already (its fd may have been reused since)
+            del self._pending[fd]
+            sock.close()
+            entry[2](Result(False, "timeout", now - entry[1]))
+        if heap:
+            self._arm(heap[0][0])
+
+    def close(self) -> None:
+        """Stop: every pending connect is closed without a result."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self._ep.fileno())
+        for sock, _start, _done in self._pending.values():
+            sock.close()
+        self._pending.clear()
+        self._deadlines.clear()
+        self._ep.close()

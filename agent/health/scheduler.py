@@ -1,0 +1,505 @@
+"""Runs the checks on the agent's one asyncio loop and keeps every pool's decision current.
+
+This module owns time and concurrency for health checking: when each check
+probes (start-up and interval jitter, ``fast_interval``/``down_interval`` from
+the core), how many probes run at once, what happens when the prober falls
+behind, and the counters that say so. It feeds probe results to
+``agent.health.core`` and keeps the resulting states and pool decisions; it
+must never decide health itself, touch IPVS, or block the loop.
+
+Overload never looks like failure. A due check that cannot start (the
+``max_in_flight`` cap is reached, or the loop was busy) simply starts late: its
+lateness (start time minus due time) goes to the lateness histogram and a
+warning is logged at most every ``LATE_LOG_EVERY`` seconds; nothing is counted
+against the target. Each probe's timeout runs from its real start, and the next
+probe is due one interval after the previous one really started, so a prober
+that falls behind stretches its intervals instead of bursting to catch up.
+``oldest_due`` is how late the most overdue check is right now: a loop that
+stops making progress shows it growing (the systemd watchdog can hang off it).
+
+One probe per check identity (``CheckKey``): every (virtual server, real
+server) that declares the same check against the same target reads the same
+state. A reload keeps the state of every unchanged identity (``reload``, O(n)).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import heapq
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Final
+
+from agent.health import core
+from agent.health.config import CheckKey, Member, Pool
+from agent.health.core import CheckState, MemberHealth, PoolDecision, PoolState, Result
+from agent.health.probes import TcpConnector, batchable, probe
+
+log = logging.getLogger("agent.health")
+
+LATE_LOG_EVERY: Final = 10.0  # seconds between two "falling behind" warnings
+LATE_WARN: Final = 0.5  # a probe this late (seconds) is worth a warning
+SLICE: Final = 0.001  # checks due within this of now start in the same pass
+
+LATENESS_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+DURATION_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+@dataclass
+class Histogram:
+    """Cumulative-bucket counts, as Prometheus exports them (``counts[i]``: <= bounds[i])."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: +Inf
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.n += 1
+
+    def cumulative(self) -> list[int]:
+        out, run = [], 0
+        for c in self.counts:
+            run += c
+            out.append(run)
+        return out
+
+
+@dataclass
+class HealthStats:
+    """Plain counters the metrics collector exports (``agent.health.metrics``)."""
+
+    probes: Counter[tuple[str, bool]] = field(default_factory=Counter)  # (type, ok)
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, reason)
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, up|down)
+    durations: dict[str, Histogram] = field(default_factory=dict)  # per check type
+    lateness: Histogram = field(default_factory=lambda: Histogram(LATENESS_BUCKETS))
+    late_probes: int = 0  # probes that started more than LATE_WARN late
+
+    def duration(self, check_type: str) -> Histogram:
+        h = self.durations.get(check_type)
+        if h is None:
+            h = self.durations[check_type] = Histogram(DURATION_BUCKETS)
+        return h
+
+
+class _Entry:
+    """One check identity's mutable bookkeeping (the state itself is a frozen core value)."""
+
+    __slots__ = ("due", "gone", "key", "pools", "running", "state")
+
+    def __init__(self, key: CheckKey, state: CheckState):
+        self.key = key
+        self.state = state
+        self.due = 0.0
+        self.running = False
+        self.gone = False
+        self.pools: list[str] = []
+
+
+def _wanted(pools: Sequence[Pool]) -> list[tuple[CheckKey, bool]]:
+    """Each identity once, with its initial state: down if any pool declaring it starts down."""
+    initial: dict[CheckKey, bool] = {}
+    for pool in pools:
+        up = pool.policy.initial == "up"
+        for m in pool.members:
+            for key in m.checks:
+                initial[key] = initial.get(key, True) and up
+    return list(initial.items())
+
+
+class Scheduler:
+    """The health checks of a set of pools, probing on the running loop.
+
+    ``start()`` (on the loop) begins probing; ``reload(pools)`` swaps the pools
+    keeping unchanged checks' states; ``stop()`` ends it. The daemon reads
+    ``decision(name)`` (weights, held servers, quorum) and ``member(name, key)``;
+    ``on_change`` is called with the names of pools whose decision changed.
+    """
+
+    def __init__(
+        self,
+        pools: Sequence[Pool],
+        *,
+        max_in_flight: int = 4096,
+        spread: float = 0.05,
+        on_change: Callable[[set[str]], None] | None = None,
+        on_start: Callable[[CheckKey, float], None] | None = None,
+        rng: random.Random | None = None,
+    ):
+        self.max_in_flight = max_in_flight
+        self.spread = spread
+        self.on_change = on_change
+        self.on_start = on_start  # (key, lateness) per probe started: benchmarks, tests
+        self.stats = HealthStats()
+        self._rng = rng or random.Random()
+        self._pools: dict[str, Pool] = {}
+        self._entries: dict[CheckKey, _Entry] = {}
+        self._decisions: dict[str, PoolDecision] = {}
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._seq = 0
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[Result]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tcp: TcpConnector | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._ramp_timer: asyncio.TimerHandle | None = None
+        self._last_late_log = -LATE_LOG_EVERY
+        self._late_since_log = 0
+        self._max_late_since_log = 0.0
+        self._install(pools, {})
+
+    # -- the surface the daemon and check-health use --------------------------------
+
+    def decision(self, pool: str) -> PoolDecision | None:
+        return self._decisions.get(pool)
+
+    def pool(self, name: str) -> Pool | None:
+        return self._pools.get(name)
+
+    def decisions(self) -> Mapping[str, PoolDecision]:
+        return self._decisions
+
+    def member(self, pool: str, key: tuple[str, int]) -> MemberHealth | None:
+        p = self._pools.get(pool)
+        if p is None:
+            return None
+        for m in p.members:
+            if m.key == key:
+                return core.member_health(m, self.states())
+        return None
+
+    def weight(self, pool: str, key: tuple[str, int]) -> int | None:
+        """The weight the kernel should carry for this real server (None: out)."""
+        d = self._decisions.get(pool)
+        return None if d is None else d.weights.get(key)
+
+    def states(self) -> Mapping[CheckKey, CheckState]:
+        return _StateView(self._entries)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def checks(self) -> int:
+        return len(self._entries)
+
+    def oldest_due(self, now: float | None = None) -> float:
+        """How late (seconds) the most overdue unstarted check is; 0 when none is."""
+        now = time.monotonic() if now is None else now
+        while self._heap and self._heap[0][2].gone:
+            heapq.heappop(self._heap)
+        return max(0.0, now - self._heap[0][0]) if self._heap else 0.0
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tcp = TcpConnector(self._loop)
+        now = time.monotonic()
+        for entry in self._entries.values():
+            self._first_due(entry, now)
+        self._arm()
+
+    def reload(self, pools: Sequence[Pool]) -> None:
+        """Swap the pools; unchanged check identities keep state and schedule."""
+        old = self._entries
+        self._install(pools, old)
+        now = time.monotonic()
+        for key, entry in old.items():
+            if key not in self._entries:
+                entry.gone = True
+        if self._loop is not None:
+            for entry in self._entries.values():
+                if entry.due == 0.0 and not entry.running:
+                    self._first_due(entry, now)
+            self._arm()
+
+    def stop(self) -> None:
+        for entry in self._entries.values():
+            entry.gone = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tcp is not None:
+            self._tcp.close()
+            self._tcp = None
+        for timer in (self._timer, self._ramp_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._ramp_timer = None
+        self._heap.clear()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _install(self, pools: Sequence[Pool], old: Mapping[CheckKey, _Entry]) -> None:
+        states = core.carry_over({k: e.state for k, e in old.items()}, _wanted(pools))
+        entries: dict[CheckKey, _Entry] = {}
+        for key, state in states.items():
+            entry = old.get(key)
+            if entry is None:
+                entry = _Entry(key, state)
+            entry.pools = []
+            entries[key] = entry
+        self._pools = {p.name: p for p in pools}
+        for pool in pools:
+            for m in pool.members:
+                for key in m.checks:
+                    names = entries[key].pools
+                    if not names or names[-1] != pool.name:
+                        names.append(pool.name)
+        self._entries = entries
+        prev = self._decisions
+        self._decisions = {}
+        now = time.monotonic()
+        for pool in pools:
+            old_d = prev.get(pool.name)
+            self._decide(pool, old_d.state if old_d else PoolState(), now)
+
+    def _first_due(self, entry: _Entry, now: float) -> None:
+        # start-up jitter: spread the first probes over one interval
+        self._push(entry, now + self._rng.uniform(0.0, entry.key.check.interval))
+
+    def _push(self, entry: _Entry, due: float) -> None:
+        entry.due = due
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, entry))
+
+    def _arm(self) -> None:
+        heap = self._heap
+        while heap and (heap[0][2].gone or heap[0][2].due != heap[0][0]):
+            heapq.heappop(heap)
+        if not heap or self._loop is None:
+            return
+        at = heap[0][0]
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        heap = self._heap
+        limit = now + SLICE
+        while heap and heap[0][0] <= limit and self._in_flight < self.max_in_flight:
+            due, _, entry = heapq.heappop(heap)
+            if entry.gone or entry.running or entry.due != due:
+                continue
+            self._launch(entry, now, now - due)
+        if heap and self._in_flight >= self.max_in_flight and heap[0][0] <= limit:
+            return  # at the cap: the next completion calls _tick again
+        self._arm()
+
+    def _launch(self, entry: _Entry, now: float, late: float) -> None:
+        late = max(0.0, late)
+        self.stats.lateness.observe(late)
+        if late > LATE_WARN:
+            self._late(late, now)
+        if self.on_start is not None:
+            self.on_start(entry.key, late)
+        entry.running = True
+        self._in_flight += 1
+        if batchable(entry.key) and self._tcp is not None:
+            self._tcp.start(entry.key, partial(self._done, entry, now))
+            return
+        task = asyncio.ensure_future(probe(entry.key))
+        self._tasks.add(task)
+        task.add_done_callback(partial(self._task_done, entry=entry, started=now))
+
+    def _task_done(self, task: asyncio.Task[Result], entry: _Entry, started: float) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            self._in_flight -= 1
+            entry.running = False
+            return
+        exc = task.exception()
+        result = task.result() if exc is None else Result(False, type(exc).__name__)
+        self._done(entry, started, result)
+
+    def _done(self, entry: _Entry, started: float, result: Result) -> None:
+        self._in_flight -= 1
+        entry.running = False
+        check = entry.key.check
+        stats = self.stats
+        stats.probes[(check.type, result.ok)] += 1
+        stats.duration(check.type).observe(result.duration)
+        if not result.ok:
+            stats.failures[(check.type, result.reason)] += 1
+        if entry.gone:
+            return
+        now = time.monotonic()
+        before = entry.state
+        after = core.observe(before, check, result, now)
+        entry.state = after
+        if after.up != before.up:
+            stats.transitions[(check.type, "up" if after.up else "down")] += 1
+            log.info(
+                "%s check of %s:%d: %s (%s)",
+                check.type,
+                entry.key.target.address,
+                entry.key.target.port,
+                "up" if after.up else "down",
+                result.reason,
+            )
+        if after.up != before.up or after.weight != before.weight:
+            self._changed(entry.pools, now)
+        interval = core.next_interval(after, check)
+        if self.spread:
+            interval *= 1.0 + self._rng.uniform(-self.spread, self.spread)
+        # from the real start: a late probe pushes the next one back (stretch, no burst)
+        self._push(entry, max(started + interval, now))
+        if self._timer is None or entry.due < self._timer_at:
+            self._arm()  # also restarts a pass stopped at the cap
+
+    def _changed(self, names: Iterable[str], now: float) -> None:
+        changed: set[str] = set()
+        for name in names:
+            pool = self._pools.get(name)
+            if pool is None:
+                continue
+            old = self._decisions.get(name)
+            new = self._decide(pool, old.state if old else PoolState(), now)
+            if old is None or new.weights != old.weights or new.sorry != old.sorry:
+                changed.add(name)
+        if changed and self.on_change is not None:
+            self.on_change(changed)
+
+    def _decide(self, pool: Pool, prev: PoolState, now: float) -> PoolDecision:
+        states = self._entries
+        health = {m.key: core.member_health(m, _StateView(states)) for m in pool.members}
+        d = core.decide(pool, health, prev, now)
+        self._decisions[pool.name] = d
+        for event in d.events:
+            log.warning(
+                "virtual server %s: %s (healthy weight %d, floor %d, held %d)",
+                pool.name,
+                event.replace("_", " "),
+                d.healthy_weight,
+                d.floor,
+                len(d.held),
+            )
+        if d.next_change is not None:
+            self._ramp_at(d.next_change)
+        return d
+
+    def _ramp_at(self, at: float) -> None:
+        if self._loop is None:
+            return
+        if self._ramp_timer is not None and self._ramp_timer.when() <= at:
+            return
+        if self._ramp_timer is not None:
+            self._ramp_timer.cancel()
+        self._ramp_timer = self._loop.call_at(at, self._ramp)
+
+    def _ramp(self) -> None:
+        self._ramp_timer = None
+        now = time.monotonic()
+        ramping = [n for n, d in self._decisions.items() if d.next_change is not None]
+        self._changed(ramping, now)
+
+    def _late(self, late: float, now: float) -> None:
+        self.stats.late_probes += 1
+        self._late_since_log += 1
+        self._max_late_since_log = max(self._max_late_since_log, late)
+        if now - self._last_late_log >= LATE_LOG_EVERY:
+            log.warning(
+                "health checks falling behind: %d probes started late (up to %.2fs) in the "
+                "last %.0fs; intervals stretched, no check counted as failed for it "
+                "(%d in flight, cap %d)",
+                self._late_since_log,
+                self._max_late_since_log,
+                min(now - self._last_late_log, 1e9),
+                self._in_flight,
+                self.max_in_flight,
+            )
+            self._last_late_log = now
+            self._late_since_log = 0
+            self._max_late_since_log = 0.0
+
+
+class _StateView(Mapping[CheckKey, CheckState]):
+    """The entries' states, read-only, without copying."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Mapping[CheckKey, _Entry]):
+        self._entries = entries
+
+    def __getitem__(self, key: CheckKey) -> CheckState:
+        return self._entries[key].state
+
+    def __iter__(self) -> Iterator[CheckKey]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
+class OnceResult:
+    """One line of ``check-health``: a (virtual server, real server, check) and its result."""
+
+    pool: str
+    member: Member
+    key: CheckKey
+    result: Result
+
+
+async def check_once(pools: Sequence[Pool], max_in_flight: int = 256) -> list[OnceResult]:
+    """Run every check of ``pools`` once, concurrently (each identity probed once)."""
+    sem = asyncio.Semaphore(max_in_flight)
+
+    async def one(key: CheckKey) -> Result:
+        async with sem:
+            return await probe(key)
+
+    keys = [k for k, _ in _wanted(pools)]
+    results = dict(zip(keys, await asyncio.gather(*(one(k) for k in keys)), strict=True))
+    return [
+        OnceResult(pool.name, m, key, results[key])
+        for pool in pools
+        for m in pool.members
+        for key in m.checks
+    ]
