@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import socket
 import stat
 from dataclasses import dataclass
@@ -193,10 +194,14 @@ def command_problem(command: str) -> tuple[str, bool] | None:
     argv = shlex.split(command)  # validation made sure it splits
     program = argv[0] if argv else ""
     if not program.startswith("/"):
+        # run finds it through its PATH, as keepalived does: a warning, not an error
+        # (check-config must not refuse what run accepts); --strict makes it one.
+        found = shutil.which(program)
+        where = f"here {found}" if found else "not found in this PATH"
         return (
-            f"{program!r} is not an absolute path; write the program's full path "
-            "(run would look it up in its own PATH)",
-            False,
+            f"{program!r} is not an absolute path: run looks it up in its PATH "
+            f"({where}); write the full path",
+            True,
         )
     try:
         st = os.stat(program)

@@ -251,11 +251,11 @@ def test_script_and_notify_programs(tmp_path: Path) -> None:
     )
     found = check_host(config(tmp_path, body))
     assert [(f.line, f.path, f.warning) for f in found] == [
-        (8, "vrrp_instances[0].track_scripts[0].script", False),
+        (8, "vrrp_instances[0].track_scripts[0].script", True),
         (9, "vrrp_instances[0].track_scripts[1].script", True),
         (10, "vrrp_instances[0].track_scripts[2].script", False),
         (11, "vrrp_instances[0].track_scripts[3].script", False),
-        (13, "vrrp_instances[0].notify", False),
+        (13, "vrrp_instances[0].notify", True),
         (15, "vrrp_sync_groups[0].notify", True),
     ]
     messages = [f.message for f in found]
