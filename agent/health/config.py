@@ -22,7 +22,7 @@ Defaults are the ones HAProxy and keepalived users expect:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 CHECK_TYPES: Final = ("tcp", "http", "https", "udp", "dns", "exec", "agent")
@@ -126,9 +126,14 @@ class CheckKey:
 
 
 def check_key(check: Check, address: str, port: int) -> CheckKey:
-    """The identity of ``check`` declared on the real server ``address:port``."""
+    """The identity of ``check`` declared on the real server ``address:port``.
+
+    The connect and source addresses move into the target, so ``connect_port:
+    8080`` declared on a real server on port 8443 and a plain check on the real
+    server at port 8080 are one probe.
+    """
     return CheckKey(
-        check,
+        replace(check, connect_address=None, connect_port=0, source_address=None),
         Target(
             check.connect_address or address,
             check.connect_port or port,

@@ -32,6 +32,7 @@ from typing import Final
 from agent.health.config import Check, CheckKey, Member, Pool
 
 AGENT_WORDS: Final = ("up", "ready", "down", "drain", "maint", "stopped", "fail")
+RAMP_STEP: Final = 1.0  # seconds between two slow-start weight changes, at least
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +246,11 @@ def ramp(
     current = max(1, math.ceil(weight * max(elapsed, 0.0) / slow_start))
     if current >= weight:
         return weight, since + slow_start
-    return current, since + slow_start * current / weight
+    step = since + slow_start * current / weight  # weight is ``current`` up to here
+    if step <= now:
+        step = since + slow_start * (current + 1) / weight
+    # no faster than one weight change a second per server (the kernel sees each one)
+    return current, min(max(step, now + RAMP_STEP), since + slow_start)
 
 
 def decide(

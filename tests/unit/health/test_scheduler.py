@@ -1,0 +1,61 @@
+"""The scheduler's bookkeeping without a loop: one state per check identity, reloads."""
+
+from __future__ import annotations
+
+from agent.health.config import Check, Pool, PoolPolicy, member
+from agent.health.core import CheckState
+from agent.health.scheduler import Histogram, Scheduler
+
+HTTP = Check("http", path="/healthz")
+TCP = Check("tcp")
+
+
+def pools(ports: tuple[int, ...] = (80, 443), servers: int = 3) -> list[Pool]:
+    # the same real servers behind several virtual servers, checked the same way
+    return [
+        Pool(
+            f"vs{port}",
+            tuple(member(f"10.0.1.{i}", 8080, 1, (HTTP, TCP)) for i in range(1, servers + 1)),
+        )
+        for port in ports
+    ]
+
+
+def test_identical_checks_run_once_and_feed_every_pool() -> None:
+    s = Scheduler(pools((80, 443, 8443)))
+    assert s.checks == 6  # 3 servers x 2 checks, not x 3 virtual servers
+    key = s.pool("vs80").members[0].checks[0]  # type: ignore[union-attr]
+    s._entries[key].state = CheckState(up=False, changed_at=1.0)
+    s._changed(s._entries[key].pools, 2.0)
+    for name in ("vs80", "vs443", "vs8443"):
+        assert s.weight(name, ("10.0.1.1", 8080)) == 0
+        assert s.weight(name, ("10.0.1.2", 8080)) == 1
+
+
+def test_a_reload_keeps_the_state_of_unchanged_checks() -> None:
+    s = Scheduler(pools((80,)))
+    key = s.pool("vs80").members[0].checks[0]  # type: ignore[union-attr]
+    down = CheckState(up=False, changed_at=1.0, probes=42)
+    s._entries[key].state = down
+    s.reload(pools((80, 443), servers=4))
+    assert s.checks == 8
+    assert s.states()[key] is down
+    assert s.weight("vs443", ("10.0.1.1", 8080)) == 0  # the new pool reads the kept state
+    assert s.weight("vs443", ("10.0.1.4", 8080)) == 1  # a new server starts up (initial)
+    s.reload(pools((443,), servers=1))
+    assert s.checks == 2
+    assert s.decision("vs80") is None
+
+
+def test_initial_down_when_a_pool_asks_for_it() -> None:
+    p = Pool("vs", (member("10.0.1.1", 80, 5, (TCP,)),), PoolPolicy(initial="down"))
+    s = Scheduler([p])
+    assert s.weight("vs", ("10.0.1.1", 80)) == 0
+
+
+def test_histogram_buckets() -> None:
+    h = Histogram((0.1, 1.0))
+    for v in (0.05, 0.1, 0.5, 3.0):
+        h.observe(v)
+    assert h.cumulative() == [2, 3, 4]
+    assert h.n == 4
