@@ -412,7 +412,14 @@ class Scheduler:
         d = core.decide(pool, health, prev, now)
         self._decisions[pool.name] = d
         for event in d.events:
-            log.warning(
+            # a lost quorum matters when something acts on it (a sorry server); the floor always
+            level = (
+                logging.INFO
+                if event.startswith("quorum") and not pool.policy.sorry_server
+                else logging.WARNING
+            )
+            log.log(
+                level,
                 "virtual server %s: %s (healthy weight %d, floor %d, held %d)",
                 pool.name,
                 event.replace("_", " "),
