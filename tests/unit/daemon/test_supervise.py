@@ -115,3 +115,39 @@ def test_a_broken_counter_does_not_hide_the_failure(caplog: pytest.LogCaptureFix
     finally:
         sv.set_failure_hook(None)
     assert "counting a failure of x failed" in caplog.text
+
+
+def test_a_failing_lock_timer_tick_is_counted_and_the_timer_armed_again(
+    failures: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.lock import transport
+
+    class Node:
+        ticks = 0
+
+        def tick(self, now: float) -> list[object]:
+            self.ticks += 1
+            if self.ticks == 1:
+                raise RuntimeError("bad tick")
+            return []
+
+        def drain_events(self) -> list[object]:
+            return []
+
+        def next_deadline(self) -> float | None:
+            return None
+
+    monkeypatch.setattr(transport, "TIMER_RETRY", 0.0)
+    node = Node()
+
+    async def main() -> None:
+        tr = transport.LockTransport(node, {}, clock=lambda: 0.0)  # type: ignore[arg-type]
+        tr._on_timer()
+        for _ in range(100):
+            if node.ticks == 2:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert node.ticks == 2
+    assert failures == ["lock timer"]
