@@ -797,9 +797,22 @@ class _Layout:
 
 
 def _learn(
-    buf: bytes, off: int, end: int, codes: dict[int, str], order: tuple[int, ...], stats_kind: int
+    buf: bytes,
+    off: int,
+    end: int,
+    codes: dict[int, str],
+    order: tuple[int, ...],
+    stats_kind: int,
+    narrow_kind: int,
 ) -> _Layout | None:
+    """The layout of the nest ``buf[off:end]``, or None: decode such nests by the walk.
+
+    ``stats_kind`` is the STATS64 nest, whose counters the layout reads;
+    ``narrow_kind`` the 32-bit STATS nest, which it cannot: a nest that has it without
+    STATS64 (older kernels) is not learned.
+    """
     fmt = ["="]
+    wide = narrow = False
     hdr_pos: list[int] = []
     expected: list[int] = []
     pos: dict[int, int] = {}  # attribute type (or -counter) -> index in the unpacked tuple
@@ -816,7 +829,10 @@ def _learn(
         expected += (ln, raw)
         n += 2
         code = codes.get(kind)
+        if kind == narrow_kind:
+            narrow = True
         if kind == stats_kind:
+            wide = True
             p, e = off + 4, off + ln
             while p + 4 <= e:
                 cl, craw = unpack(buf, p)
@@ -831,7 +847,8 @@ def _learn(
                 p += 12
             if p != e:
                 return None
-        elif code is not None and kind not in pos and (code == _S or _CODE_LEN[code] == plen):
+        elif code is not None and (code == _S or _CODE_LEN[code] == plen):
+            # a repeated attribute: the last one counts, as in the walk
             fmt.append(f"{plen}s" if code == _S else code)
             pos[kind] = n
             n += 1
@@ -841,7 +858,7 @@ def _learn(
         if pad:
             fmt.append(f"{pad}x")
         off += _align(ln)
-    if off != end or not hdr_pos:
+    if off != end or not hdr_pos or (narrow and not wide):
         return None
     picks = [pos.get(k, n + i) for i, k in enumerate(order)]
     picks += [pos.get(-c, n + len(order) + c - 1) for c in range(1, 6)]
@@ -917,7 +934,7 @@ def decode_service(buf: bytes, off: int, end: int) -> KernelService:
     _LayoutCache.put(
         _LAYOUTS.service,
         end - off,
-        _learn(buf, off, end, _SVC_CODES, _SVC_ORDER, IPVS_SVC_ATTR_STATS64),
+        _learn(buf, off, end, _SVC_CODES, _SVC_ORDER, IPVS_SVC_ATTR_STATS64, IPVS_SVC_ATTR_STATS),
     )
     return ks
 
@@ -978,7 +995,9 @@ def decode_dest(buf: bytes, off: int, end: int, default_af: int) -> KernelDest:
     _LayoutCache.put(
         _LAYOUTS.dest,
         end - off,
-        _learn(buf, off, end, _DEST_CODES, _DEST_ORDER, IPVS_DEST_ATTR_STATS64),
+        _learn(
+            buf, off, end, _DEST_CODES, _DEST_ORDER, IPVS_DEST_ATTR_STATS64, IPVS_DEST_ATTR_STATS
+        ),
     )
     return kd
 
