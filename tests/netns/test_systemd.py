@@ -1,0 +1,151 @@
+"""The shipped systemd units, run by a real systemd: a container booted from this host's
+tree (tests/netns/nspawn.py) with the units installed as the Ansible role installs them,
+the agent from this repository (read-only) and a VRRP-only configuration on a veth pair in
+a namespace made for the test (the host kernel has no IPVS)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.check_skips import skip_or_fail
+from tests.netns.nspawn import REPO, Container
+from tests.netns.support import metric, wait_until
+
+UNITS = REPO / "agent" / "packaging" / "systemd"
+VIP = "10.99.0.100"
+KEY = "1 " + "ab" * 32 + "\n"
+
+AGENT_CONFIG = f"""\
+node: {{name: director1}}
+metrics: {{listen: "127.0.0.1:9469"}}
+vrrp_instances:
+  - {{name: web, interface: v0, vrid: 51, priority: 150, advert_interval: 100ms,
+     virtual_ips: [{VIP}/24]}}
+"""
+
+WITNESS_CONFIG = """\
+state_dir: /var/lib/lvs-witness
+metrics: {listen: "127.0.0.1:9470"}
+witness:
+  clusters:
+    - {cluster: lb-test, listen: "10.99.0.2:6741", key_file: /etc/lvs-agent/cluster.key,
+       peers: {director1: "10.99.0.1:6741", director2: "10.99.0.3:6741",
+               witness1: "10.99.0.2:6741"}}
+"""
+
+# The repository's venv, seen from a venv made with the container's /usr/bin/python3 (the
+# repository venv's own interpreter may live under /root, which the units hide).
+SHIM = f"""\
+useradd --system --home-dir /var/lib/lvs-agent --shell /usr/sbin/nologin lvs-agent
+/usr/bin/python3 -m venv --without-pip /opt/lvs-agent
+site=$(/opt/lvs-agent/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+repo_site=$(ls -d {REPO}/.venv/lib/python3*/site-packages)
+echo "import site; site.addsitedir('$repo_site')" > "$site/lvs-agent-repo.pth"
+printf '#!/opt/lvs-agent/bin/python\\nfrom agent.cli import run\\nrun()\\n' \\
+    > /opt/lvs-agent/bin/lvs-agent
+chmod 755 /opt/lvs-agent/bin/lvs-agent
+ln -s /opt/lvs-agent/bin/lvs-agent /usr/local/bin/lvs-agent
+install -d -m 0755 /etc/lvs-agent
+chgrp lvs-agent /etc/lvs-agent/config.yaml /etc/lvs-agent/witness.yaml
+chown lvs-agent: /etc/lvs-agent/cluster.key
+cp {UNITS}/lvs-agent.service {UNITS}/lvs-agent-witness.service /etc/systemd/system/
+systemctl daemon-reload
+"""
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Container]:
+    if shutil.which("systemd-nspawn") is None:
+        skip_or_fail("needs systemd-nspawn (Debian systemd-container)")
+    with Container("lvsunit") as c:
+        c.write("/etc/lvs-agent/config.yaml", AGENT_CONFIG, 0o640)
+        c.write("/etc/lvs-agent/witness.yaml", WITNESS_CONFIG, 0o640)
+        c.write("/etc/lvs-agent/cluster.key", KEY, 0o600)
+        c.sh(SHIM)
+        yield c
+
+
+def scrape(box: Container, port: int, check: bool = True) -> str:
+    return box.run(
+        "/usr/bin/python3", "-c",
+        f"import urllib.request; print(urllib.request.urlopen("
+        f"'http://127.0.0.1:{port}/metrics', timeout=5).read().decode())",
+        check=check,
+    ).stdout  # fmt: skip
+
+
+def exposure(box: Container, unit: str) -> float:
+    out = box.run("systemd-analyze", "security", "--no-pager", unit).stdout
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert found, out
+    return float(found.group(1))
+
+
+def has_vip(box: Container) -> bool:
+    return f"inet {VIP}/24" in box.run("ip", "-4", "addr", "show", "dev", "v0").stdout
+
+
+def journal(box: Container, unit: str) -> str:
+    return box.run("journalctl", "--no-pager", "-o", "cat", "-u", unit).stdout
+
+
+def test_agent_unit_runs_reloads_and_stops(box: Container) -> None:
+    box.run("systemctl", "start", "lvs-agent.service")
+    assert box.run("systemctl", "is-active", "lvs-agent.service").stdout.strip() == "active"
+    wait_until("the VIP on the only director", lambda: has_vip(box), 15)
+    assert "started: 0 virtual servers from /etc/lvs-agent/config.yaml" in journal(
+        box, "lvs-agent.service"
+    )
+    text = scrape(box, 9469)
+    assert metric(text, "lvs_agent_vrrp_state", instance="web") == 2.0
+    entered = metric(text, "lvs_agent_vrrp_transitions_total", instance="web", state="master")
+    status = box.run("systemctl", "show", "-p", "MainPID,User", "lvs-agent.service").stdout
+    pid = re.search(r"MainPID=(\d+)", status)
+    assert pid and "User=lvs-agent" in status
+    caps = box.run("grep", "^Cap", f"/proc/{pid.group(1)}/status").stdout
+    # CAP_NET_ADMIN (12) and CAP_NET_RAW (13) and nothing else, as an unprivileged user
+    assert "CapEff:\t0000000000003000" in caps and "CapBnd:\t0000000000003000" in caps
+
+    box.run("systemctl", "reload", "lvs-agent.service")
+    wait_until(
+        "the reload's log line",
+        lambda: "lvs-agent: reload: " in journal(box, "lvs-agent.service"),
+        15,
+    )
+    assert box.run("systemctl", "is-active", "lvs-agent.service").stdout.strip() == "active"
+    assert has_vip(box)
+    text = scrape(box, 9469)
+    assert metric(text, "lvs_agent_vrrp_state", instance="web") == 2.0
+    assert (
+        metric(text, "lvs_agent_vrrp_transitions_total", instance="web", state="master") == entered
+    )
+    after = box.run("systemctl", "show", "-p", "MainPID", "lvs-agent.service").stdout
+    assert f"MainPID={pid.group(1)}" in after  # reloaded, not restarted
+
+    assert exposure(box, "lvs-agent.service") <= 2.0
+
+    box.run("systemctl", "stop", "lvs-agent.service")
+    assert not has_vip(box)
+    assert box.run("systemctl", "is-active", "lvs-agent.service", check=False).stdout.strip() in (
+        "inactive",
+        "failed",
+    )
+    assert "Deactivated successfully" in journal(box, "lvs-agent.service")
+
+
+def test_witness_unit_serves_its_cluster(box: Container) -> None:
+    box.run("systemctl", "start", "lvs-agent-witness.service")
+    wait_until(
+        "the witness's metrics",
+        lambda: "lvs_agent_lock_members" in scrape(box, 9470, check=False),
+        15,
+    )
+    assert box.run("systemctl", "is-active", "lvs-agent-witness.service").stdout.strip() == "active"
+    assert "witness: serving 1 cluster(s)" in journal(box, "lvs-agent-witness.service")
+    assert metric(scrape(box, 9470), "lvs_agent_lock_members", cluster="lb-test") == 3.0
+    assert exposure(box, "lvs-agent-witness.service") <= 2.0
+    box.run("systemctl", "stop", "lvs-agent-witness.service")
