@@ -27,7 +27,7 @@ import pytest
 
 from agent.cli import main
 from agent.lab import netns
-from tests.kernel.conftest import ipvsadm
+from tests.kernel.conftest import ipvsadm, require_schedulers
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,8 @@ TUNNELS = (
 THRESHOLDS = ((0, 0), (0, 0), (10, 5), (100, 0))
 
 FOREIGN = "-t 203.0.113.9:22"
+MEDDLE_SCHEDULER = "dh"  # what the operator switches a service to
+ADOPT_SCHEDULER = "lblc"  # what the operator's own services use
 SEEDS = [int(s) for s in os.environ.get("LVS_AGENT_WALK_SEEDS", "1 2 3").split()]
 
 
@@ -252,15 +254,15 @@ def _meddle(ns: str, rng: random.Random, saved: dict[str, tuple[str, list[str]]]
             kind = "none"
         else:
             v6 = ["-6"] if pool.v6 and pool.svc.startswith("-f") else []
-            ipvsadm(ns, "-A", *pool.svc.split(), *v6, "-s", "lblc", "-p", "7")
-            return f"made {pool.svc} by hand (lblc -p 7)"
+            ipvsadm(ns, "-A", *pool.svc.split(), *v6, "-s", ADOPT_SCHEDULER, "-p", "7")
+            return f"made {pool.svc} by hand ({ADOPT_SCHEDULER} -p 7)"
     if not ours or kind == "none":
         return "nothing"
     svc = rng.choice(ours)
     dests = saved[svc][1]
     if kind == "scheduler":
-        ipvsadm(ns, "-E", *svc.split(), "-s", "dh")
-        return f"set {svc}'s scheduler to dh"
+        ipvsadm(ns, "-E", *svc.split(), "-s", MEDDLE_SCHEDULER)
+        return f"set {svc}'s scheduler to {MEDDLE_SCHEDULER}"
     if kind == "persistence":
         sched = saved[svc][0].split(" -s ")[1].split()[0]
         ipvsadm(ns, "-E", *svc.split(), "-s", sched, "-p", "999")
@@ -300,8 +302,14 @@ def _meddle(ns: str, rng: random.Random, saved: dict[str, tuple[str, list[str]]]
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_walk_with_meddling_ends_exactly_as_configured(
-    ns: str, tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+    ns: str,
+    tmp_path: Path,
+    seed: int,
+    monkeypatch: pytest.MonkeyPatch,
+    available_schedulers: frozenset[str],
 ) -> None:
+    walked = {shape.rule.split()[0] for pool in POOL for shape in pool.shapes}
+    require_schedulers(available_schedulers, {*walked, "rr", MEDDLE_SCHEDULER, ADOPT_SCHEDULER})
     monkeypatch.setenv("LVS_AGENT_CACHE_DIR", "")
     rng = random.Random(seed)
     ipvsadm(ns, "-A", *FOREIGN.split(), "-s", "rr")
@@ -320,7 +328,7 @@ def test_random_walk_with_meddling_ends_exactly_as_configured(
         # A service the operator made by hand that the configuration does not name
         # is someone else's: it stays. Only those made in this step can be there.
         extra = {k: v for k, v in saved.items() if k not in expected}
-        assert all("-s lblc -p 7" in a for a, _ in extra.values()), where
+        assert all(f"-s {ADOPT_SCHEDULER} -p 7" in a for a, _ in extra.values()), where
         for k in extra:
             ipvsadm(ns, "-D", *k.split())
             del saved[k]

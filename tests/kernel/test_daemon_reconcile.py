@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.kernel.conftest import ipvsadm
 from tests.kernel.test_reconcile import DATA, write_config
 
@@ -46,6 +48,7 @@ def daemon_config(tmp_path: Path, interval: str) -> Path:
     )
 
 
+@pytest.mark.usefixtures("every_option_schedulers")
 def test_daemon_restores_the_table_after_an_operator_meddles(ns: str, tmp_path: Path) -> None:
     config = daemon_config(tmp_path, "1s")
     reference = (DATA / "every-option.ipvsadm").read_text()
@@ -75,6 +78,7 @@ def test_daemon_restores_the_table_after_an_operator_meddles(ns: str, tmp_path: 
     assert ipvsadm(ns, "-S", "-n").replace(foreign, "") == reference  # left in place
 
 
+@pytest.mark.usefixtures("every_option_schedulers")
 def test_reload_applies_what_the_file_changed_before_the_full_pass(ns: str, tmp_path: Path) -> None:
     config = daemon_config(tmp_path, "1h")
     reference = (DATA / "every-option.ipvsadm").read_text()

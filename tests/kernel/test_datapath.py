@@ -1,7 +1,9 @@
 """Real traffic through the VIP, and the daemon's lifecycle, on the real kernel.
 
 Client, director and HTTP real servers each live in their own namespace
-(agent.lab.topology, the same code as `lvs-agent lab`).
+(agent.lab.topology, the same code as `lvs-agent lab`). What the tests read back
+with the agent's decoder is checked against ipvsadm in the director's namespace
+(``checked_dump``) wherever the table holds still.
 """
 
 from __future__ import annotations
@@ -15,27 +17,34 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from agent.cli import main
 from agent.ipvs.kernel import IpvsKernel
-from agent.ipvs.model import KernelTable
+from agent.ipvs.model import Dest, DestKey, KernelTable, Service, ServiceKey
 from agent.lab import netns
 from agent.lab.demo import lab_config
 from agent.lab.topology import Lab
+from tests.kernel.conftest import assert_ipvsadm_agrees, ipvsadm, require_schedulers
+
+# The lab's configuration schedules with rr; the reload test switches to wlc.
+SCHEDULERS = ("rr", "wlc")
 
 
 @pytest.fixture
-def nat_lab(tmp_path: Path) -> Iterator[Lab]:
+def nat_lab(tmp_path: Path, available_schedulers: frozenset[str]) -> Iterator[Lab]:
+    require_schedulers(available_schedulers, SCHEDULERS)
     with Lab(forwarding="nat") as lab:
         lab.start_http_servers(tmp_path)
         yield lab
 
 
 @pytest.fixture
-def dr_lab(tmp_path: Path) -> Iterator[Lab]:
+def dr_lab(tmp_path: Path, available_schedulers: frozenset[str]) -> Iterator[Lab]:
+    require_schedulers(available_schedulers, SCHEDULERS)
     with Lab(forwarding="dr") as lab:
         lab.start_http_servers(tmp_path)
         yield lab
@@ -46,6 +55,44 @@ def dump(lab: Lab) -> KernelTable:
         kernel = IpvsKernel()
     with kernel:
         return kernel.dump()
+
+
+def checked_dump(lab: Lab) -> KernelTable:
+    """``dump``, and ipvsadm reads the same table (call it only while nothing changes it)."""
+    table = dump(lab)
+    assert_ipvsadm_agrees(lab.director(1).ns, table)
+    return table
+
+
+View = dict[ServiceKey, tuple[Service, dict[DestKey, Dest]]]
+
+
+def view(table: KernelTable) -> View:
+    """Everything configurable of a table, real servers included; no counters."""
+    return {
+        k: (ks.service, {dk: kd.dest for dk, kd in ks.dests.items()}) for k, ks in table.items()
+    }
+
+
+def ipvsadm_stats(lab: Lab) -> dict[str, tuple[int, int]]:
+    """(incoming, outgoing packets) by service and real server, from ipvsadm --stats."""
+    out = ipvsadm(lab.director(1).ns, "-L", "-n", "--stats", "--exact")
+    rows: dict[str, tuple[int, int]] = {}
+    for line in out.splitlines()[3:]:
+        # TCP 192.0.2.100:80 Conns InPkts OutPkts InBytes OutBytes, "->" for real servers
+        tok = line.split()
+        rows[tok[1]] = (int(tok[3]), int(tok[4]))
+    return rows
+
+
+def ipvsadm_conns(lab: Lab) -> dict[str, tuple[int, int, int]]:
+    """(weight, active, inactive connections) by real server, from ipvsadm -L -n."""
+    rows: dict[str, tuple[int, int, int]] = {}
+    for line in ipvsadm(lab.director(1).ns, "-L", "-n").splitlines():
+        tok = line.split()
+        if len(tok) == 6 and tok[0] == "->" and tok[3].isdigit():
+            rows[tok[1]] = (int(tok[3]), int(tok[4]), int(tok[5]))
+    return rows
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -92,7 +139,9 @@ def test_rr_through_the_vip_reaches_both_real_servers(
         # the client's half of each connection.
         # (IPVS folds its per-CPU counters into the dump every 2 s.)
         wait_until("the statistics", lambda: next(iter(dump(lab).values())).stats.inpkts > 0, 10)
-        assert next(iter(dump(lab).values())).stats.outpkts == 0
+        assert next(iter(checked_dump(lab).values())).stats.outpkts == 0
+        inpkts, outpkts = ipvsadm_stats(lab)[f"{lab.vip}:80"]
+        assert inpkts > 0 and outpkts == 0
 
 
 def slow_request(lab: Lab, seconds: float, result: dict[str, object]) -> None:
@@ -142,6 +191,8 @@ def test_drain_keeps_an_open_connection_until_it_closes(nat_lab: Lab, tmp_path: 
     wait_until("the slow connection to be scheduled", lambda: busy_server() is not None, 10)
     busy = busy_server()
     assert busy is not None
+    busy_rs = f"{busy}:{lab.real_server_port}"
+    assert ipvsadm_conns(lab)[busy_rs][1] >= 1  # ipvsadm sees the open connection too
     busy_name = "r1" if busy.endswith(".21") else "r2"
     # Remove the busy real server from the configuration and reload.
     text = config.read_text()
@@ -156,6 +207,8 @@ def test_drain_keeps_an_open_connection_until_it_closes(nat_lab: Lab, tmp_path: 
         return None
 
     wait_until("the busy server to drain (weight 0)", lambda: weight_of_busy() == 0, 30)
+    checked_dump(lab)  # the drained server, weight 0, as ipvsadm reads it too
+    assert ipvsadm_conns(lab)[busy_rs][0] == 0
     # New connections go to the other server only, while the old one keeps working.
     answers = lab.ask_vip(4)
     assert all(a is not None and a != busy_name for a in answers), answers
@@ -165,6 +218,8 @@ def test_drain_keeps_an_open_connection_until_it_closes(nat_lab: Lab, tmp_path: 
     # Closed (RST): IPVS forgets the connection within its CLOSE timeout (10 s),
     # and the drain poll deletes the server long before drain_timeout (10 m).
     wait_until("the drained server to be deleted", lambda: weight_of_busy() is None, 40)
+    assert busy_rs not in ipvsadm_conns(lab)
+    assert len(next(iter(checked_dump(lab).values())).dests) == 1
     assert lab.stop(agent) == 0
     assert "delete real server" in log.read_text()
 
@@ -218,18 +273,21 @@ def test_daemon_reload_metrics_and_clean_stop(nat_lab: Lab, tmp_path: Path) -> N
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
-    # An invalid configuration on SIGHUP is reported and the running one kept.
-    before = dump(lab)
+    # An invalid configuration on SIGHUP is reported and the running one kept: the
+    # whole table (services, real servers, weights, forwarding), as ipvsadm reads it.
+    ns = lab.director(1).ns
+    before = view(checked_dump(lab))
+    saved = ipvsadm(ns, "-S", "-n")
+    assert sum(len(dests) for _svc, dests in before.values()) == 2
     config.write_text(good.replace("scheduler: rr", "scheduler: fastest"))
     agent.send_signal(signal.SIGHUP)
     wait_until("the reload to be refused", lambda: 'result="invalid"' in scrape(lab), 30)
     assert agent.poll() is None
-    assert dump(lab) == before or {k: v.service for k, v in dump(lab).items()} == {
-        k: v.service for k, v in before.items()
-    }
+    assert view(checked_dump(lab)) == before
+    assert ipvsadm(ns, "-S", "-n") == saved
     assert "scheduler: must be one of" in log.read_text()
 
-    # A valid one is applied.
+    # A valid one is applied: the scheduler changes, nothing else.
     config.write_text(good.replace("scheduler: rr", "scheduler: wlc"))
     agent.send_signal(signal.SIGHUP)
     wait_until(
@@ -237,8 +295,11 @@ def test_daemon_reload_metrics_and_clean_stop(nat_lab: Lab, tmp_path: Path) -> N
         lambda: all(s.service.scheduler == "wlc" for s in dump(lab).values()),
         30,
     )
+    after = {k: (replace(svc, scheduler="wlc"), dests) for k, (svc, dests) in before.items()}
+    assert view(checked_dump(lab)) == after
+    assert ipvsadm(ns, "-S", "-n") == saved.replace(" -s rr", " -s wlc")
 
     # SIGTERM: a clean exit that leaves the table and the traffic in place.
     assert lab.stop(agent) == 0
-    assert sum(len(s.dests) for s in dump(lab).values()) == 2
+    assert view(checked_dump(lab)) == after
     assert None not in lab.ask_vip(2)

@@ -19,10 +19,8 @@ import asyncio
 import errno
 import socket
 import struct
-import subprocess
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
@@ -60,36 +58,47 @@ from agent.ipvs.model import (
     TunnelType,
 )
 from agent.lab import netns
+from tests.kernel.conftest import (
+    SCHEDULERS,
+    assert_ipvsadm_agrees,
+    ipvsadm_timeouts,
+    require_schedulers,
+)
 
 # tests/kernel/conftest.py checks for IPVS (skip outside the VM, fail inside it).
+# Every table read back with the adapter (Lab.dump, or lab.k.dump beside
+# assert_ipvsadm_agrees) is checked against ipvsadm in the same namespace.
 
 
 class Lab:
     """A fresh namespace and an IpvsKernel bound to its IPVS table."""
 
-    def __init__(self, name: str, k: IpvsKernel) -> None:
+    def __init__(self, name: str, k: IpvsKernel, schedulers: frozenset[str]) -> None:
         self.name = name
         self.k = k
+        self.schedulers = schedulers  # what this kernel loads (available_schedulers)
 
-    def ipvsadm_save(self) -> str:
-        return subprocess.run(
-            netns.exec_argv(self.name, ["ipvsadm", "-S", "-n"]),
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=300,
-        ).stdout
+    def apply(self, ops: Sequence[Op]) -> list[nl.OpError | None]:
+        """``k.apply``, once the kernel is known to have every scheduler ``ops`` name."""
+        require_schedulers(self.schedulers, schedulers_of(ops))
+        return self.k.apply(ops)
+
+    def dump(self) -> KernelTable:
+        """The table as the adapter decodes it, checked against ipvsadm's reading."""
+        table = self.k.dump()
+        assert_ipvsadm_agrees(self.name, table)
+        return table
 
 
 @pytest.fixture
-def lab() -> Iterator[Lab]:
+def lab(available_schedulers: frozenset[str]) -> Iterator[Lab]:
     name = f"ipvs-{uuid.uuid4().hex[:10]}"
     netns.add(name)
     try:
         with netns.entered(name):
             k = IpvsKernel()  # the socket stays bound to this namespace
         try:
-            yield Lab(name, k)
+            yield Lab(name, k, available_schedulers)
         finally:
             k.close()
     finally:
@@ -131,101 +140,13 @@ def simulate(ops: Sequence[Op], start: View | None = None) -> View:
     return t
 
 
+def schedulers_of(ops: Sequence[Op]) -> set[str]:
+    return {op.service.scheduler for op in ops if isinstance(op, AddService | EditService)}
+
+
 def assert_ok(results: Sequence[nl.OpError | None]) -> None:
     failed = [str(r) for r in results if r is not None]
     assert not failed, "\n".join(failed[:10])
-
-
-Rules = dict[str, dict[str, str]]
-
-
-def ipvsadm_rules(text: str) -> tuple[Rules, dict[tuple[str, str], dict[str, str]]]:
-    """Parse ``ipvsadm -S -n``: services by id, dests by (service id, address:port)."""
-    services: dict[str, dict[str, str]] = {}
-    dests: dict[tuple[str, str], dict[str, str]] = {}
-    for line in text.splitlines():
-        tok = line.split()
-        if not tok:
-            continue
-        opts: dict[str, str] = {}
-        i = 1
-        while i < len(tok):
-            if i + 1 < len(tok) and not tok[i + 1].startswith("-"):
-                opts[tok[i]] = tok[i + 1]
-                i += 2
-            else:
-                opts[tok[i]] = ""
-                i += 1
-        sid = next(f"{o} {opts[o]}" for o in ("-t", "-u", "--sctp-service", "-f") if o in opts)
-        if "-6" in opts:
-            sid += " -6"
-        if tok[0] == "-A":
-            services[sid] = opts
-        else:
-            dests[(sid, opts["-r"])] = opts
-    return services, dests
-
-
-def ipvsadm_id(key: ServiceKey) -> str:
-    if key.fwmark:
-        return f"-f {key.fwmark}" + (" -6" if key.af == AF_INET6 else "")
-    opt = {IPPROTO_TCP: "-t", IPPROTO_UDP: "-u", IPPROTO_SCTP: "--sctp-service"}[key.protocol]
-    host = f"[{key.address}]" if key.af == AF_INET6 else key.address
-    return f"{opt} {host}:{key.port}"
-
-
-def assert_ipvsadm_agrees(lab: Lab, table: KernelTable) -> None:
-    services, dests = ipvsadm_rules(lab.ipvsadm_save())
-    assert set(services) == {ipvsadm_id(k) for k in table}
-    fwd_opt = {Forwarding.NAT: "-m", Forwarding.TUNNEL: "-i", Forwarding.DR: "-g"}
-    tun_names = {TunnelType.IPIP: "ipip", TunnelType.GUE: "gue", TunnelType.GRE: "gre"}
-    n_dests = 0
-    for key, ks in table.items():
-        s = ks.service
-        o = services[ipvsadm_id(key)]
-        assert o["-s"] == s.scheduler
-        assert ("-o" in o) == bool(s.flags & IP_VS_SVC_F_ONEPACKET)
-        if s.flags & IP_VS_SVC_F_PERSISTENT:
-            assert int(o["-p"]) == s.timeout
-        for dk, kd in ks.dests.items():
-            n_dests += 1
-            d = kd.dest
-            host = f"[{dk.address}]" if dk.af == AF_INET6 else dk.address
-            r = dests[(ipvsadm_id(key), f"{host}:{dk.port}")]
-            assert fwd_opt[Forwarding(d.fwd)] in r
-            assert int(r["-w"]) == d.weight
-            if d.fwd == Forwarding.TUNNEL and "--tun-type" in r:
-                assert r["--tun-type"] == tun_names[TunnelType(d.tun_type)]
-                if d.tun_type == TunnelType.GUE:
-                    assert int(r["--tun-port"]) == d.tun_port
-    assert len(dests) == n_dests
-    # ipvsadm -S leaves thresholds out; its listing shows them.
-    assert ipvsadm_thresholds(lab) == Counter(
-        (
-            f"[{dk.address}]:{dk.port}" if dk.af == AF_INET6 else f"{dk.address}:{dk.port}",
-            kd.dest.u_threshold,
-            kd.dest.l_threshold,
-        )
-        for ks in table.values()
-        for dk, kd in ks.dests.items()
-    )
-
-
-def ipvsadm_thresholds(lab: Lab) -> Counter[tuple[str, int, int]]:
-    """(real server, upper, lower threshold) of every line of ``ipvsadm -Ln --thresholds``."""
-    out = subprocess.run(
-        netns.exec_argv(lab.name, ["ipvsadm", "-L", "-n", "--thresholds"]),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    ).stdout
-    found: Counter[tuple[str, int, int]] = Counter()
-    for line in out.splitlines():
-        tok = line.split()
-        if len(tok) >= 4 and tok[0] == "->" and tok[2].isdigit():
-            found[(tok[1], int(tok[2]), int(tok[3]))] += 1
-    return found
 
 
 # --- tests -----------------------------------------------------------------------
@@ -247,12 +168,12 @@ def test_every_op_kind_then_dump_equals_applied(lab: Lab) -> None:
         DelService(svc4("192.0.2.12", 80)),
         SetTimeouts(Timeouts(1000, 100, 200)),
     ]
-    results = lab.k.apply(ops)
+    results = lab.apply(ops)
     assert_ok(results)
     table = lab.k.dump()
     assert view(table) == simulate(ops)
-    assert lab.k.get_timeouts() == Timeouts(1000, 100, 200)
-    assert_ipvsadm_agrees(lab, table)
+    assert lab.k.get_timeouts() == Timeouts(1000, 100, 200) == ipvsadm_timeouts(lab.name)
+    assert_ipvsadm_agrees(lab.name, table)
 
 
 def test_feature_matrix(lab: Lab) -> None:
@@ -313,18 +234,20 @@ def test_feature_matrix(lab: Lab) -> None:
         # mixed family: only tunnelling may cross families (ip_vs_genl_set_cmd)
         AddDest(tun, Dest(DestKey(AF_INET6, "2001:db8:6::1", 80), Forwarding.TUNNEL)),
     ]
-    assert_ok(lab.k.apply(ops))
+    assert_ok(lab.apply(ops))
     table = lab.k.dump()
     assert view(table) == simulate(ops)
-    assert_ipvsadm_agrees(lab, table)
+    assert_ipvsadm_agrees(lab.name, table)
 
 
 def test_errors_map_to_ops_and_later_ops_still_apply(lab: Lab) -> None:
     a = svc4("192.0.2.30", 80)
     missing = svc4("192.0.2.31", 80)
+    # A scheduler this kernel lacks (Debian's 6.1: twos), else a name no kernel has.
+    absent = min(set(SCHEDULERS) - lab.schedulers, default="nosuchsched")
     ops: list[Op] = [
         AddDest(missing, dest4("10.0.0.1", 8080)),  # 0 ESRCH
-        AddService(Service(svc4("192.0.2.32", 80), "twos")),  # 1 ENOENT: no ip_vs_twos
+        AddService(Service(svc4("192.0.2.32", 80), absent)),  # 1 ENOENT: no ip_vs_<absent>
         AddService(Service(a, "rr")),  # 2
         AddDest(a, dest4("10.0.0.1", 8080)),  # 3
         AddService(Service(a, "rr")),  # 4 EEXIST
@@ -354,11 +277,11 @@ def test_errors_map_to_ops_and_later_ops_still_apply(lab: Lab) -> None:
         "add-dest tcp 192.0.2.31:80 -> 10.0.0.1:8080: ESRCH (No such process)"
     )
     assert r1 is not None and (
-        "scheduler 'twos' is not available in this kernel (module ip_vs_twos)" in str(r1)
+        f"scheduler '{absent}' is not available in this kernel (module ip_vs_{absent})" in str(r1)
     )
     assert lab.k.counters.netlink_errors >= 7
     ok = [op for op, r in zip(ops, results, strict=True) if r is None]
-    assert view(lab.k.dump()) == simulate(ok)
+    assert view(lab.dump()) == simulate(ok)
 
 
 def test_extack_text_from_the_kernel(lab: Lab) -> None:
@@ -390,7 +313,7 @@ def test_edit_service_in_place(lab: Lab) -> None:
         AddDest(a, dest4("10.0.0.1")),
         AddDest(a, dest4("10.0.0.2")),
     ]
-    assert_ok(lab.k.apply(base))
+    assert_ok(lab.apply(base))
     expected = simulate(base)
     for svc in (
         Service(a, "wrr", IP_VS_SVC_F_PERSISTENT, 300, 0xFFFFFF00),
@@ -399,17 +322,16 @@ def test_edit_service_in_place(lab: Lab) -> None:
         Service(a, "rr"),
     ):  # every flag cleared again (mask ~0)
         sent = lab.k.counters.messages_sent
-        assert_ok(lab.k.apply([EditService(svc)]))
+        assert_ok(lab.apply([EditService(svc)]))
         assert lab.k.counters.messages_sent - sent == 1
         expected = simulate([EditService(svc)], expected)
-        assert view(lab.k.dump()) == expected
-    assert_ipvsadm_agrees(lab, lab.k.dump())
+        assert view(lab.dump()) == expected
 
 
 def test_edit_dest_in_place(lab: Lab) -> None:
     a = svc4("192.0.2.41", 80)
     d = dest4("10.0.0.1", 8080, weight=1)
-    assert_ok(lab.k.apply([AddService(Service(a, "wrr")), AddDest(a, d)]))
+    assert_ok(lab.apply([AddService(Service(a, "wrr")), AddDest(a, d)]))
     for new in (
         replace(d, weight=0),  # drain
         replace(d, weight=7, u_threshold=100, l_threshold=20),
@@ -424,19 +346,18 @@ def test_edit_dest_in_place(lab: Lab) -> None:
         d,
     ):  # back to NAT: tunnel fields reset
         calls, sent = lab.k.counters.sendmsg_calls, lab.k.counters.messages_sent
-        assert_ok(lab.k.apply([EditDest(a, new)]))
+        assert_ok(lab.apply([EditDest(a, new)]))
         # one weight change = one netlink message in one sendmsg
         assert (lab.k.counters.sendmsg_calls - calls, lab.k.counters.messages_sent - sent) == (1, 1)
-        table = lab.k.dump()
+        table = lab.dump()
         assert table[a].dests[d.key].dest == new
-    assert_ipvsadm_agrees(lab, lab.k.dump())
 
 
 def test_timeouts_get_set(lab: Lab) -> None:
     before = lab.k.get_timeouts()
-    assert before == Timeouts(900, 120, 300)  # kernel defaults of a fresh namespace
-    assert_ok(lab.k.apply([SetTimeouts(Timeouts(tcp=3600, udp=60))]))
-    assert lab.k.get_timeouts() == Timeouts(3600, 120, 60)  # 0 = unchanged
+    assert before == Timeouts(900, 120, 300) == ipvsadm_timeouts(lab.name)  # fresh namespace
+    assert_ok(lab.apply([SetTimeouts(Timeouts(tcp=3600, udp=60))]))
+    assert lab.k.get_timeouts() == Timeouts(3600, 120, 60) == ipvsadm_timeouts(lab.name)
 
 
 def test_service_with_1000_dests_multipart_and_ebusy(lab: Lab) -> None:
@@ -451,7 +372,7 @@ def test_service_with_1000_dests_multipart_and_ebusy(lab: Lab) -> None:
         ops.append(AddService(Service(key, "rr")))
         if i % 2:
             ops.append(AddDest(key, dest4("10.9.0.1", key.port)))
-    assert_ok(lab.k.apply(ops))
+    assert_ok(lab.apply(ops))
     expected = simulate(ops)
 
     lab.k.dump_window = 1
@@ -470,7 +391,7 @@ def test_service_with_1000_dests_multipart_and_ebusy(lab: Lab) -> None:
     assert view(lab.k.dump_services([big, smalls[1], svc4("203.0.113.9", 1)])) == {
         k: expected[k] for k in (big, smalls[1])
     }
-    assert_ipvsadm_agrees(lab, table)
+    assert_ipvsadm_agrees(lab.name, table)
 
 
 def test_2000_services(lab: Lab) -> None:
@@ -480,14 +401,14 @@ def test_2000_services(lab: Lab) -> None:
         ops.append(AddService(Service(key, "rr" if i % 2 else "wrr")))
         ops.append(AddDest(key, dest4(f"10.{i % 200}.{i // 200}.1", 80, weight=1 + i % 9)))
     calls = lab.k.counters.sendmsg_calls
-    assert_ok(lab.k.apply(ops))
+    assert_ok(lab.apply(ops))
     assert lab.k.counters.sendmsg_calls - calls <= len(ops) // 256 + 2  # batched
     table = lab.k.dump()
     assert view(table) == simulate(ops)
-    assert_ipvsadm_agrees(lab, table)
+    assert_ipvsadm_agrees(lab.name, table)
     delete: list[Op] = [DelService(k) for k in keys[::2]]
-    assert_ok(lab.k.apply(delete))
-    assert set(lab.k.dump()) == set(keys[1::2])
+    assert_ok(lab.apply(delete))
+    assert set(lab.dump()) == set(keys[1::2])
 
 
 def test_async_driver_keeps_the_loop_responsive(lab: Lab) -> None:
@@ -519,12 +440,14 @@ def test_async_driver_keeps_the_loop_responsive(lab: Lab) -> None:
         await t
         return res, table, subset, timeouts, max(gaps)
 
+    require_schedulers(lab.schedulers, schedulers_of(ops))
     res, table, subset, timeouts, worst = asyncio.run(main())
     assert_ok(res)
     expected = simulate(ops)
     assert view(table) == expected
     assert view(subset) == {k: expected[k] for k in keys[:5]}
-    assert timeouts == Timeouts(900, 120, 300)
+    assert timeouts == Timeouts(900, 120, 300) == ipvsadm_timeouts(lab.name)
+    assert_ipvsadm_agrees(lab.name, table)
     print(f"async: worst event-loop gap {worst * 1000:.1f} ms, window {lab.k._async_window}")
     # Software emulation is 5-20x slower than hardware; 2 ms of budget stays far
     # below this bound there.
@@ -538,8 +461,10 @@ def test_plain_recv_fallback(lab: Lab) -> None:
     ops: list[Op] = [AddService(Service(big, "rr"))]
     ops += [AddDest(big, dest4(f"10.60.{i // 250}.{i % 250 + 1}")) for i in range(300)]
     ops += [AddDest(svc4("192.0.2.61", 80), dest4("10.0.0.1"))]  # ESRCH
-    results = lab.k.apply(ops)
+    results = lab.apply(ops)
     assert [r.name if r else None for r in results][-2:] == [None, "ESRCH"]
     calls, datagrams = lab.k.counters.recv_calls, lab.k.counters.datagrams_received
-    assert view(lab.k.dump()) == simulate(ops[:-1])
+    table = lab.k.dump()
+    assert view(table) == simulate(ops[:-1])
     assert lab.k.counters.recv_calls - calls == lab.k.counters.datagrams_received - datagrams
+    assert_ipvsadm_agrees(lab.name, table)
