@@ -256,8 +256,8 @@ async def _inline(fn: Callable[[], _T]) -> _T:
     return fn()
 
 
-#: a partial reconcile of at most this many services plans on the loop itself: a hop
-#: to the worker thread would cost more than the work
+#: a partial reconcile of at most this many services is planned on the loop itself: a
+#: hop to the worker thread would cost more than the work
 SMALL_PARTIAL = 64
 
 
@@ -294,14 +294,14 @@ async def reconcile_async(
             # Metrics and status show the table as it now is, not as it was found.
             outcome.kernel = await kernel.dump_async()
         return outcome
-    if len(only) <= SMALL_PARTIAL:
-        offload = _inline
+    # The ownership file covers the whole table: always read and written off the loop.
     owned = await offload(store.load)
     table = await kernel.dump_services_async(only)
     part = _restrict(owned, only)
     subset = {k: desired[k] for k in only if k in desired}  # follows the change, not the table
     at = now()
-    p = await offload(lambda: plan(subset, table, part, at, settings.drain_timeout))
+    planner = _inline if len(only) <= SMALL_PARTIAL else offload
+    p = await planner(lambda: plan(subset, table, part, at, settings.drain_timeout))
     outcome = Outcome(p, table)
     await offload(lambda: store.save(_merge(owned, only, ownership_ahead(part, p))))
     outcome.results = list(await kernel.apply_async(p.ops)) if p.steps else []
