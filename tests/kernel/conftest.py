@@ -1,7 +1,8 @@
 """Kernel tier: real IPVS, run inside the VM (``scripts/test`` boots it).
 
 Outside the VM the tier is skipped with the reason; with LVS_AGENT_KERNEL_TIER=1
-(set by the test command inside the VM) a missing IPVS fails the run instead.
+(set by the test command inside the VM), or wherever every test must run
+(tests/check_skips.py), a missing IPVS fails the run instead.
 
 ``ipvsadm`` is the referee: what the agent reads back with its own decoder
 (``IpvsKernel.dump()``) is checked against ``ipvsadm -S -n`` and its listings
@@ -43,6 +44,7 @@ from agent.ipvs.model import (
     TunnelType,
 )
 from agent.lab import netns
+from tests.check_skips import strict
 
 KERNEL_TIER = os.environ.get("LVS_AGENT_KERNEL_TIER") == "1"
 
@@ -62,7 +64,7 @@ def ipvs_kernel() -> None:
     why = why_no_ipvs()
     if why is None:
         return
-    if KERNEL_TIER:
+    if KERNEL_TIER or strict():
         pytest.fail(f"kernel tier: {why}")
     pytest.skip(f"kernel tier: {why}; it runs inside the VM (see README)")
 
