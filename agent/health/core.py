@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from agent.frozen import fast_init
 from agent.health.config import Check, CheckKey, Member, Pool
 
 AGENT_WORDS: Final = ("up", "ready", "down", "drain", "maint", "stopped", "fail")
@@ -54,6 +55,7 @@ class DynamicWeight:
         return configured
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Result:
     """One probe's outcome: pass or fail, a short reason, how long it took."""
@@ -104,13 +106,17 @@ def agent_result(line: bytes, duration: float = 0.0) -> Result:
     return Result(True, reason, duration, DynamicWeight(percent=percent))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CheckState:
     """One check's rise/fall state.
 
     ``streak`` counts consecutive results that disagree with ``up``;
     ``changed_at`` is when ``up`` last flipped (None: it never did, the state is
-    the initial one, and recovery from it is not slow-started).
+    the initial one, and recovery from it is not slow-started). ``last`` and
+    ``probes`` are the last result and the count of results that were not a
+    plain success of a settled-up check: that common case returns the same
+    state object, so it costs no allocation.
     """
 
     up: bool
@@ -127,9 +133,12 @@ def initial_state(up: bool) -> CheckState:
 
 def observe(state: CheckState, check: Check, result: Result, now: float) -> CheckState:
     """The state after ``result``: HAProxy's consecutive rise/fall count."""
-    weight = result.weight if result.ok else state.weight
+    ok = result.ok
+    if ok and state.up and not state.streak and result.weight == state.weight:
+        return state  # the common case, settled up: nothing to record
+    weight = result.weight if ok else state.weight
     probes = state.probes + 1
-    if result.ok == state.up:
+    if ok == state.up:
         return CheckState(state.up, 0, state.changed_at, result, weight, probes)
     streak = state.streak + 1
     if streak >= (check.rise if result.ok else check.fall):

@@ -17,10 +17,10 @@ not charged for it. Reasons are short and stable (they become metric labels):
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import errno
-import heapq
 import ipaddress
 import random
 import re
@@ -29,6 +29,7 @@ import socket
 import ssl
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Final
@@ -47,6 +48,8 @@ from agent.vrrp.command import REAP_TIMEOUT, run_status
 
 READ_LIMIT: Final = 4096  # bytes read for a tcp/udp expect or an agent answer
 _LINGER_RST: Final = struct.pack("ii", 1, 0)  # close() sends RST: no TIME_WAIT per probe
+_EPOLL_CONNECT: Final = select.EPOLLOUT | select.EPOLLONESHOT
+_EPOLL_FAILED: Final = select.EPOLLERR | select.EPOLLHUP
 
 
 def reason_of(e: BaseException) -> str:
@@ -84,7 +87,7 @@ def _family(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def _socket(key: CheckKey, kind: socket.SocketKind) -> socket.socket:
+def _open(key: CheckKey, kind: socket.SocketKind) -> socket.socket:
     t = key.target
     sock = socket.socket(_family(t.address), kind)
     try:
@@ -129,7 +132,7 @@ def _regex(pattern: str) -> re.Pattern[bytes]:
 
 async def _tcp(key: CheckKey) -> Result:
     loop = asyncio.get_running_loop()
-    sock = _socket(key, socket.SOCK_STREAM)
+    sock = _open(key, socket.SOCK_STREAM)
     try:
         await loop.sock_connect(sock, (key.target.address, key.target.port))
         check = key.check
@@ -190,7 +193,7 @@ async def _http(key: CheckKey) -> Result:
         server_name = check.tls_server_name or check.host or t.address
         if not check.tls_verify and _is_ip(server_name):
             server_name = None  # no SNI for an address (RFC 6066 3)
-    sock = _socket(key, socket.SOCK_STREAM)
+    sock = _open(key, socket.SOCK_STREAM)
     writer: asyncio.StreamWriter | None = None
     try:
         loop = asyncio.get_running_loop()
@@ -230,7 +233,7 @@ async def _udp_exchange(
 ) -> Result:
     """Send ``payload``; the first reply ``accept`` does not ignore (None) decides."""
     loop = asyncio.get_running_loop()
-    sock = _socket(key, socket.SOCK_DGRAM)
+    sock = _open(key, socket.SOCK_DGRAM)
     try:
         # Connected: the kernel reports an ICMP port unreachable as ECONNREFUSED.
         sock.connect((key.target.address, key.target.port))
@@ -281,7 +284,7 @@ async def _dns(key: CheckKey) -> Result:
 
 async def _agent(key: CheckKey) -> Result:
     loop = asyncio.get_running_loop()
-    sock = _socket(key, socket.SOCK_STREAM)
+    sock = _open(key, socket.SOCK_STREAM)
     try:
         await loop.sock_connect(sock, (key.target.address, key.target.port))
         if key.check.send:
@@ -326,28 +329,35 @@ def batchable(key: CheckKey) -> bool:
     return key.check.type == "tcp" and not key.check.send and key.check.expect is None
 
 
-Done = Callable[[Result], None]
-
-
 class TcpConnector:
-    """Connect-only tcp probes, batched on one private epoll instance.
+    """Connect-only tcp probes, batched on one private epoll instance, half-open.
 
-    The issue with one asyncio transport (or ``sock_connect`` future) per probe
-    is cost: at 10,000 targets a second that is most of a core. Here a probe is
-    socket, connect, one ``epoll_ctl``, ``getsockopt(SO_ERROR)`` and close (RST,
-    so the director keeps no TIME_WAIT per probe); the asyncio loop watches the
-    private epoll's fd and each wake-up reaps every finished connect at once.
-    Timeouts sit on a heap checked at each wake-up and by one timer; completions
-    are always reaped before timeouts are judged, so a connect that succeeded
-    while the loop was busy is not counted as a timeout.
+    One asyncio transport (or ``sock_connect`` future) per probe costs most of a
+    core at 10,000 targets a second. Here a probe is socket, connect, one
+    ``epoll_ctl`` and close; the asyncio loop watches the private epoll's fd and
+    each wake-up reaps every finished connect at once, with the outcome read
+    from the event mask (``SO_ERROR`` only on failure). As HAProxy does, the
+    socket has TCP_QUICKACK off, so the kernel holds back the handshake's last
+    ACK and the close (SO_LINGER 0) answers the SYN-ACK with a RST: the target's
+    application never sees the probe, and the director keeps no TIME_WAIT.
+    A SYN-ACK proves the port listens, which is all a connect check asks.
+
+    Timeouts sit in one FIFO per timeout value (deadlines in a FIFO only grow)
+    checked by one timer; completions are always reaped before timeouts are
+    judged, so a connect that succeeded while the loop was busy is not counted
+    as a timeout. ``on_result(token, ok, reason, duration)`` reports each probe.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_result: Callable[[object, bool, str, float], None],
+    ):
         self._loop = loop
+        self._on_result = on_result
         self._ep = select.epoll()
-        self._pending: dict[int, tuple[socket.socket, float, Done]] = {}
-        self._deadlines: list[tuple[float, int, int, socket.socket]] = []
-        self._seq = 0
+        self._pending: dict[int, tuple[_socket.socket, float, object]] = {}
+        self._fifos: dict[float, deque[tuple[float, int, _socket.socket]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         loop.add_reader(self._ep.fileno(), self._reap)
@@ -356,26 +366,37 @@ class TcpConnector:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def start(self, key: CheckKey, done: Done) -> None:
-        """Start one connect; ``done`` is called exactly once with the result."""
+    def start(self, key: CheckKey, token: object, now: float) -> None:
+        """Start one connect at ``now``; ``on_result`` is called once for ``token``."""
         t = key.target
-        start = time.monotonic()
         try:
-            sock = _socket(key, socket.SOCK_STREAM)
+            sock = _socket.socket(_family(t.address), _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK)
         except OSError as e:
-            done(Result(False, reason_of(e), 0.0))
+            self._on_result(token, False, reason_of(e), 0.0)
             return
-        err = sock.connect_ex((t.address, t.port))
-        if err not in (errno.EINPROGRESS, 0):
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_RST)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_QUICKACK, 0)
+            if t.source_address:
+                sock.bind((t.source_address, 0))
+            err = sock.connect_ex((t.address, t.port))
+        except OSError as e:
             sock.close()
-            done(Result(False, errno_reason(err), time.monotonic() - start))
+            self._on_result(token, False, reason_of(e), 0.0)
+            return
+        if err != errno.EINPROGRESS and err != 0:
+            sock.close()
+            self._on_result(token, False, errno_reason(err), time.monotonic() - now)
             return
         fd = sock.fileno()
-        self._ep.register(fd, select.EPOLLOUT | select.EPOLLONESHOT)
-        self._pending[fd] = (sock, start, done)
-        deadline = start + key.check.timeout
-        self._seq += 1
-        heapq.heappush(self._deadlines, (deadline, self._seq, fd, sock))
+        self._ep.register(fd, _EPOLL_CONNECT)
+        self._pending[fd] = (sock, now, token)
+        timeout = key.check.timeout
+        fifo = self._fifos.get(timeout)
+        if fifo is None:
+            fifo = self._fifos[timeout] = deque()
+        deadline = now + timeout
+        fifo.append((deadline, fd, sock))
         if self._timer is None or deadline < self._timer_at:
             self._arm(deadline)
 
@@ -389,34 +410,39 @@ class TcpConnector:
     def _reap(self) -> None:
         now = time.monotonic()
         pending = self._pending
-        for fd, _events in self._ep.poll(0, 4096):
+        report = self._on_result
+        for fd, events in self._ep.poll(0, 4096):
             entry = pending.pop(fd, None)
             if entry is None:
                 continue
-            sock, start, done = entry
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            sock.close()
-            done(
-                Result(True, "ok", now - start)
-                if err == 0
-                else Result(False, errno_reason(err), now - start)
-            )
+            sock, start, token = entry
+            if events & _EPOLL_FAILED:
+                err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+                sock.close()
+                report(token, False, errno_reason(err) if err else "reset", now - start)
+            else:
+                sock.close()
+                report(token, True, "ok", now - start)
 
     def _expire(self) -> None:
         self._timer = None
         self._reap()  # a completion the loop has not handled yet is not a timeout
         now = time.monotonic()
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            _, _, fd, sock = heapq.heappop(heap)
-            entry = self._pending.get(fd)
-            if entry is None or entry[0] is not sock:
-                continue  # finished already (its fd may have been reused since)
-            del self._pending[fd]
-            sock.close()
-            entry[2](Result(False, "timeout", now - entry[1]))
-        if heap:
-            self._arm(heap[0][0])
+        pending = self._pending
+        first: float | None = None
+        for fifo in self._fifos.values():
+            while fifo and fifo[0][0] <= now:
+                _, fd, sock = fifo.popleft()
+                entry = pending.get(fd)
+                if entry is None or entry[0] is not sock:
+                    continue  # finished already (its fd may have been reused since)
+                del pending[fd]
+                sock.close()
+                self._on_result(entry[2], False, "timeout", now - entry[1])
+            if fifo and (first is None or fifo[0][0] < first):
+                first = fifo[0][0]
+        if first is not None:
+            self._arm(first)
 
     def close(self) -> None:
         """Stop: every pending connect is closed without a result."""
@@ -425,8 +451,8 @@ class TcpConnector:
             self._timer = None
         with contextlib.suppress(Exception):
             self._loop.remove_reader(self._ep.fileno())
-        for sock, _start, _done in self._pending.values():
+        for sock, _start, _token in self._pending.values():
             sock.close()
         self._pending.clear()
-        self._deadlines.clear()
+        self._fifos.clear()
         self._ep.close()

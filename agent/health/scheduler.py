@@ -126,10 +126,12 @@ class HealthStats:
 class _Entry:
     """One check identity's mutable bookkeeping (the state itself is a frozen core value)."""
 
-    __slots__ = ("due", "gone", "key", "pools", "running", "state")
+    __slots__ = ("batch", "due", "gone", "key", "pools", "running", "started", "state")
 
     def __init__(self, key: CheckKey, state: CheckState):
         self.key = key
+        self.batch = batchable(key)
+        self.started = 0.0
         self.state = state
         self.due = 0.0
         self.running = False
@@ -185,6 +187,8 @@ class Scheduler:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._ramp_timer: asyncio.TimerHandle | None = None
+        self._dirty: set[str] = set()
+        self._flush_pending = False
         self._last_late_log = -LATE_LOG_EVERY
         self._late_since_log = 0
         self._max_late_since_log = 0.0
@@ -235,7 +239,7 @@ class Scheduler:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tcp = TcpConnector(self._loop)
+        self._tcp = TcpConnector(self._loop, self._tcp_done)
         now = time.monotonic()
         for entry in self._entries.values():
             self._first_due(entry, now)
@@ -341,8 +345,9 @@ class Scheduler:
             self.on_start(entry.key, late)
         entry.running = True
         self._in_flight += 1
-        if batchable(entry.key) and self._tcp is not None:
-            self._tcp.start(entry.key, partial(self._done, entry, now))
+        if entry.batch and self._tcp is not None:
+            entry.started = now
+            self._tcp.start(entry.key, entry, now)
             return
         task = asyncio.ensure_future(probe(entry.key))
         self._tasks.add(task)
@@ -358,42 +363,66 @@ class Scheduler:
         result = task.result() if exc is None else Result(False, type(exc).__name__)
         self._done(entry, started, result)
 
+    def _tcp_done(self, token: object, ok: bool, reason: str, duration: float) -> None:
+        entry: _Entry = token  # type: ignore[assignment]
+        self._done(entry, entry.started, Result(ok, reason, duration))
+
     def _done(self, entry: _Entry, started: float, result: Result) -> None:
         self._in_flight -= 1
         entry.running = False
         check = entry.key.check
         stats = self.stats
-        stats.probes[(check.type, result.ok)] += 1
+        ok = result.ok
+        stats.probes[(check.type, ok)] += 1
         stats.duration(check.type).observe(result.duration)
-        if not result.ok:
+        if not ok:
             stats.failures[(check.type, result.reason)] += 1
         if entry.gone:
             return
         now = time.monotonic()
         before = entry.state
         after = core.observe(before, check, result, now)
-        entry.state = after
-        if after.up != before.up:
-            stats.transitions[(check.type, "up" if after.up else "down")] += 1
-            log.info(
-                "%s check of %s:%d: %s (%s)",
-                check.type,
-                entry.key.target.address,
-                entry.key.target.port,
-                "up" if after.up else "down",
-                result.reason,
-            )
-        if after.up != before.up or after.weight != before.weight:
-            self._changed(entry.pools, now)
+        if after is not before:
+            entry.state = after
+            if after.up != before.up:
+                stats.transitions[(check.type, "up" if after.up else "down")] += 1
+                log.info(
+                    "%s check of %s:%d: %s (%s)",
+                    check.type,
+                    entry.key.target.address,
+                    entry.key.target.port,
+                    "up" if after.up else "down",
+                    result.reason,
+                )
+            if after.up != before.up or after.weight != before.weight:
+                self._changed(entry.pools, now)
         interval = core.next_interval(after, check)
         if self.spread:
             interval *= 1.0 + self._rng.uniform(-self.spread, self.spread)
         # from the real start: a late probe pushes the next one back (stretch, no burst)
-        self._push(entry, max(started + interval, now))
+        due = started + interval
+        self._push(entry, due if due > now else now)
         if self._timer is None or entry.due < self._timer_at:
             self._arm()  # also restarts a pass stopped at the cap
 
     def _changed(self, names: Iterable[str], now: float) -> None:
+        """Mark pools for a new decision, made once for every change of this loop pass.
+
+        A decision is O(real servers of the pool): made per transition, a pool of
+        10,000 whose checks all fail at once (the director's own link cut) would
+        cost 10,000 x 10,000. Coalesced, it costs one decision per pass.
+        """
+        self._dirty.update(names)
+        if self._loop is None:
+            self._flush()
+        elif not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        now = time.monotonic()
+        names, self._dirty = self._dirty, set()
         changed: set[str] = set()
         for name in names:
             pool = self._pools.get(name)
@@ -452,12 +481,11 @@ class Scheduler:
         self._max_late_since_log = max(self._max_late_since_log, late)
         if now - self._last_late_log >= LATE_LOG_EVERY:
             log.warning(
-                "health checks falling behind: %d probes started late (up to %.2fs) in the "
-                "last %.0fs; intervals stretched, no check counted as failed for it "
+                "health checks falling behind: %d probes started late (up to %.2fs) since "
+                "the last report; intervals stretched, no check counted as failed for it "
                 "(%d in flight, cap %d)",
                 self._late_since_log,
                 self._max_late_since_log,
-                min(now - self._last_late_log, 1e9),
                 self._in_flight,
                 self.max_in_flight,
             )

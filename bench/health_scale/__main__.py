@@ -1,0 +1,3 @@
+from bench.health_scale.run import main
+
+main()
