@@ -25,6 +25,7 @@ Never imports the daemon; the daemon side (``ConfigWorker``) never parses YAML i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import struct
@@ -46,6 +47,7 @@ _HEADER = struct.Struct(">Q")
 SMALL_FILE = 64 * 1024
 #: answers larger than this are unpickled on the worker thread, not on the loop
 SMALL_ANSWER = 64 * 1024
+NICE = 10  # the worker's scheduling priority, below the daemon's
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,9 @@ def main() -> int:
     import gc
 
     gc.disable()  # one job at a time, no cycles worth collecting: see agent.daemon.offload
+    # Background work: when CPUs are short, the daemon's loop (VRRP, the lock) goes first.
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     base = _Base()
     while True:
