@@ -99,6 +99,16 @@ class HealthCollector:
             "How late probes started against their schedule (overload stretches intervals).",
             labels=[],
         )
+        inconclusive = CounterMetricFamily(
+            f"{PREFIX}_probes_inconclusive",
+            "Timeouts not counted against the target: the checker's loop stalled meanwhile.",
+            labels=["type"],
+        )
+        loop_lag = HistogramMetricFamily(
+            f"{PREFIX}_loop_lag_seconds",
+            "How late the scheduler's timer fired (the loop's own responsiveness).",
+            labels=[],
+        )
         in_flight = GaugeMetricFamily(f"{PREFIX}_probes_in_flight", "Probes running now.")
         oldest = GaugeMetricFamily(
             f"{PREFIX}_oldest_due_seconds",
@@ -135,6 +145,9 @@ class HealthCollector:
             for t, hist in st.durations.items():
                 _histogram(durations, [t], hist)
             _histogram(lateness, [], st.lateness)
+            _histogram(loop_lag, [], st.loop_lag)
+            for t, n in st.inconclusive.items():
+                inconclusive.add_metric([t], n)
             in_flight.add_metric([], s.in_flight)
             oldest.add_metric([], s.oldest_due())
         yield from (
@@ -148,8 +161,10 @@ class HealthCollector:
             probes,
             failures,
             transitions,
+            inconclusive,
             durations,
             lateness,
+            loop_lag,
             in_flight,
             oldest,
         )

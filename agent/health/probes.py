@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import _socket
 import asyncio
-import contextlib
 import errno
 import ipaddress
 import random
@@ -334,33 +333,29 @@ class TcpConnector:
 
     One asyncio transport (or ``sock_connect`` future) per probe costs most of a
     core at 10,000 targets a second. Here a probe is socket, connect, one
-    ``epoll_ctl`` and close; the asyncio loop watches the private epoll's fd and
-    each wake-up reaps every finished connect at once, with the outcome read
-    from the event mask (``SO_ERROR`` only on failure). As HAProxy does, the
-    socket has TCP_QUICKACK off, so the kernel holds back the handshake's last
-    ACK and the close (SO_LINGER 0) answers the SYN-ACK with a RST: the target's
-    application never sees the probe, and the director keeps no TIME_WAIT.
-    A SYN-ACK proves the port listens, which is all a connect check asks.
+    ``epoll_ctl`` and close, and the connector is passive: its owner calls
+    ``reap`` and ``expire`` from its own timer, every few milliseconds while
+    connects are pending, so one wake-up of the asyncio loop handles every
+    connect that finished meanwhile (no asyncio callback per probe). The
+    outcome is read from the event mask (``SO_ERROR`` only on failure). As
+    HAProxy does, the socket has TCP_QUICKACK off, so the kernel holds back the
+    handshake's last ACK and the close (SO_LINGER 0) answers the SYN-ACK with a
+    RST: the target's application never sees the probe, and the director keeps
+    no TIME_WAIT. A SYN-ACK proves the port listens, which is all a connect
+    check asks.
 
-    Timeouts sit in one FIFO per timeout value (deadlines in a FIFO only grow)
-    checked by one timer; completions are always reaped before timeouts are
-    judged, so a connect that succeeded while the loop was busy is not counted
-    as a timeout. ``on_result(token, ok, reason, duration)`` reports each probe.
+    Timeouts sit in one FIFO per timeout value (deadlines in a FIFO only grow).
+    Call ``reap`` before ``expire``: a connect that succeeded while the loop was
+    busy is then not counted as a timeout. ``on_result(token, ok, reason,
+    duration)`` reports each probe exactly once; durations are as fine as the
+    owner's reaping period.
     """
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        on_result: Callable[[object, bool, str, float], None],
-    ):
-        self._loop = loop
+    def __init__(self, on_result: Callable[[object, bool, str, float], None]):
         self._on_result = on_result
         self._ep = select.epoll()
         self._pending: dict[int, tuple[_socket.socket, float, object]] = {}
         self._fifos: dict[float, deque[tuple[float, int, _socket.socket]]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        loop.add_reader(self._ep.fileno(), self._reap)
 
     @property
     def in_flight(self) -> int:
@@ -395,41 +390,32 @@ class TcpConnector:
         fifo = self._fifos.get(timeout)
         if fifo is None:
             fifo = self._fifos[timeout] = deque()
-        deadline = now + timeout
-        fifo.append((deadline, fd, sock))
-        if self._timer is None or deadline < self._timer_at:
-            self._arm(deadline)
+        fifo.append((now + timeout, fd, sock))
 
-    def _arm(self, at: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = at
-        # loop.time() is time.monotonic() on Linux's default loop
-        self._timer = self._loop.call_at(at, self._expire)
-
-    def _reap(self) -> None:
-        now = time.monotonic()
+    def reap(self, now: float) -> None:
+        """Report every connect that finished."""
         pending = self._pending
         report = self._on_result
-        for fd, events in self._ep.poll(0, 4096):
-            entry = pending.pop(fd, None)
-            if entry is None:
-                continue
-            sock, start, token = entry
-            if events & _EPOLL_FAILED:
-                err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
-                sock.close()
-                report(token, False, errno_reason(err) if err else "reset", now - start)
-            else:
-                sock.close()
-                report(token, True, "ok", now - start)
+        while pending:
+            events = self._ep.poll(0, 8192)
+            for fd, mask in events:
+                entry = pending.pop(fd, None)
+                if entry is None:
+                    continue
+                sock, start, token = entry
+                if mask & _EPOLL_FAILED:
+                    err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+                    sock.close()
+                    report(token, False, errno_reason(err) if err else "reset", now - start)
+                else:
+                    sock.close()
+                    report(token, True, "ok", now - start)
+            if len(events) < 8192:
+                break
 
-    def _expire(self) -> None:
-        self._timer = None
-        self._reap()  # a completion the loop has not handled yet is not a timeout
-        now = time.monotonic()
+    def expire(self, now: float) -> None:
+        """Report as timed out every connect past its deadline (``reap`` first)."""
         pending = self._pending
-        first: float | None = None
         for fifo in self._fifos.values():
             while fifo and fifo[0][0] <= now:
                 _, fd, sock = fifo.popleft()
@@ -439,18 +425,13 @@ class TcpConnector:
                 del pending[fd]
                 sock.close()
                 self._on_result(entry[2], False, "timeout", now - entry[1])
-            if fifo and (first is None or fifo[0][0] < first):
-                first = fifo[0][0]
-        if first is not None:
-            self._arm(first)
+
+    def next_deadline(self) -> float | None:
+        firsts = [f[0][0] for f in self._fifos.values() if f]
+        return min(firsts) if firsts else None
 
     def close(self) -> None:
         """Stop: every pending connect is closed without a result."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(self._ep.fileno())
         for sock, _start, _token in self._pending.values():
             sock.close()
         self._pending.clear()

@@ -59,3 +59,26 @@ def test_histogram_buckets() -> None:
         h.observe(v)
     assert h.cumulative() == [2, 3, 4]
     assert h.n == 4
+
+
+def test_a_timeout_during_a_loop_stall_is_inconclusive_up_to_fall_times() -> None:
+    from agent.health.core import Result
+
+    check = Check("http", fall=2)
+    s = Scheduler([Pool("vs", (member("10.0.1.1", 80, 1, (check,)),))])
+    (key,) = s.states()
+    entry = s._entries[key]
+    timeout = Result(False, "timeout", 1.0)
+    s._stalled_at = 10.0  # the loop woke late at 10.0
+    for _ in range(2):  # started before the stall: not counted, up to fall times
+        s._in_flight += 1
+        s._done(entry, 9.5, timeout)
+        assert entry.state.streak == 0
+    assert s.stats.inconclusive["http"] == 2
+    for _ in range(2):  # then timeouts count again
+        s._in_flight += 1
+        s._done(entry, 9.5, timeout)
+    assert not entry.state.up
+    s._in_flight += 1
+    s._done(entry, 10.5, Result(False, "refused"))  # not a timeout: always counted
+    assert s.stats.inconclusive["http"] == 2
