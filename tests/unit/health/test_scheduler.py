@@ -82,3 +82,30 @@ def test_a_timeout_during_a_loop_stall_is_inconclusive_up_to_fall_times() -> Non
     s._in_flight += 1
     s._done(entry, 10.5, Result(False, "refused"))  # not a timeout: always counted
     assert s.stats.inconclusive["http"] == 2
+
+
+def test_the_collector_exports_health_weight_floor_and_quorum() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from agent.health.config import MinHealthy
+    from agent.health.metrics import HealthCollector
+
+    p = Pool(
+        "web",
+        tuple(member(f"10.0.1.{i}", 80, 3, (TCP,)) for i in (1, 2)),
+        PoolPolicy(min_healthy=MinHealthy(2)),
+    )
+    s = Scheduler([p])
+    key = p.members[0].checks[0]
+    s._entries[key].state = CheckState(up=False, changed_at=1.0)
+    s._changed(["web"], 2.0)
+    registry = CollectorRegistry()
+    registry.register(HealthCollector(s))
+    text = generate_latest(registry).decode()
+    labels = 'remote_address="10.0.1.1",remote_port="80",virtual_server="web"'
+    assert f"lvs_agent_health_real_server_up{{{labels}}} 0.0" in text
+    assert f"lvs_agent_health_real_server_held{{{labels}}} 1.0" in text
+    assert f"lvs_agent_health_real_server_effective_weight{{{labels}}} 3.0" in text
+    assert 'lvs_agent_health_pool_floor_held{virtual_server="web"} 1.0' in text
+    assert 'lvs_agent_health_pool_quorum_up{virtual_server="web"} 1.0' in text
+    assert "lvs_agent_health_schedule_lateness_seconds_bucket" in text
