@@ -215,6 +215,7 @@ class ConfigWorker:
         self._argv = argv or [sys.executable, "-m", "agent.daemon.worker"]
         self._proc: asyncio.subprocess.Process | None = None
         self._generation = -2  # the worker's base, as far as we know (-2: none yet)
+        self._base: tuple[VirtualServer, ...] | None = None  # ... and the daemon's tuple of it
         self._lock = asyncio.Lock()
         self.starts = 0
 
@@ -234,6 +235,10 @@ class ConfigWorker:
         if small:
             return await self._run(lambda: load_here(path, base_desired))
         async with self._lock:
+            if base_vs is not self._base:
+                # The daemon kept another configuration than the worker's last answer
+                # (it refused that reload for a reason of its own): start from its own.
+                self._generation = -1
             for attempt in range(2):
                 try:
                     await self._ensure()
@@ -255,7 +260,7 @@ class ConfigWorker:
                     self._generation = -1
                     raise WorkerFailed(str(answer[1:]))
                 loaded = await self._run(partial(rebuild, base_vs, base_desired, *answer[2:]))
-                self._generation = answer[1]
+                self._generation, self._base = answer[1], loaded.config.virtual_servers
                 return loaded
             raise WorkerFailed("the worker does not keep its base")
 
@@ -290,7 +295,7 @@ class ConfigWorker:
         answer = await self._exchange(data)
         if answer[0] != "primed":
             raise WorkerFailed(str(answer[1:]))
-        self._generation = generation
+        self._generation, self._base = generation, base_vs
 
     async def _ask(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
         return await self._exchange(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))

@@ -83,6 +83,17 @@ def test_the_worker_process_reads_reloads_refuses_invalid_files_and_survives_a_k
                 await worker.load(str(path), loaded.config.virtual_servers, loaded.desired)
             assert any("must be 1..65535" in str(p) for p in refused.value.problems)
 
+            # a reload the daemon does not take (it keeps ``loaded``): the next one still
+            # starts from what the daemon has, not from the worker's last answer
+            write(path, config_text(n, weights={1: 5}))
+            dropped = await worker.load(str(path), loaded.config.virtual_servers, loaded.desired)
+            assert len(dropped.edited) == 2  # vs1 changed, vs{n-1} back to weight 1
+            write(path, config_text(n, weights={n - 1: 9, 2: 6}))
+            kept = await worker.load(str(path), loaded.config.virtual_servers, loaded.desired)
+            assert kept.config == load_config(str(path))
+            assert kept.desired == desired_table(kept.config.virtual_servers)
+            assert len(kept.edited) == 1  # vs2, against the configuration the daemon kept
+
             # the worker dies: the next load starts another and gives it the base again
             worker.close()
             write(path, config_text(n, weights={0: 3}))
