@@ -29,7 +29,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from agent.frozen import fast_init
 from agent.health.config import Check, CheckKey, Member, Pool
 
 AGENT_WORDS: Final = ("up", "ready", "down", "drain", "maint", "stopped", "fail")
@@ -55,7 +54,6 @@ class DynamicWeight:
         return configured
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Result:
     """One probe's outcome: pass or fail, a short reason, how long it took."""
@@ -106,7 +104,6 @@ def agent_result(line: bytes, duration: float = 0.0) -> Result:
     return Result(True, reason, duration, DynamicWeight(percent=percent))
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class CheckState:
     """One check's rise/fall state.

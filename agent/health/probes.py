@@ -29,7 +29,7 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import lru_cache
 from typing import Final
 
@@ -101,19 +101,69 @@ def _open(key: CheckKey, kind: socket.SocketKind) -> socket.socket:
     return sock
 
 
-async def probe(key: CheckKey) -> Result:
-    """Run ``key``'s check once against its target: never raises but on cancellation."""
+STALL_GRACE: Final = 3.0  # a probe's deadline moves by the loop's stalls up to this x timeout
+
+
+async def probe(key: CheckKey, stalled: Callable[[], float] | None = None) -> Result:
+    """Run ``key``'s check once against its target: never raises but on cancellation.
+
+    ``stalled`` (the scheduler's) returns a growing count of seconds the loop
+    itself was late. The time the agent was not listening is not the target's:
+    the probe's deadline moves by the stalls that happen while it runs (up to
+    ``STALL_GRACE`` x its timeout), so a probe whose answer arrived while the
+    loop was busy is not failed for it.
+    """
     check = key.check
     start = time.monotonic()
     # exec: run_status enforces the timeout itself and then kills the tree; the
     # outer bound leaves it the time to reap
     limit = check.timeout + (REAP_TIMEOUT + 1.0 if check.type == "exec" else 0.0)
     try:
-        async with asyncio.timeout(limit):
-            result = await _PROBES[check.type](key)
+        if stalled is None or check.type == "exec":
+            async with asyncio.timeout(limit):
+                result = await _PROBES[check.type](key)
+        else:
+            result = await _with_grace(_PROBES[check.type](key), start, limit, stalled)
     except (TimeoutError, OSError, ssl.SSLError, ProtocolError, ValueError) as e:
         result = Result(False, reason_of(e))
     return Result(result.ok, result.reason, time.monotonic() - start, result.weight)
+
+
+async def _with_grace(
+    coro: Coroutine[object, object, Result],
+    start: float,
+    limit: float,
+    stalled: Callable[[], float],
+) -> Result:
+    task = asyncio.ensure_future(coro)
+    deadline = start + limit
+    grace_left = limit * STALL_GRACE
+    seen = stalled()
+    try:
+        while True:
+            wait = deadline - time.monotonic()
+            if wait > 0:
+                done, _ = await asyncio.wait((task,), timeout=wait)
+                if done:
+                    return task.result()
+            now_stalled = stalled()
+            extra = min(now_stalled - seen, grace_left)
+            seen = now_stalled
+            if extra <= 0:
+                raise TimeoutError
+            deadline += extra
+            grace_left -= extra
+    finally:
+        if not task.done():
+            # not awaited: the probe's own finally closes its socket on the next
+            # pass, and our caller's cancellation must not be swallowed here
+            task.cancel()
+            task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[Result]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _expect(check: Check, data: bytes) -> Result:

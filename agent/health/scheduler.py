@@ -213,6 +213,7 @@ class Scheduler:
         self._ramp_timer: asyncio.TimerHandle | None = None
         self._dirty: set[str] = set()
         self._stalled_at = -math.inf  # when the loop last woke STALL late or more
+        self._stalled_total = 0.0  # seconds the loop woke late, summed (beyond TICK)
         self._flush_pending = False
         self._last_late_log = -LATE_LOG_EVERY
         self._late_since_log = 0
@@ -362,6 +363,8 @@ class Scheduler:
         now = time.monotonic()
         lag = now - self._timer_at
         self.stats.loop_lag.observe(lag)
+        if lag > TICK:
+            self._stalled_total += lag - TICK
         if lag >= STALL:
             self._stalled_at = now
         tcp = self._tcp
@@ -396,7 +399,7 @@ class Scheduler:
             entry.started = now
             self._tcp.start(entry.key, entry, now)
             return
-        task = asyncio.ensure_future(probe(entry.key))
+        task = asyncio.ensure_future(probe(entry.key, self._stalled))
         self._tasks.add(task)
         task.add_done_callback(partial(self._task_done, entry=entry, started=now))
 
@@ -409,6 +412,9 @@ class Scheduler:
         exc = task.exception()
         result = task.result() if exc is None else Result(False, type(exc).__name__)
         self._done(entry, started, result)
+
+    def _stalled(self) -> float:
+        return self._stalled_total
 
     def _tcp_done(self, token: object, ok: bool, reason: str, duration: float) -> None:
         entry: _Entry = token  # type: ignore[assignment]

@@ -27,7 +27,6 @@ import platform
 import select
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,15 @@ def sh(*argv: str, check: bool = True) -> None:
 
 def addresses(net: str, n: int) -> list[str]:
     return [f"{net}.{(i + 1) // 256}.{(i + 1) % 256}" for i in range(n)]
+
+
+def run_delay(pid: int | str = "self") -> float:
+    """Seconds the process's threads have waited on a run queue (CPU contention)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 def topology_up() -> None:
@@ -152,6 +160,7 @@ def engine(seconds: float, n_tcp: int, n_http: int, out: str, profile: bool) -> 
         sched.stop()
 
     cpu0 = me.cpu_times()
+    wait0 = run_delay()
     t0 = time.monotonic()
     if profile:
         import cProfile
@@ -181,6 +190,7 @@ def engine(seconds: float, n_tcp: int, n_http: int, out: str, profile: bool) -> 
         return
     asyncio.run(run())
     cpu1 = me.cpu_times()
+    waited = run_delay() - wait0
     wall = time.monotonic() - t0
     probes = sum(sched.stats.probes.values())
     lat = sorted(late)
@@ -189,9 +199,20 @@ def engine(seconds: float, n_tcp: int, n_http: int, out: str, profile: bool) -> 
         "cpu_user_s": cpu1.user - cpu0.user,
         "cpu_system_s": cpu1.system - cpu0.system,
         "wall_s": wall,
+        "run_queue_wait_s": waited,
         "probes": probes,
         "probes_ok": {f"{t}/{ok}": n for (t, ok), n in sched.stats.probes.items()},
         "failures": {f"{t}/{r}": n for (t, r), n in sched.stats.failures.items()},
+        "inconclusive": dict(sched.stats.inconclusive),
+        "transitions": {f"{t}/{st}": n for (t, st), n in sched.stats.transitions.items()},
+        "loop_lag_buckets": dict(
+            zip(
+                map(str, sched.stats.loop_lag.bounds),
+                sched.stats.loop_lag.cumulative(),
+                strict=False,
+            )
+        ),
+        "loop_wakeups": sched.stats.loop_lag.n,
         "peak_rss_mb": max(samples["rss"]) / 2**20,
         "max_fds": max(samples["fds"]),
         "lateness_p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
@@ -231,7 +252,8 @@ def haproxy_config(n_tcp: int, n_http: int, sock: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def haproxy_up_count(sock: str) -> dict[str, int]:
+def haproxy_stats(sock: str) -> dict[str, int]:
+    """Servers by state, and the summed failed checks and UP-to-DOWN transitions."""
     s = socket.socket(socket.AF_UNIX)
     s.connect(sock)
     s.sendall(b"show stat\n")
@@ -239,11 +261,13 @@ def haproxy_up_count(sock: str) -> dict[str, int]:
     while chunk := s.recv(65536):
         data += chunk
     s.close()
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {"chkfail": 0, "chkdown": 0}
     for line in data.decode().splitlines()[1:]:
         f = line.split(",")
-        if len(f) > 17 and f[1] not in ("FRONTEND", "BACKEND"):
+        if len(f) > 22 and f[1] not in ("FRONTEND", "BACKEND"):
             counts[f[17]] = counts.get(f[17], 0) + 1
+            counts["chkfail"] += int(f[21] or 0)
+            counts["chkdown"] += int(f[22] or 0)
     return counts
 
 
@@ -273,6 +297,7 @@ def run_haproxy(seconds: float, n_tcp: int, n_http: int, tmp: Path) -> dict[str,
                 else "haproxy did not start"
             )
         cpu0 = hp.cpu_times()
+        wait0 = run_delay(hp.pid)
         rss, fds = [], []
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -280,13 +305,15 @@ def run_haproxy(seconds: float, n_tcp: int, n_http: int, tmp: Path) -> dict[str,
             rss.append(hp.memory_info().rss)
             fds.append(hp.num_fds())
         cpu1 = hp.cpu_times()
-        states = haproxy_up_count(sock)
+        waited = run_delay(hp.pid) - wait0
+        states = haproxy_stats(sock)
         return {
             "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
             "cpu_user_s": cpu1.user - cpu0.user,
             "cpu_system_s": cpu1.system - cpu0.system,
             "peak_rss_mb": max(rss) / 2**20,
             "max_fds": max(fds),
+            "run_queue_wait_s": waited,
             "server_states": states,
             "version": subprocess.run(
                 ["haproxy", "-v"], capture_output=True, text=True
@@ -421,6 +448,7 @@ def report(r: dict[str, Any]) -> None:
         ("peak RSS MB", e["peak_rss_mb"], h["peak_rss_mb"]),
         ("max open fds", e["max_fds"], h["max_fds"]),
         ("target CPU seconds", e["target_cpu_s"], h["target_cpu_s"]),
+        ("run-queue wait seconds", e["run_queue_wait_s"], h["run_queue_wait_s"]),
     ]
     print(f"{'':24} {'engine':>10} {'haproxy':>10} {'ratio':>7}")
     for name, a, b in rows:
@@ -432,7 +460,6 @@ def report(r: dict[str, Any]) -> None:
     print("profile (engine, tottime share):")
     for row in r["profile"]["profile"][:10]:
         print(f"  {row['share']:6.1%} {row['calls']:>9} {row['function']}")
-    _ = statistics  # kept for ad-hoc analysis of results.json
 
 
 if __name__ == "__main__":
