@@ -5,7 +5,8 @@ PID 1, the way a director runs the agent: the root is an overlay (the host's roo
 system read-only underneath, a tmpfs on top, so the container can write /etc, /opt and
 /usr and nothing of it reaches the host), the repository is bound read-only, and the
 network is a namespace made here holding one veth pair (``v0`` 10.99.0.1/24 and its
-peer ``v1`` 10.99.0.2/24): nothing touches the host's network. Commands run inside
+peer ``v1`` 10.99.0.2/24), whose sysctls (/proc/sys/net) the container may write:
+nothing touches the host's network. Commands run inside
 with ``nsenter`` into the container's PID 1. Closing it stops the container (SIGTERM to
 the ``systemd-nspawn`` process started here, SIGKILL after a bound), unmounts the
 overlay and deletes the namespace.
@@ -86,7 +87,12 @@ class Container:
         ]  # fmt: skip
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # /proc/sys/net writable inside (it is the namespace made here): sysctls
+                env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
             )
         deadline = time.monotonic() + BOOT_TIMEOUT
         state = ""
