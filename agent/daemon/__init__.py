@@ -78,6 +78,7 @@ DRAIN_POLL = 1.0  # seconds between connection checks of draining real servers
 STATUS_INTERVAL = 1.0  # seconds between writes of lock-status.json
 LOCK_STATUS_FILE = "lock-status.json"
 METRICS_RETRY = 5.0  # seconds between attempts to listen on a taken metrics port
+LOG_ON_LOOP = 64  # a reconcile with more operations logs them from the worker thread
 
 
 def sd_notify(message: str) -> None:
@@ -507,11 +508,12 @@ class Agent:
             self.metrics.errors.labels(kind="reconcile").inc()
             return None
         elapsed = time.monotonic() - started
-        for step, result in zip(outcome.plan.steps, outcome.results, strict=False):
-            if result is None:
-                log.info("applied: %s", step.text)
-            else:
-                log.error("failed: %s: %s", step.text, result)
+        if len(outcome.plan.steps) > LOG_ON_LOOP:
+            # Thousands of lines (a first start, a flushed table): written from the worker
+            # thread, whose writes let the loop run between them.
+            await self.offload(lambda: log_steps(outcome))
+        else:
+            log_steps(outcome)
         for change in outcome.sysctls:
             log.info("applied: %s", change)
         for error in outcome.sysctl_errors:
@@ -524,6 +526,14 @@ class Agent:
         else:
             self.metrics.observe_partial(outcome)
         return outcome
+
+
+def log_steps(outcome: Outcome) -> None:
+    for step, result in zip(outcome.plan.steps, outcome.results, strict=False):
+        if result is None:
+            log.info("applied: %s", step.text)
+        else:
+            log.error("failed: %s: %s", step.text, result)
 
 
 def virtual_servers(count: int) -> str:
