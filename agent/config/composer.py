@@ -1,7 +1,9 @@
 """libyaml's event stream composed into the reader's line-numbered nodes.
 
-The general path of ``agent.config.reader.compose``: every document that the
-line reader (``agent.config.subset``) declines is read here.
+How ``agent.config.reader.compose`` reads every configuration file. It reads a
+document as ``yaml.safe_load`` does (tests/unit/config/test_fast_readers.py
+holds it to that), in about a third of the time PyYAML's own composer takes
+to build the same tree (bench/speed_layers).
 """
 
 from __future__ import annotations

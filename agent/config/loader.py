@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.config import quick, subset
+from agent.config import quick
 from agent.config.model import (
     FAMILIES,
     FORWARDING_METHODS,
@@ -41,7 +41,6 @@ from agent.config.reader import (
     compose,
 )
 from agent.config.vrrp import read_vrrp
-from agent.gcpause import paused_gc
 from agent.vrrp.config import VrrpConfig
 
 if TYPE_CHECKING:
@@ -89,8 +88,7 @@ def decode_config(data: bytes, source: str) -> str:
 
 def parse_config(text: str, source: str = "config.yaml", *, witness: bool = False) -> Config:
     """``witness``: the file of ``lvs-agent witness`` (``lock`` and ``witness`` sections)."""
-    with paused_gc():
-        return _parse_config(text, source, witness)
+    return _parse_config(text, source, witness)
 
 
 def load_witness_config(path: str) -> Config:
@@ -100,11 +98,7 @@ def load_witness_config(path: str) -> Config:
 def _parse_config(text: str, source: str, witness: bool = False) -> Config:
     problems = Problems(source)
     servers = _VirtualServers(problems)
-    root_node = subset.compose_subset(text, stream={"virtual_servers": servers.add})
-    if root_node is None:  # not in the plain subset: libyaml reads it, from the start
-        problems = Problems(source)
-        servers = _VirtualServers(problems)
-        root_node = compose(text, problems, stream={"virtual_servers": servers.add})
+    root_node = compose(text, problems, stream={"virtual_servers": servers.add})
     if root_node is None:  # a syntax error (recorded), or nothing at all
         if not problems.found:
             problems.add(None, "", "the file is empty")

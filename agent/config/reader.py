@@ -159,8 +159,8 @@ def compose(
 ) -> Node | None:
     """Parse YAML into line-numbered nodes with libyaml; syntax errors become problems.
 
-    See ``agent.config.composer``; imported here on first use, so that a file the
-    line reader (``agent.config.subset``) takes never loads PyYAML.
+    See ``agent.config.composer``, imported on first use: PyYAML is loaded only
+    when a file is read.
     """
     from agent.config.composer import compose as libyaml_compose
 
