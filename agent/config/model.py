@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from agent.frozen import fast_init
-
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -57,7 +55,6 @@ IPVS_SYSCTLS: dict[str, tuple[int, int]] = {
 }
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Tunnel:
     type: str = "ipip"  # ipip | gue | gre
@@ -65,7 +62,6 @@ class Tunnel:
     checksum: str = "nocsum"  # nocsum | csum | remcsum
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class RealServer:
     address: str  # canonical text
@@ -78,7 +74,6 @@ class RealServer:
     line: int = 0
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Persistence:
     timeout: float = 300.0
@@ -86,7 +81,6 @@ class Persistence:
     engine: str | None = None  # "sip" or None
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class VirtualServer:
     name: str

@@ -47,7 +47,6 @@ try:  # built into the interpreter: hashlib would first load OpenSSL (55 ms emul
     from _blake2 import blake2b
 except ImportError:  # pragma: no cover - an interpreter built without it
     from hashlib import blake2b
-from agent.frozen import fast_constructor
 from agent.gcpause import paused_gc
 from agent.ipvs.model import (
     DesiredService,
@@ -240,11 +239,6 @@ def _to_record(c: CompiledConfig) -> tuple[Any, ...]:
 
 _FORWARDING: Final = {int(m): m for m in Forwarding}
 _TUNNEL_TYPES: Final = {int(m): m for m in TunnelType}
-_new_service_key = fast_constructor(ServiceKey)
-_new_service = fast_constructor(Service)
-_new_dest_key = fast_constructor(DestKey)
-_new_dest = fast_constructor(Dest)
-_new_desired = fast_constructor(DesiredService)
 
 
 def _from_record(record: tuple[Any, ...]) -> CompiledConfig:
@@ -256,15 +250,15 @@ def _from_record(record: tuple[Any, ...]) -> CompiledConfig:
     forwarding, tunnel_types, tunnel = _FORWARDING, _TUNNEL_TYPES, Forwarding.TUNNEL
     table: DesiredTable = {}
     for af, proto, address, port, fwmark, sched, flags, timeout, mask, pe, name, ds in services:
-        key = _new_service_key(af, proto, address, port, fwmark)
+        key = ServiceKey(af, proto, address, port, fwmark)
         dests = {}
         for d_af, d_addr, d_port, fwd, weight, upper, lower, tun, tun_port, tun_flags in ds:
-            dkey = _new_dest_key(d_af, d_addr, d_port)
+            dkey = DestKey(d_af, d_addr, d_port)
             fwd = forwarding[fwd]
-            dests[dkey] = _new_dest(
+            dests[dkey] = Dest(
                 dkey, fwd, weight, upper, lower,
                 tunnel_types[tun] if fwd is tunnel else tun, tun_port, tun_flags,
             )  # fmt: skip
-        service = _new_service(key, sched, flags, timeout, mask, pe)
-        table[key] = _new_desired(service, dests, name)
+        service = Service(key, sched, flags, timeout, mask, pe)
+        table[key] = DesiredService(service, dests, name)
     return CompiledConfig(state_dir, ipvs, table)

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final, NamedTuple
 
-from agent.frozen import fast_init
-
 AF_INET: Final = 2
 AF_INET6: Final = 10
 
@@ -136,7 +134,6 @@ class ServiceKey(NamedTuple):
         return f"{proto} {host}:{self.port}"
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Service:
     """The editable attributes of a virtual service, plus its key."""
@@ -163,7 +160,6 @@ class DestKey(NamedTuple):
         return f"{host}:{self.port}"
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Dest:
     """The editable attributes of a real server, plus its key."""
@@ -178,7 +174,6 @@ class Dest:
     tun_flags: int = 0
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Stats:
     """Cumulative counters the kernel keeps per service and per real server."""
@@ -193,7 +188,6 @@ class Stats:
 ZERO_STATS: Final = Stats()
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class KernelDest:
     """A real server as dumped: its attributes plus live counters."""
@@ -239,39 +233,33 @@ DesiredTable = dict[ServiceKey, DesiredService]
 # --- operations: what the planner asks the kernel adapter to do -------------------
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class AddService:
     service: Service
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class EditService:
     service: Service
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class DelService:
     key: ServiceKey
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class AddDest:
     service: ServiceKey
     dest: Dest
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class EditDest:
     service: ServiceKey
     dest: Dest
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class DelDest:
     service: ServiceKey

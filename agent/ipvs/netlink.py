@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Final
 
-from agent.frozen import fast_constructor
 from agent.ipvs.model import (
     AF_INET,
     AF_INET6,
@@ -729,15 +728,15 @@ def _walk_dest(buf: bytes, off: int, end: int, default_af: int) -> KernelDest:
     return KernelDest(dest, act, inact, pers, stats)
 
 
-# --- fast constructors for the dump's value objects (four objects per real server) ----
+# --- the dump's value objects (four per real server), by short names ---------------
 
-_ServiceKey = fast_constructor(ServiceKey)
-_Service = fast_constructor(Service)
-_KernelService = fast_constructor(KernelService)
-_DestKey = fast_constructor(DestKey)
-_Dest = fast_constructor(Dest)
-_KernelDest = fast_constructor(KernelDest)
-_Stats = fast_constructor(Stats)
+_ServiceKey = ServiceKey
+_Service = Service
+_KernelService = KernelService
+_DestKey = DestKey
+_Dest = Dest
+_KernelDest = KernelDest
+_Stats = Stats
 
 
 # --- learned layouts: the dump fast path ------------------------------------------------

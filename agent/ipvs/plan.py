@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from agent.frozen import fast_init
 from agent.gcpause import paused_gc
 from agent.ipvs.model import (
     IP_VS_SVC_F_ONEPACKET,
@@ -67,7 +66,6 @@ class Ownership:
     drains: Mapping[DrainKey, float] = field(default_factory=dict)  # -> drain start (boottime)
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Step:
     """One planned operation and a one-line account of why."""
