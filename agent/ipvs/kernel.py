@@ -103,10 +103,11 @@ class IpvsKernel:
     ``apply_window``: operations per sendmsg for blocking calls (default: what
     the receive buffer holds if every one of them failed, at most 4096).
     ``async_budget``: longest stretch an async call runs without yielding.
-    ``pause_gc``: suspend the cyclic garbage collector while a call runs. A
-    dump allocates several objects per real server, none of them cyclic; left
-    on, the collector re-scans the growing heap over and over (a quarter of a
-    large dump's Python time). Reference counting still frees everything.
+    ``pause_gc``: suspend the cyclic garbage collector while a call runs (an
+    async call: between its awaits only). A dump allocates several objects per
+    real server, none of them cyclic; left on, the collector re-scans the
+    growing heap over and over (decoding a 10,000-service dump took 40 % more
+    CPU time). Reference counting still frees everything.
     ``reuse_decoded``: keep the last full dump's immutable objects and reuse
     them for byte-identical replies (idle real servers; see netlink.DumpCache).
     """
@@ -401,12 +402,19 @@ class IpvsKernel:
             if self._dirty:
                 self._drain()
             self._dirty = True
-            with _paused_then_frozen(self.pause_gc):
-                for step in self._steps(p, self.async_budget):
-                    if step == _WAIT:
-                        await self._readable()
-                    else:
-                        await asyncio.sleep(0)
+            steps = self._steps(p, self.async_budget)
+            while True:
+                # Each stretch between awaits, never across one: the collector is
+                # process-wide, and the loop runs everything else meanwhile.
+                with paused_gc(self.pause_gc):
+                    step = next(steps, None)
+                if step is None:
+                    break
+                if step == _WAIT:
+                    await self._readable()
+                else:
+                    await asyncio.sleep(0)
+            _freeze_survivors(self.pause_gc)
             self._dirty = False
 
     async def _readable(self) -> None:
@@ -431,24 +439,16 @@ class IpvsKernel:
             loop.remove_reader(fd)
 
 
-@contextlib.contextmanager
-def _paused_then_frozen(pause: bool) -> Generator[None, None, None]:
-    """``paused_gc`` for the daemon's calls, whose tables live on: what survived is moved
-    out of the collector's way (``gc.freeze``) before it runs again. Otherwise the first
-    collection after a large dump walks every new object at once, on the event loop
-    (hundreds of ms under emulation at 10,000 services); reference counting still frees
-    the table when the next dump replaces it."""
+def _freeze_survivors(pause: bool) -> None:
+    """After the daemon's calls, whose tables live on: what survived is moved out of
+    the collector's way (``gc.freeze``). Otherwise the first collection after a large
+    dump walks every new object at once, on the event loop (hundreds of ms under
+    emulation at 10,000 services); reference counting still frees the table when the
+    next dump replaces it."""
     import gc
 
-    if not pause or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
+    if pause and gc.isenabled():
         gc.freeze()
-        gc.enable()
 
 
 class _Receiver:
