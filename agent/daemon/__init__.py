@@ -125,6 +125,8 @@ class Agent:
 
         self.offload = Offload()
         self.worker = ConfigWorker(self.offload)
+        self._lag_for: Config | None = None
+        self._lag_value = 0.0
         import gc
 
         # The configuration and its table live on: later collections need not walk
@@ -143,7 +145,7 @@ class Agent:
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self.reload.set)
         loop.add_signal_handler(signal.SIGUSR1, self._on_failover_signal)
-        from agent.daemon.lag import lag_threshold, probe
+        from agent.daemon.lag import probe
         from agent.daemon.supervise import set_failure_hook, supervise
 
         set_failure_hook(lambda name: self.metrics.errors.labels(kind="task").inc())
@@ -151,9 +153,7 @@ class Agent:
             asyncio.ensure_future(
                 supervise(
                     "loop-lag probe",
-                    lambda: probe(
-                        self.metrics.loop_lag.observe, lambda: lag_threshold(self.config)
-                    ),
+                    lambda: probe(self.metrics.loop_lag.observe, self._lag_threshold),
                 )
             )
         ]
@@ -175,6 +175,15 @@ class Agent:
                 self.metrics.lock.transports = {}
         sd_notify("STOPPING=1")
         log.info("stopping; the IPVS table stays as it is")
+
+    def _lag_threshold(self) -> float:
+        """The loop-lag probe's threshold, worked out again only when the configuration
+        changes (the probe asks a hundred times a second)."""
+        from agent.daemon.lag import lag_threshold
+
+        if self._lag_for is not self.config:
+            self._lag_for, self._lag_value = self.config, lag_threshold(self.config)
+        return self._lag_value
 
     def _on_stop_signal(self) -> None:
         if self.vrrp is not None:
