@@ -1,0 +1,257 @@
+"""Benchmark: reloading a 10,000-service table never costs the VIPs.
+
+In one VM boot (re-runs itself inside the lab VM when this kernel has no IPVS): three
+namespaces on one LAN, two directors running `lvs-agent run` with N services x 4 real
+servers each in their own IPVS table, a VRRPv3 instance at 100 ms adverts and a quorum
+instance at a 200 ms lease, and a witness. Director 1 (the better priority) holds both.
+It is reloaded R times (SIGHUP), each time with one weight changed, and runs its full
+reconciles (after each reload and every ``--interval``). Reported:
+
+  - VRRP state changes and lease losses on both directors during the reloads (target 0)
+  - the event-loop lag of both directors during the reloads, from
+    lvs_agent_event_loop_lag_seconds: p50, p99 and max as the histogram's bucket
+    bounds (target: max <= 50 ms, half the advert interval)
+  - the time from SIGHUP until the new weight is in director 1's kernel, beside
+    keepalived's reload of the same one-weight change of the same table in the same boot
+    (bench/ipvs_apply's (f)), in a fresh namespace, with the cluster stopped
+
+Writes results.json next to this file.
+
+    .venv/bin/python bench/reload_safety/run.py [--services 10000] [--reloads 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.kernel.test_reload_safety import (  # noqa: E402
+    DESTS,
+    Cluster,
+    rip,
+    scrape,
+    total,
+    vip,
+)
+
+LAG = "lvs_agent_event_loop_lag_seconds"
+
+
+def weight(kernel: Any, i: int, j: int) -> int | None:
+    from agent.ipvs.model import AF_INET, IPPROTO_TCP, DestKey, ServiceKey
+
+    key = ServiceKey(AF_INET, IPPROTO_TCP, vip(i), 80)
+    svc = kernel.dump_services([key]).get(key)
+    if svc is None:
+        return None
+    kd = svc.dests.get(DestKey(AF_INET, rip(i, j), 8080))
+    return None if kd is None else int(kd.dest.weight)
+
+
+def buckets(text: str) -> dict[float, float]:
+    from agent.lab.agents import metric_values
+
+    out: dict[float, float] = {}
+    for labels, value in metric_values(text, f"{LAG}_bucket").items():
+        out[float(dict(labels)["le"])] = value
+    return out
+
+
+def lag_summary(before: str, after: str) -> dict[str, Any]:
+    """p50, p99 and max of the wakes between two scrapes, as bucket upper bounds."""
+    b, a = buckets(before), buckets(after)
+    cum = sorted((le, a[le] - b.get(le, 0.0)) for le in a)
+    count = cum[-1][1] if cum else 0.0
+
+    def quantile(q: float) -> float:
+        for le, n in cum:
+            if n >= q * count:
+                return le
+        return float("inf")
+
+    return {
+        "wakes": count,
+        "p50_le": quantile(0.5),
+        "p99_le": quantile(0.99),
+        "max_le": quantile(1.0),
+        "over_25ms": count - dict(cum).get(0.025, 0.0),
+        "over_50ms": count - dict(cum).get(0.05, 0.0),
+    }
+
+
+def wait(what: str, check: Any, timeout: float, cluster: Cluster) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        for a in cluster.agents.values():
+            if not a.running():
+                raise RuntimeError(f"an agent exited before {what}:\n{a.text()[-3000:]}")
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise TimeoutError(f"{what}: not within {timeout:g}s")
+
+
+def run_cluster(
+    services: int, reloads: int, interval: str, gap: float, work: Path
+) -> dict[str, Any]:
+    from agent.ipvs.kernel import IpvsKernel
+    from agent.lab import netns
+    from agent.lab.topology import Lab
+
+    res: dict[str, Any] = {"services": services, "real_servers": services * DESTS}
+    with Lab(forwarding="nat", directors=3, real_servers=1, vip_on_director=False) as lab:
+        cluster = Cluster(lab, work, services=services, reconcile_interval=interval)
+        weights: dict[tuple[int, int], int] = {}
+        try:
+            started = time.monotonic()
+            cluster.start(3, weights)
+            d1 = cluster.start(1, weights)
+            d2 = cluster.start(2, weights)
+            last = (services - 1, DESTS - 1)
+            with netns.entered(lab.director(1).ns):
+                k1 = IpvsKernel()
+            with netns.entered(lab.director(2).ns):
+                k2 = IpvsKernel()
+
+            def settled() -> bool:
+                log = d1.text()
+                return (
+                    "adverts: BACKUP -> MASTER" in log
+                    and "quorum: BACKUP -> MASTER" in log
+                    and weight(k2, *last) == 1
+                )
+
+            res["start_s"] = round(wait("the cluster to settle", settled, 1800, cluster), 2)
+            print(f"cluster up in {res['start_s']}s (both tables programmed)", flush=True)
+            time.sleep(5)
+            before = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2))}
+            took: list[float] = []
+            for n in range(reloads):
+                i, j = services - 1 - 97 * n, n % DESTS
+                weights[(i, j)] = 10 + n
+                d1.config.write_text(cluster.config(1, weights))
+                d1.signal(signal.SIGHUP)
+                took.append(
+                    wait(
+                        f"reload {n}",
+                        lambda i=i, j=j, n=n: weight(k1, i, j) == 10 + n,
+                        600,
+                        cluster,
+                    )
+                )
+                print(f"reload {n}: weight in the kernel {took[-1]:.2f}s after SIGHUP", flush=True)
+                # the full reconcile that follows a reload, before the next one (scraping
+                # /metrics to see it would itself load the agent: every real server's counters)
+                time.sleep(gap)
+            time.sleep(2)
+            after = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2))}
+            res["reload_seconds"] = [round(t, 3) for t in took]
+            res["reload_median_s"] = round(statistics.median(took), 3)
+            res["reload_max_s"] = round(max(took), 3)
+            res["elapsed_s"] = round(time.monotonic() - started, 1)
+            for name in ("d1", "d2"):
+                b, a = before[name], after[name]
+                res[name] = {
+                    "vrrp_transitions": total(a, "lvs_agent_vrrp_transitions_total")
+                    - total(b, "lvs_agent_vrrp_transitions_total"),
+                    "lease_losses": total(a, "lvs_agent_lock_losses_total")
+                    - total(b, "lvs_agent_lock_losses_total"),
+                    "full_reconciles": total(a, "lvs_agent_reconcile_duration_seconds_count")
+                    - total(b, "lvs_agent_reconcile_duration_seconds_count"),
+                    "reloads_applied": total(a, "lvs_agent_config_reloads_total", result="applied"),
+                    "loop_lag": lag_summary(b, a),
+                }
+            k1.close()
+            k2.close()
+        finally:
+            for agent in cluster.agents.values():
+                agent.stop(timeout=120)
+    return res
+
+
+def keepalived_reload(services: int, work: Path) -> float:
+    from bench.ipvs_apply.run import fresh_netns
+    from bench.ipvs_apply.run import keepalived_reload as reload
+
+    with fresh_netns() as ns:
+        return reload(ns, services, work, 1800)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:g} ms"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--services", type=int, default=10000)
+    parser.add_argument("--reloads", type=int, default=10)
+    parser.add_argument("--interval", default="60s", help="the agents' reconcile_interval")
+    parser.add_argument("--gap", type=float, default=20.0, help="seconds between reloads")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    args = parser.parse_args()
+    from agent.lab.topology import ipvs_available
+
+    if not ipvs_available():
+        from agent.lab.vm import run_in_vm
+
+        print("no IPVS in this kernel: running in the lab VM (software emulation)", flush=True)
+        cmd = (
+            f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} "
+            f"{shlex.quote(__file__)} --services {args.services} --reloads {args.reloads} "
+            f"--interval {args.interval} --gap {args.gap} --out {shlex.quote(args.out)}"
+        )
+        return run_in_vm(cmd, rwdirs=[str(ROOT)], memory="4G")
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+    }
+    with tempfile.TemporaryDirectory(prefix="reload-safety-") as tmp:
+        work = Path(tmp)
+        results["agent"] = run_cluster(args.services, args.reloads, args.interval, args.gap, work)
+        print("keepalived: the same one-weight reload", flush=True)
+        results["keepalived_reload_s"] = round(keepalived_reload(args.services, work), 3)
+    a = results["agent"]
+    print(f"\n== {args.services} services x {DESTS}, {args.reloads} reloads")
+    for name in ("d1", "d2"):
+        d, lag = a[name], a[name]["loop_lag"]
+        print(
+            f"{name}: VRRP transitions {d['vrrp_transitions']:g}, lease losses "
+            f"{d['lease_losses']:g}, full reconciles {d['full_reconciles']:g}; loop lag "
+            f"p50 <= {ms(lag['p50_le'])}, p99 <= {ms(lag['p99_le'])}, max <= {ms(lag['max_le'])}"
+            f" ({lag['wakes']:g} wakes, {lag['over_50ms']:g} over 50 ms)"
+        )
+    print(
+        f"SIGHUP -> weight in the kernel: median {a['reload_median_s']} s, max "
+        f"{a['reload_max_s']} s; keepalived {results['keepalived_reload_s']} s"
+    )
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwritten {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
