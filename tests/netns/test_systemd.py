@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.daemon.worker import NICE as WORKER_NICE
+from agent.daemon.worker import SMALL_FILE
 from tests.check_skips import skip_or_fail
 from tests.netns.nspawn import REPO, Container
 from tests.netns.support import metric, wait_until
@@ -19,13 +21,17 @@ UNITS = REPO / "agent" / "packaging" / "systemd"
 VIP = "10.99.0.100"
 KEY = "1 " + "ab" * 32 + "\n"
 
-AGENT_CONFIG = f"""\
+AGENT_CONFIG = (
+    f"""\
 node: {{name: director1}}
 metrics: {{listen: "127.0.0.1:9469"}}
 vrrp_instances:
   - {{name: web, interface: v0, vrid: 51, priority: 150, advert_interval: 100ms,
      virtual_ips: [{VIP}/24]}}
+# Comments past SMALL_FILE bytes: the daemon reads this file in its configuration worker.
 """
+    + ("#" * 99 + "\n") * (SMALL_FILE // 100 + 1)
+)
 
 WITNESS_CONFIG = """\
 state_dir: /var/lib/lvs-witness
@@ -89,6 +95,11 @@ def has_vip(box: Container) -> bool:
     return f"inet {VIP}/24" in box.run("ip", "-4", "addr", "show", "dev", "v0").stdout
 
 
+def worker_nice(box: Container) -> list[str]:
+    out = box.run("ps", "-eo", "ni,args", "--no-headers").stdout
+    return [line.split()[0] for line in out.splitlines() if "agent.daemon.worker" in line]
+
+
 def journal(box: Container, unit: str) -> str:
     return box.run("journalctl", "--no-pager", "-o", "cat", "-u", unit).stdout
 
@@ -109,6 +120,9 @@ def test_agent_unit_runs_reloads_and_stops(box: Container) -> None:
     caps = box.run("grep", "^Cap", f"/proc/{pid.group(1)}/status").stdout
     # CAP_NET_ADMIN (12) and CAP_NET_RAW (13) and nothing else, as an unprivileged user
     assert "CapEff:\t0000000000003000" in caps and "CapBnd:\t0000000000003000" in caps
+    # The configuration worker lowers its priority (setpriority is let through the filter).
+    wait_until("the configuration worker", lambda: bool(worker_nice(box)), 15)
+    assert worker_nice(box) == [str(WORKER_NICE)]
 
     box.run("systemctl", "reload", "lvs-agent.service")
     wait_until(
@@ -149,3 +163,31 @@ def test_witness_unit_serves_its_cluster(box: Container) -> None:
     assert metric(scrape(box, 9470), "lvs_agent_lock_members", cluster="lb-test") == 3.0
     assert exposure(box, "lvs-agent-witness.service") <= 2.0
     box.run("systemctl", "stop", "lvs-agent-witness.service")
+
+
+def test_sandbox_lets_the_agent_write_only_the_net_sysctls_it_names(box: Container) -> None:
+    """The agent keeps net.ipv4.vs.* in place through ``ReadWritePaths=`` under
+    ``ProtectKernelTunables=``. This kernel has no IPVS, so the same sandbox (the unit's
+    own lines) runs with another per-namespace sysctl directory in that place: as the
+    lvs-agent user with CAP_NET_ADMIN it writes there, and nowhere else in /proc/sys."""
+    skip = ("Type", "ExecStart", "ExecReload", "Restart", "RestartSec")
+    props = []
+    service = (UNITS / "lvs-agent.service").read_text().split("[Service]")[1].split("[")[0]
+    for line in service.splitlines():
+        if not line or line.startswith("#") or line.split("=")[0] in skip:
+            continue
+        props += ["-p", line.replace("/proc/sys/net/ipv4/vs", "/proc/sys/net/ipv4/conf/v1")]
+    assert "ReadWritePaths=-/proc/sys/net/ipv4/conf/v1" in props
+    for dev in ("v0", "v1"):
+        box.run("sysctl", "-w", f"net.ipv4.conf.{dev}.arp_ignore=0")
+    done = box.run(
+        "systemd-run", "--wait", "--pipe", "--quiet", *props,
+        "/bin/sh", "-c",
+        "echo 1 > /proc/sys/net/ipv4/conf/v1/arp_ignore;"
+        " echo 1 > /proc/sys/net/ipv4/conf/v0/arp_ignore",
+        check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "Read-only file system" in done.stderr, done.stderr
+    assert box.run("sysctl", "-n", "net.ipv4.conf.v1.arp_ignore").stdout.strip() == "1"
+    assert box.run("sysctl", "-n", "net.ipv4.conf.v0.arp_ignore").stdout.strip() == "0"
