@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from agent.health.config import DNS_RCODES, DNS_TYPES, Check, CheckKey
 from agent.health.core import Result, agent_result, exec_result
@@ -135,35 +135,30 @@ async def _with_grace(
     limit: float,
     stalled: Callable[[], float],
 ) -> Result:
-    task = asyncio.ensure_future(coro)
-    deadline = start + limit
+    loop = asyncio.get_running_loop()
     grace_left = limit * STALL_GRACE
     seen = stalled()
-    try:
-        while True:
-            wait = deadline - time.monotonic()
-            if wait > 0:
-                done, _ = await asyncio.wait((task,), timeout=wait)
-                if done:
-                    return task.result()
+    handle: asyncio.TimerHandle | None = None
+    async with asyncio.timeout(None) as cm:
+
+        def on_deadline(deadline: float) -> None:
+            nonlocal grace_left, seen, handle
             now_stalled = stalled()
             extra = min(now_stalled - seen, grace_left)
             seen = now_stalled
-            if extra <= 0:
-                raise TimeoutError
-            deadline += extra
-            grace_left -= extra
-    finally:
-        if not task.done():
-            # not awaited: the probe's own finally closes its socket on the next
-            # pass, and our caller's cancellation must not be swallowed here
-            task.cancel()
-            task.add_done_callback(_retrieve)
+            if extra > 0:
+                grace_left -= extra
+                handle = loop.call_at(deadline + extra, on_deadline, deadline + extra)
+            else:
+                # fires on the next pass: an answer read in this pass wins
+                cm.reschedule(loop.time())
 
-
-def _retrieve(task: asyncio.Future[Result]) -> None:
-    if not task.cancelled():
-        task.exception()
+        handle = loop.call_at(start + limit, on_deadline, start + limit)
+        try:
+            return await coro
+        finally:
+            handle.cancel()
+    raise AssertionError("unreachable")  # pragma: no cover - the timeout raises
 
 
 def _expect(check: Check, data: bytes) -> Result:
@@ -235,13 +230,12 @@ def _is_ip(name: str) -> bool:
 
 async def _http(key: CheckKey) -> Result:
     check, t = key.check, key.target
-    ctx: ssl.SSLContext | None = None
-    server_name: str | None = None
-    if check.type == "https":
-        ctx = _tls_context(check.tls_verify, check.tls_ca_file)
-        server_name = check.tls_server_name or check.host or t.address
-        if not check.tls_verify and _is_ip(server_name):
-            server_name = None  # no SNI for an address (RFC 6066 3)
+    if check.type == "http":
+        return await _http_plain(key)
+    ctx = _tls_context(check.tls_verify, check.tls_ca_file)
+    server_name: str | None = check.tls_server_name or check.host or t.address
+    if not check.tls_verify and _is_ip(server_name or ""):
+        server_name = None  # no SNI for an address (RFC 6066 3)
     sock = _open(key, socket.SOCK_STREAM)
     writer: asyncio.StreamWriter | None = None
     try:
@@ -250,13 +244,11 @@ async def _http(key: CheckKey) -> Result:
         reader, writer = await asyncio.open_connection(
             sock=sock,
             ssl=ctx,
-            server_hostname=server_name if ctx else None,
-            ssl_handshake_timeout=check.timeout if ctx else None,
+            server_hostname=server_name,
+            ssl_handshake_timeout=check.timeout,
         )
         writer.write(request(check.method, check.path, _host_header(key)))
-        response = ResponseReader(
-            want_body=check.expect_body is not None, head=check.method == "HEAD"
-        )
+        response = _response(check)
         while True:
             data = await reader.read(65536)
             if not data:
@@ -264,17 +256,44 @@ async def _http(key: CheckKey) -> Result:
                 break
             if response.feed(data):
                 break
-        if not status_matches(response.status, check.expect_status):
-            return Result(False, f"status {response.status}")
-        if check.expect_body is not None and not _regex(check.expect_body).search(
-            bytes(response.body)
-        ):
-            return Result(False, "body")
-        return Result(True, f"status {response.status}")
+        return _judge(check, response)
     finally:
         if writer is not None:
             writer.transport.abort()  # no TLS close_notify wait, no lingering socket
         sock.close()
+
+
+async def _http_plain(key: CheckKey) -> Result:
+    """HTTP without TLS on the bare socket: no transport, stream or protocol objects."""
+    check, t = key.check, key.target
+    loop = asyncio.get_running_loop()
+    sock = _open(key, socket.SOCK_STREAM)
+    try:
+        await loop.sock_connect(sock, (t.address, t.port))
+        await loop.sock_sendall(sock, request(check.method, check.path, _host_header(key)))
+        response = _response(check)
+        while True:
+            data = await loop.sock_recv(sock, 65536)
+            if not data:
+                response.eof()
+                break
+            if response.feed(data):
+                break
+        return _judge(check, response)
+    finally:
+        sock.close()
+
+
+def _response(check: Check) -> ResponseReader:
+    return ResponseReader(want_body=check.expect_body is not None, head=check.method == "HEAD")
+
+
+def _judge(check: Check, response: ResponseReader) -> Result:
+    if not status_matches(response.status, check.expect_status):
+        return Result(False, f"status {response.status}")
+    if check.expect_body is not None and not _regex(check.expect_body).search(bytes(response.body)):
+        return Result(False, "body")
+    return Result(True, f"status {response.status}")
 
 
 async def _udp_exchange(
@@ -374,46 +393,66 @@ _PROBES = {
 
 
 def batchable(key: CheckKey) -> bool:
-    """True for checks ``TcpConnector`` runs: tcp, connect only."""
-    return key.check.type == "tcp" and not key.check.send and key.check.expect is None
+    """True for checks ``BatchProber`` runs: connect-only tcp, and http without TLS."""
+    check = key.check
+    if check.type == "tcp":
+        return not check.send and check.expect is None
+    return check.type == "http"
 
 
-class TcpConnector:
-    """Connect-only tcp probes, batched on one private epoll instance, half-open.
+class _Http:
+    """A plain-HTTP probe in flight: its request, then its response reader."""
 
-    One asyncio transport (or ``sock_connect`` future) per probe costs most of a
-    core at 10,000 targets a second. Here a probe is socket, connect, one
-    ``epoll_ctl`` and close, and the connector is passive: its owner calls
-    ``reap`` and ``expire`` from its own timer, every few milliseconds while
-    connects are pending, so one wake-up of the asyncio loop handles every
-    connect that finished meanwhile (no asyncio callback per probe). The
-    outcome is read from the event mask (``SO_ERROR`` only on failure). As
-    HAProxy does, the socket has TCP_QUICKACK off, so the kernel holds back the
-    handshake's last ACK and the close (SO_LINGER 0) answers the SYN-ACK with a
-    RST: the target's application never sees the probe, and the director keeps
-    no TIME_WAIT. A SYN-ACK proves the port listens, which is all a connect
-    check asks.
+    __slots__ = ("check", "request", "response")
 
-    Timeouts sit in one FIFO per timeout value (deadlines in a FIFO only grow).
-    Call ``reap`` before ``expire``: a connect that succeeded while the loop was
-    busy is then not counted as a timeout. ``on_result(token, ok, reason,
-    duration)`` reports each probe exactly once; durations are as fine as the
-    owner's reaping period.
+    def __init__(self, key: CheckKey):
+        self.check = key.check
+        self.request: bytes | None = request(key.check.method, key.check.path, _host_header(key))
+        self.response = _response(key.check)
+
+
+class BatchProber:
+    """Connect-only tcp and plain-HTTP probes, batched on one private epoll instance.
+
+    One asyncio transport, task or future per probe costs most of a core at
+    10,000 targets a second. Here a tcp probe is socket, connect, one
+    ``epoll_ctl`` and close, an HTTP probe adds one send, one ``epoll_ctl``
+    and its reads; the prober is passive: its owner calls ``reap`` and
+    ``expire`` from its own timer, every few milliseconds while probes are
+    pending, so one wake-up of the asyncio loop serves every probe that made
+    progress meanwhile (no asyncio callback per probe). A connect's outcome is
+    read from the event mask (``SO_ERROR`` only on failure).
+
+    As HAProxy does, a tcp probe's socket has TCP_QUICKACK off, so the kernel
+    holds back the handshake's last ACK and the close (SO_LINGER 0) answers
+    the SYN-ACK with a RST: the target's application never sees the probe, and
+    the director keeps no TIME_WAIT. A SYN-ACK proves the port listens, which
+    is all a connect check asks. HTTP probes close with a RST too.
+
+    Timeouts sit in one FIFO per timeout value. Call ``reap`` before
+    ``expire``: an answer that arrived while the loop was busy then counts. A
+    probe past its deadline while the loop itself stalled (``expire``'s
+    ``stalled``, a growing count of seconds) gets that time back, up to
+    ``STALL_GRACE`` x its timeout. ``on_result(token, ok, reason, duration)``
+    reports each probe exactly once; durations are as fine as the owner's
+    reaping period.
     """
 
     def __init__(self, on_result: Callable[[object, bool, str, float], None]):
         self._on_result = on_result
         self._ep = select.epoll()
-        self._pending: dict[int, tuple[_socket.socket, float, object]] = {}
+        # fd -> socket, start, token, HTTP state (None: tcp), stall count at start, grace left
+        self._pending: dict[int, list[Any]] = {}
         self._fifos: dict[float, deque[tuple[float, int, _socket.socket]]] = {}
 
     @property
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def start(self, key: CheckKey, token: object, now: float) -> None:
-        """Start one connect at ``now``; ``on_result`` is called once for ``token``."""
+    def start(self, key: CheckKey, token: object, now: float, stalled: float = 0.0) -> None:
+        """Start one probe at ``now``; ``on_result`` is called once for ``token``."""
         t = key.target
+        http = key.check.type == "http"
         try:
             sock = _socket.socket(_family(t.address), _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK)
         except OSError as e:
@@ -421,7 +460,8 @@ class TcpConnector:
             return
         try:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_RST)
-            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_QUICKACK, 0)
+            if not http:
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_QUICKACK, 0)
             if t.source_address:
                 sock.bind((t.source_address, 0))
             err = sock.connect_ex((t.address, t.port))
@@ -434,56 +474,113 @@ class TcpConnector:
             self._on_result(token, False, errno_reason(err), time.monotonic() - now)
             return
         fd = sock.fileno()
-        self._ep.register(fd, _EPOLL_CONNECT)
-        self._pending[fd] = (sock, now, token)
+        self._ep.register(fd, select.EPOLLOUT if http else _EPOLL_CONNECT)
         timeout = key.check.timeout
+        self._pending[fd] = [
+            sock,
+            now,
+            token,
+            _Http(key) if http else None,
+            stalled,
+            timeout * STALL_GRACE,
+        ]
         fifo = self._fifos.get(timeout)
         if fifo is None:
             fifo = self._fifos[timeout] = deque()
         fifo.append((now + timeout, fd, sock))
 
     def reap(self, now: float) -> None:
-        """Report every connect that finished."""
+        """Move every probe that can make progress; report those that finished."""
         pending = self._pending
         report = self._on_result
         while pending:
             events = self._ep.poll(0, 8192)
             for fd, mask in events:
-                entry = pending.pop(fd, None)
+                entry = pending.get(fd)
                 if entry is None:
                     continue
-                sock, start, token = entry
-                if mask & _EPOLL_FAILED:
-                    err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
-                    sock.close()
-                    report(token, False, errno_reason(err) if err else "reset", now - start)
-                else:
-                    sock.close()
-                    report(token, True, "ok", now - start)
+                sock = entry[0]
+                http: _Http | None = entry[3]
+                if http is None or http.request is not None:  # connecting
+                    if mask & _EPOLL_FAILED:
+                        err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+                        self._finish(fd, False, errno_reason(err) if err else "reset", now)
+                    elif http is None:
+                        del pending[fd]
+                        sock.close()
+                        report(entry[2], True, "ok", now - entry[1])
+                    else:
+                        self._send(fd, sock, http, now)
+                    continue
+                self._read(fd, sock, http, now)
             if len(events) < 8192:
                 break
 
-    def expire(self, now: float) -> None:
-        """Report as timed out every connect past its deadline (``reap`` first)."""
+    def _send(self, fd: int, sock: _socket.socket, http: _Http, now: float) -> None:
+        assert http.request is not None
+        try:
+            sent = sock.send(http.request)
+        except OSError as e:
+            self._finish(fd, False, reason_of(e), now)
+            return
+        if sent < len(http.request):  # a request is far below any socket buffer
+            http.request = http.request[sent:]
+            return
+        http.request = None
+        self._ep.modify(fd, select.EPOLLIN)
+
+    def _read(self, fd: int, sock: _socket.socket, http: _Http, now: float) -> None:
+        response = http.response
+        try:
+            data = sock.recv(65536)
+            if not data:
+                response.eof()
+            elif not response.feed(data):
+                return
+        except BlockingIOError:
+            return
+        except (OSError, ProtocolError) as e:
+            self._finish(fd, False, reason_of(e), now)
+            return
+        result = _judge(http.check, response)
+        self._finish(fd, result.ok, result.reason, now)
+
+    def _finish(self, fd: int, ok: bool, reason: str, now: float) -> None:
+        entry = self._pending.pop(fd)
+        entry[0].close()
+        self._on_result(entry[2], ok, reason, now - entry[1])
+
+    def expire(self, now: float, stalled: float = 0.0) -> None:
+        """Report as timed out every probe past its deadline (``reap`` first)."""
         pending = self._pending
         for fifo in self._fifos.values():
+            later: list[tuple[float, int, _socket.socket]] = []
             while fifo and fifo[0][0] <= now:
-                _, fd, sock = fifo.popleft()
+                deadline, fd, sock = fifo.popleft()
                 entry = pending.get(fd)
                 if entry is None or entry[0] is not sock:
                     continue  # finished already (its fd may have been reused since)
+                # the loop stalled while an HTTP probe ran: that time is given back (a
+                # connect's SYN-ACK needs no help from the loop, reaping saw it already)
+                extra = min(stalled - entry[4], entry[5]) if entry[3] is not None else 0.0
+                if extra > 0:
+                    entry[4] = stalled
+                    entry[5] -= extra
+                    later.append((deadline + extra, fd, sock))
+                    continue
                 del pending[fd]
                 sock.close()
                 self._on_result(entry[2], False, "timeout", now - entry[1])
+            fifo.extend(later)  # judged when they reach the head: never early
 
     def next_deadline(self) -> float | None:
         firsts = [f[0][0] for f in self._fifos.values() if f]
         return min(firsts) if firsts else None
 
     def close(self) -> None:
-        """Stop: every pending connect is closed without a result."""
-        for sock, _start, _token in self._pending.values():
-            sock.close()
+        """Stop: every pending probe is closed without a result."""
+        for entry in self._pending.values():
+            entry[0].close()
         self._pending.clear()
         self._fifos.clear()
         self._ep.close()

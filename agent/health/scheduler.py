@@ -43,7 +43,7 @@ from typing import Final
 from agent.health import core
 from agent.health.config import CheckKey, Member, Pool
 from agent.health.core import CheckState, MemberHealth, PoolDecision, PoolState, Result
-from agent.health.probes import TcpConnector, batchable, probe
+from agent.health.probes import BatchProber, batchable, probe
 
 log = logging.getLogger("agent.health")
 
@@ -55,6 +55,7 @@ LATE_WARN: Final = 0.5  # a probe this late (seconds) is worth a warning
 # fine as TICK; far below any check interval, it keeps the loop's own cost per
 # probe small (one wake-up serves hundreds of probes at 10,000 checks a second).
 TICK: Final = 0.005
+LAG_COUNTED: Final = 0.02  # a wake-up this late (seconds) counts as the loop stalling
 STALL: Final = 0.1  # the loop woke this late (seconds): probes running meanwhile are suspect
 
 LATENESS_BUCKETS: Final = (
@@ -207,7 +208,7 @@ class Scheduler:
         self._in_flight = 0
         self._tasks: set[asyncio.Task[Result]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tcp: TcpConnector | None = None
+        self._tcp: BatchProber | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._ramp_timer: asyncio.TimerHandle | None = None
@@ -265,7 +266,7 @@ class Scheduler:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tcp = TcpConnector(self._tcp_done)
+        self._tcp = BatchProber(self._tcp_done)
         now = time.monotonic()
         for entry in self._entries.values():
             self._first_due(entry, now)
@@ -363,14 +364,14 @@ class Scheduler:
         now = time.monotonic()
         lag = now - self._timer_at
         self.stats.loop_lag.observe(lag)
-        if lag > TICK:
+        if lag > LAG_COUNTED:
             self._stalled_total += lag - TICK
         if lag >= STALL:
             self._stalled_at = now
         tcp = self._tcp
         if tcp is not None and tcp.in_flight:
             tcp.reap(now)
-            tcp.expire(now)
+            tcp.expire(now, self._stalled_total)
         heap = self._heap
         limit = now + TICK
         while heap and heap[0][0] <= limit and self._in_flight < self.max_in_flight:
@@ -397,7 +398,7 @@ class Scheduler:
         self._in_flight += 1
         if entry.batch and self._tcp is not None:
             entry.started = now
-            self._tcp.start(entry.key, entry, now)
+            self._tcp.start(entry.key, entry, now, self._stalled_total)
             return
         task = asyncio.ensure_future(probe(entry.key, self._stalled))
         self._tasks.add(task)
