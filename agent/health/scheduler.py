@@ -417,6 +417,11 @@ class Scheduler:
     def _stalled(self) -> float:
         return self._stalled_total
 
+    @property
+    def stalled_seconds(self) -> float:
+        """Seconds the loop woke late (20 ms or more), summed since start."""
+        return self._stalled_total
+
     def _tcp_done(self, token: object, ok: bool, reason: str, duration: float) -> None:
         entry: _Entry = token  # type: ignore[assignment]
         self._done(entry, entry.started, Result(ok, reason, duration))
