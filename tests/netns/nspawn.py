@@ -159,6 +159,7 @@ class Container:
         if self._ns_made:
             netns.ip("netns", "del", self.ns, check=False)
             self._ns_made = False
+        self.log.unlink(missing_ok=True)  # a failed boot quoted its tail already
 
 
 def _systemd_child(pid: int) -> int:
