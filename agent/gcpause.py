@@ -1,12 +1,13 @@
 """Pause Python's cyclic garbage collector around allocation bursts.
 
-Building the desired table, planning against it and decoding a dump each
-allocate tens of thousands of objects per thousand services that live on;
-every gen-2 collection triggered meanwhile walks all of them again. Paused,
-these steps took 30-38 % less CPU time at 10,000 services × 4 on hardware
-(bench/speed_layers). Reading the configuration file gained nothing, so it
-is not paused. None of these steps creates reference cycles worth collecting
-mid-way; the collector runs normally afterwards.
+Building the desired table, planning against it, decoding a dump and loading
+a cached table each allocate tens of thousands of objects per thousand
+services that live on; every gen-2 collection triggered meanwhile walks all of
+them again. Paused, these steps took 28-53 % less CPU time at 10,000 services
+× 4 on the host CPU (bench/speed_layers; nothing measurable at 1,000). Reading
+the configuration file gained nothing, so it is not paused. None of these
+steps creates reference cycles worth collecting mid-way; the collector runs
+normally afterwards.
 
 The collector is process-wide, so a pause must never span an ``await`` (the
 event loop would run everything else with the collector off): callers pause
