@@ -146,6 +146,7 @@ class _Entry:
         "gone",
         "inconclusive",
         "key",
+        "ok_key",
         "pools",
         "running",
         "started",
@@ -155,6 +156,7 @@ class _Entry:
     def __init__(self, key: CheckKey, state: CheckState):
         self.key = key
         self.batch = batchable(key)
+        self.ok_key = (key.check.type, True)
         self.started = 0.0
         self.inconclusive = 0
         self.state = state
@@ -424,6 +426,24 @@ class Scheduler:
 
     def _tcp_done(self, token: object, ok: bool, reason: str, duration: float) -> None:
         entry: _Entry = token  # type: ignore[assignment]
+        state = entry.state
+        if ok and state.up and not state.streak and state.weight is None and not entry.gone:
+            # The common case, kept short: a settled-up check passed again, for which
+            # core.observe returns the state unchanged and next_interval the interval.
+            self._in_flight -= 1
+            entry.running = False
+            entry.inconclusive = 0
+            stats = self.stats
+            check = entry.key.check
+            stats.probes[entry.ok_key] += 1
+            stats.duration(check.type).observe(duration)
+            started = entry.started
+            now = started + duration
+            due = started + check.interval * (1.0 + self.spread * (2.0 * self._rng.random() - 1.0))
+            self._push(entry, due if due > now else now)
+            if self._timer is None or entry.due < self._timer_at:
+                self._arm(now)
+            return
         self._done(entry, entry.started, Result(ok, reason, duration))
 
     def _done(self, entry: _Entry, started: float, result: Result) -> None:
