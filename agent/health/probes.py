@@ -2,8 +2,8 @@
 
 This module owns the sockets and processes of the checks: ``probe(key)`` for
 every type (tcp with send/expect, http/https, udp, dns, exec, agent) as a
-coroutine on the running loop, and ``TcpConnector``, the batched connect-only
-prober the scheduler uses for plain tcp checks at scale. It must never decide
+coroutine on the running loop, and ``BatchProber``, the batched prober the
+scheduler uses for connect-only tcp and plain HTTP checks at scale. It must never decide
 health (rise/fall, weights: ``agent.health.core``) nor schedule (``scheduler``).
 
 Every socket is closed on every path, cancellation included; every read is

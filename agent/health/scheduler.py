@@ -14,9 +14,12 @@ warning is logged at most every ``LATE_LOG_EVERY`` seconds; nothing is counted
 against the target. Each probe's timeout runs from its real start, and the next
 probe is due one interval after the previous one really started, so a prober
 that falls behind stretches its intervals instead of bursting to catch up.
-A probe that timed out while the loop itself was seen stalled (it woke
-``STALL`` or more late) is inconclusive: not counted, probed again at once, at
-most ``fall`` times in a row. ``oldest_due`` is how late the most overdue check
+The time the loop itself was seen stalled (its timer woke ``LAG_COUNTED`` or
+more late) is given back to the HTTP and other multi-step probes that were
+running meanwhile, bounded (``probes.STALL_GRACE``); a probe that still timed
+out while the loop stalled ``STALL`` or more is inconclusive: not counted,
+probed again at once, at most ``fall`` times in a row. Plain tcp and HTTP
+checks run on ``probes.BatchProber``, driven by this module's ``TICK``. ``oldest_due`` is how late the most overdue check
 is right now: a loop that stops making progress shows it growing (the systemd
 watchdog can hang off it); ``stats.loop_lag`` is how late the loop woke.
 
