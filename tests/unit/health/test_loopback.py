@@ -1,0 +1,122 @@
+"""Probes against loopback listeners: the batched prober's state machines and the UDP rules."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+from agent.health.config import Check, check_key
+from agent.health.core import Result
+from agent.health.probes import BatchProber, probe
+
+HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nhealthy"
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def serve(answer: bytes) -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def batch(checks: dict[str, tuple[Check, int]]) -> dict[str, tuple[bool, str]]:
+    """Run each check once on a BatchProber, reaping every few ms until all reported."""
+    results: dict[str, tuple[bool, str]] = {}
+    prober = BatchProber(
+        lambda token, ok, reason, _d: results.__setitem__(str(token), (ok, reason))
+    )
+    try:
+        now = time.monotonic()
+        for name, (check, port) in checks.items():
+            prober.start(check_key(check, "127.0.0.1", port), name, now)
+        for _ in range(1000):
+            if len(results) == len(checks):
+                break
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            prober.reap(now)
+            prober.expire(now)
+    finally:
+        prober.close()
+    return results
+
+
+def test_batched_tcp_and_http_outcomes() -> None:
+    async def run() -> dict[str, tuple[bool, str]]:
+        ok_server, ok_port = await serve(HTTP_OK)
+        bad_server, bad_port = await serve(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        junk_server, junk_port = await serve(os.urandom(32) + b"\r\n\r\n")
+        closed = free_port()
+        try:
+            return await batch(
+                {
+                    "tcp ok": (Check("tcp"), ok_port),
+                    "tcp refused": (Check("tcp"), closed),
+                    "http ok": (Check("http", expect_body="heal"), ok_port),
+                    "http body": (Check("http", expect_body="nope"), ok_port),
+                    "http 503": (Check("http"), bad_port),
+                    "http garbage": (Check("http"), junk_port),
+                    "http refused": (Check("http"), closed),
+                }
+            )
+        finally:
+            for s in (ok_server, bad_server, junk_server):
+                s.close()
+
+    before = len(os.listdir("/proc/self/fd"))
+    results = asyncio.run(run())
+    assert results == {
+        "tcp ok": (True, "ok"),
+        "tcp refused": (False, "refused"),
+        "http ok": (True, "status 200"),
+        "http body": (False, "body"),
+        "http 503": (False, "status 503"),
+        "http garbage": (False, "garbage"),
+        "http refused": (False, "refused"),
+    }
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_udp_silence_is_health_and_an_icmp_error_is_not() -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    closed = free_port(socket.SOCK_DGRAM)
+    check = Check("udp", send=b"ping", timeout=0.2)
+
+    async def run() -> tuple[Result, Result, Result]:
+        return (
+            await probe(check_key(check, "127.0.0.1", silent.getsockname()[1])),
+            await probe(check_key(check, "127.0.0.1", closed)),
+            await probe(
+                check_key(
+                    Check("udp", send=b"ping", expect="pong", timeout=0.2),
+                    "127.0.0.1",
+                    silent.getsockname()[1],
+                )
+            ),
+        )
+
+    try:
+        quiet, refused, expected = asyncio.run(run())
+    finally:
+        silent.close()
+    assert (quiet.ok, quiet.reason) == (True, "no reply")
+    assert (refused.ok, refused.reason) == (False, "icmp unreachable")
+    assert (expected.ok, expected.reason) == (False, "timeout")
