@@ -19,9 +19,10 @@ more late) is given back to the HTTP and other multi-step probes that were
 running meanwhile, bounded (``probes.STALL_GRACE``); a probe that still timed
 out while the loop stalled ``STALL`` or more is inconclusive: not counted,
 probed again at once, at most ``fall`` times in a row. Plain tcp and HTTP
-checks run on ``probes.BatchProber``, driven by this module's ``TICK``. ``oldest_due`` is how late the most overdue check
-is right now: a loop that stops making progress shows it growing (the systemd
-watchdog can hang off it); ``stats.loop_lag`` is how late the loop woke.
+checks run on ``probes.BatchProber``, driven by this module's ``TICK``.
+``oldest_due`` is how late the most overdue check is right now: a loop that
+stops making progress shows it growing (the systemd watchdog can hang off it);
+``stats.loop_lag`` is how late the loop woke.
 
 One probe per check identity (``CheckKey``): every (virtual server, real
 server) that declares the same check against the same target reads the same
