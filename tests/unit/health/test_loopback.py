@@ -120,3 +120,38 @@ def test_udp_silence_is_health_and_an_icmp_error_is_not() -> None:
     assert (quiet.ok, quiet.reason) == (True, "no reply")
     assert (refused.ok, refused.reason) == (False, "icmp unreachable")
     assert (expected.ok, expected.reason) == (False, "timeout")
+
+
+def test_a_live_scheduler_probes_a_shared_check_once_and_keeps_it_over_a_reload() -> None:
+    from agent.health.config import Pool, member
+    from agent.health.scheduler import Scheduler
+
+    closed = free_port()
+    check = Check("tcp", interval=0.02, timeout=0.2, rise=1, fall=1)
+    pools = [Pool(name, (member("127.0.0.1", closed, 5, (check,)),)) for name in ("a", "b")]
+
+    async def run() -> tuple[int, int, bool, bool]:
+        s = Scheduler(pools)
+        s.start()
+        try:
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                if s.weight("a", ("127.0.0.1", closed)) == 0:
+                    break
+            (key,) = s.states()
+            state = s.states()[key]
+            s.reload([*pools, Pool("c", (member("127.0.0.1", closed, 9, (check,)),))])
+            kept = s.states()[key] is state
+            return (
+                s.checks,
+                s.stats.probes[("tcp", False)],
+                kept,
+                s.weight("c", ("127.0.0.1", closed)) == 0,
+            )
+        finally:
+            s.stop()
+
+    checks, failures, kept, new_pool_sees_it = asyncio.run(run())
+    assert checks == 1  # one identity for both virtual servers
+    assert failures >= 1
+    assert kept and new_pool_sees_it  # the new pool reads the carried-over down state
