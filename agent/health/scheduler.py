@@ -48,6 +48,7 @@ from agent.health import core
 from agent.health.config import CheckKey, Member, Pool
 from agent.health.core import CheckState, MemberHealth, PoolDecision, PoolState, Result
 from agent.health.probes import BatchProber, batchable, probe
+from agent.health.syn import SynProber, usable
 
 log = logging.getLogger("agent.health")
 
@@ -155,11 +156,13 @@ class _Entry:
         "running",
         "started",
         "state",
+        "syn",
     )
 
     def __init__(self, key: CheckKey, state: CheckState):
         self.key = key
         self.batch = batchable(key)
+        self.syn = usable(key)
         self.ok_key = (key.check.type, True)
         self.started = 0.0
         self.inconclusive = 0
@@ -196,6 +199,7 @@ class Scheduler:
         *,
         max_in_flight: int = 4096,
         spread: float = 0.05,
+        syn_probes: bool = True,
         on_change: Callable[[set[str]], None] | None = None,
         on_start: Callable[[CheckKey, float], None] | None = None,
         rng: random.Random | None = None,
@@ -215,6 +219,8 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Result]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tcp: BatchProber | None = None
+        self._syn: SynProber | None = None
+        self.syn_probes = syn_probes
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._ramp_timer: asyncio.TimerHandle | None = None
@@ -273,6 +279,11 @@ class Scheduler:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._tcp = BatchProber(self._tcp_done)
+        if self.syn_probes:
+            try:
+                self._syn = SynProber(self._tcp_done)
+            except OSError as e:  # no CAP_NET_RAW: every tcp check on kernel sockets
+                log.info("tcp checks use kernel sockets (raw sockets: %s)", e)
         now = time.monotonic()
         for entry in self._entries.values():
             self._first_due(entry, now)
@@ -300,6 +311,9 @@ class Scheduler:
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None
+        if self._syn is not None:
+            self._syn.close()
+            self._syn = None
         for timer in (self._timer, self._ramp_timer):
             if timer is not None:
                 timer.cancel()
@@ -348,14 +362,14 @@ class Scheduler:
         if self._loop is None:
             return
         at = heap[0][0] if heap else None
-        tcp = self._tcp
-        if tcp is not None and tcp.in_flight:
-            wake = (time.monotonic() if now is None else now) + TICK
-            deadline = tcp.next_deadline()
-            if deadline is not None and deadline < wake:
-                wake = deadline
-            if at is None or wake < at:
-                at = wake
+        for prober in (self._tcp, self._syn):
+            if prober is not None and prober.in_flight:
+                wake = (time.monotonic() if now is None else now) + TICK
+                deadline = prober.next_deadline()
+                if deadline is not None and deadline < wake:
+                    wake = deadline
+                if at is None or wake < at:
+                    at = wake
         if at is None:
             return
         if self._timer is not None:
@@ -374,6 +388,10 @@ class Scheduler:
             self._stalled_total += lag - TICK
         if lag >= STALL:
             self._stalled_at = now
+        syn = self._syn
+        if syn is not None and syn.in_flight:
+            syn.reap(now)
+            syn.expire(now)
         tcp = self._tcp
         if tcp is not None and tcp.in_flight:
             tcp.reap(now)
@@ -402,6 +420,10 @@ class Scheduler:
             self.on_start(entry.key, late)
         entry.running = True
         self._in_flight += 1
+        if entry.syn and self._syn is not None:
+            entry.started = now
+            self._syn.start(entry.key, entry, now)
+            return
         if entry.batch and self._tcp is not None:
             entry.started = now
             self._tcp.start(entry.key, entry, now, self._stalled_total)

@@ -155,3 +155,51 @@ def test_a_live_scheduler_probes_a_shared_check_once_and_keeps_it_over_a_reload(
     assert checks == 1  # one identity for both virtual servers
     assert failures >= 1
     assert kept and new_pool_sees_it  # the new pool reads the carried-over down state
+
+
+def test_syn_probes_on_loopback_or_the_fallback_without_raw_sockets() -> None:
+    from agent.health.syn import SynProber, usable
+
+    results: dict[str, tuple[bool, str]] = {}
+    try:
+        prober = SynProber(lambda t, ok, reason, _d: results.__setitem__(str(t), (ok, reason)))
+    except PermissionError:  # no CAP_NET_RAW: the scheduler keeps kernel sockets
+        from agent.health.config import Pool, member
+        from agent.health.scheduler import Scheduler
+
+        async def fallback() -> bool:
+            s = Scheduler([Pool("a", (member("127.0.0.1", free_port(), 1, (Check("tcp"),)),))])
+            s.start()
+            try:
+                return s._syn is None
+            finally:
+                s.stop()
+
+        assert asyncio.run(fallback())
+        return
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    closed = free_port()
+    check = Check("tcp", timeout=2.0)
+    keys = {
+        "open": check_key(check, "127.0.0.1", listener.getsockname()[1]),
+        "closed": check_key(check, "127.0.0.1", closed),
+    }
+    assert all(usable(k) for k in keys.values())
+    assert not usable(check_key(Check("tcp", source_address="127.0.0.1"), "127.0.0.1", 80))
+    assert not usable(check_key(check, "::1", 80))
+    try:
+        now = time.monotonic()
+        for name, key in keys.items():
+            prober.start(key, name, now)
+        for _ in range(400):
+            if len(results) == 2:
+                break
+            time.sleep(0.005)
+            prober.reap(time.monotonic())
+        prober.expire(time.monotonic())
+    finally:
+        prober.close()
+        listener.close()
+    assert results == {"open": (True, "ok"), "closed": (False, "refused")}
