@@ -3,7 +3,8 @@
 In one VM boot (re-runs itself inside the lab VM when this kernel has no IPVS): three
 namespaces on one LAN, two directors running `lvs-agent run` with N services x 4 real
 servers each in their own IPVS table, a VRRPv3 instance at 100 ms adverts and a quorum
-instance at a 200 ms lease, and a witness. Director 1 (the better priority) holds both.
+instance at a 200 ms lease (``--advert``, ``--lease``), and a witness. Director 1 (the
+better priority) holds both.
 It is reloaded R times (SIGHUP), each time with one weight changed, and runs its full
 reconciles (after each reload and every ``--interval``). Reported:
 
@@ -106,7 +107,13 @@ def wait(what: str, check: Any, timeout: float, cluster: Cluster) -> float:
 
 
 def run_cluster(
-    services: int, reloads: int, interval: str, gap: float, work: Path
+    services: int,
+    reloads: int,
+    interval: str,
+    gap: float,
+    advert: float,
+    lease: str,
+    work: Path,
 ) -> dict[str, Any]:
     from agent.ipvs.kernel import IpvsKernel
     from agent.lab import netns
@@ -114,7 +121,9 @@ def run_cluster(
 
     res: dict[str, Any] = {"services": services, "real_servers": services * DESTS}
     with Lab(forwarding="nat", directors=3, real_servers=1, vip_on_director=False) as lab:
-        cluster = Cluster(lab, work, services=services, reconcile_interval=interval)
+        cluster = Cluster(
+            lab, work, services=services, reconcile_interval=interval, advert=advert, lease=lease
+        )
         weights: dict[tuple[int, int], int] = {}
         try:
             started = time.monotonic()
@@ -202,6 +211,8 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=10000)
     parser.add_argument("--reloads", type=int, default=10)
     parser.add_argument("--interval", default="60s", help="the agents' reconcile_interval")
+    parser.add_argument("--advert", type=float, default=0.1, help="VRRP advert interval, s")
+    parser.add_argument("--lease", default="200ms", help="the quorum instance's lease")
     parser.add_argument("--gap", type=float, default=20.0, help="seconds between reloads")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
@@ -214,7 +225,8 @@ def main() -> int:
         cmd = (
             f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} "
             f"{shlex.quote(__file__)} --services {args.services} --reloads {args.reloads} "
-            f"--interval {args.interval} --gap {args.gap} --out {shlex.quote(args.out)}"
+            f"--interval {args.interval} --gap {args.gap} --advert {args.advert} "
+            f"--lease {args.lease} --out {shlex.quote(args.out)}"
         )
         return run_in_vm(cmd, rwdirs=[str(ROOT)], memory="4G")
     commit = subprocess.run(
@@ -231,7 +243,9 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="reload-safety-") as tmp:
         work = Path(tmp)
-        results["agent"] = run_cluster(args.services, args.reloads, args.interval, args.gap, work)
+        results["agent"] = run_cluster(
+            args.services, args.reloads, args.interval, args.gap, args.advert, args.lease, work
+        )
         print("keepalived: the same one-weight reload", flush=True)
         results["keepalived_reload_s"] = round(keepalived_reload(args.services, work), 3)
     a = results["agent"]
