@@ -12,8 +12,8 @@ The component's surface, for the configuration loader, the daemon and ``check-he
 - ``HealthCollector`` (``metrics``): the Prometheus view of a scheduler.
 
 Modules: ``config`` (values), ``core`` (the pure decision), ``wire`` (protocol
-parsing, sans I/O), ``probes`` (sockets and processes), ``scheduler`` (time and
-concurrency), ``metrics`` (export).
+parsing, sans I/O), ``probes`` (sockets and processes), ``syn`` (connect checks
+as raw SYNs), ``scheduler`` (time and concurrency), ``metrics`` (export).
 """
 
 from agent.health.config import (

@@ -400,6 +400,11 @@ def batchable(key: CheckKey) -> bool:
     return check.type == "http"
 
 
+@lru_cache(maxsize=65536)
+def _request_of(key: CheckKey) -> bytes:
+    return request(key.check.method, key.check.path, _host_header(key))
+
+
 class _Http:
     """A plain-HTTP probe in flight: its request, then its response reader."""
 
@@ -407,7 +412,7 @@ class _Http:
 
     def __init__(self, key: CheckKey):
         self.check = key.check
-        self.request: bytes | None = request(key.check.method, key.check.path, _host_header(key))
+        self.request: bytes | None = _request_of(key)
         self.response = _response(key.check)
 
 

@@ -18,8 +18,10 @@ The time the loop itself was seen stalled (its timer woke ``LAG_COUNTED`` or
 more late) is given back to the HTTP and other multi-step probes that were
 running meanwhile, bounded (``probes.STALL_GRACE``); a probe that still timed
 out while the loop stalled ``STALL`` or more is inconclusive: not counted,
-probed again at once, at most ``fall`` times in a row. Plain tcp and HTTP
-checks run on ``probes.BatchProber``, driven by this module's ``TICK``.
+probed again at once, at most ``fall`` times in a row. IPv4 connect checks
+run as bare SYNs (``syn.SynProber``) when raw sockets can be opened, other
+connect checks and plain HTTP on ``probes.BatchProber``, both driven by this
+module's ``TICK``.
 ``oldest_due`` is how late the most overdue check is right now: a loop that
 stops making progress shows it growing (the systemd watchdog can hang off it);
 ``stats.loop_lag`` is how late the loop woke.

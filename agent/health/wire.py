@@ -25,8 +25,8 @@ class ProtocolError(ValueError):
 class ResponseReader:
     """One HTTP/1.x response, read incrementally.
 
-    ``feed`` returns True once the reader needs nothing more: the headers when
-    the body is not wanted, else the whole body (by Content-Length, chunked, or
+    ``feed`` returns True once the reader needs nothing more: the status line
+    when the body is not wanted, else the whole body (by Content-Length, chunked, or
     up to the end of the stream) or its first ``body_limit`` bytes.
     """
 
@@ -51,6 +51,18 @@ class ResponseReader:
         if self.done:
             return True
         self._buf += data
+        if not self._in_body and not self.want_body:
+            # a status check needs the status line alone
+            end = self._buf.find(b"\r\n")
+            if end < 0:
+                if len(self._buf) > HEADER_LIMIT:
+                    raise ProtocolError("status line too long")
+                if len(self._buf) >= 5 and not self._buf.startswith(b"HTTP/"):
+                    raise ProtocolError("not HTTP")
+                return False
+            self._parse_status(bytes(self._buf[:end]))
+            self.done = True
+            return True
         if not self._in_body:
             end = self._buf.find(b"\r\n\r\n")
             if end < 0:
@@ -86,13 +98,7 @@ class ResponseReader:
 
     def _parse_head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise ProtocolError("bad status line")
-        self.status = int(parts[1])
-        if not 100 <= self.status <= 999:
-            raise ProtocolError("bad status code")
-        self.reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
+        self._parse_status(lines[0])
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if not sep or not name or name != name.strip():
@@ -109,6 +115,15 @@ class ResponseReader:
             self._length = int(cl)
         else:
             self._until_close = True
+
+    def _parse_status(self, line: bytes) -> None:
+        parts = line.split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise ProtocolError("bad status line")
+        self.status = int(parts[1])
+        if not 100 <= self.status <= 999:
+            raise ProtocolError("bad status code")
+        self.reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
 
     def _take(self, n: int) -> None:
         """Move up to ``n`` buffered bytes into the body, within the limit."""

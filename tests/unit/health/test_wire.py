@@ -57,10 +57,13 @@ def test_body_until_close() -> None:
     assert bytes(r.body) == b"part one part two"
 
 
-def test_status_only_stops_after_the_headers() -> None:
+def test_status_only_stops_after_the_status_line() -> None:
     r = ResponseReader(want_body=False)
-    assert r.feed(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 99999\r\n\r\n")
+    assert not r.feed(b"HTTP/1.1 503 Service")
+    assert r.feed(b" Unavailable\r\nContent-Le")
     assert r.status == 503
+    with pytest.raises(ProtocolError):
+        ResponseReader(want_body=False).feed(b"SSH-2.0-OpenSSH_9.2\r\n")
 
 
 def test_endless_body_is_bounded() -> None:
@@ -76,7 +79,7 @@ def test_endless_body_is_bounded() -> None:
 
 
 def test_endless_headers_are_refused() -> None:
-    r = ResponseReader(want_body=False)
+    r = ResponseReader(want_body=True)
     r.feed(b"HTTP/1.1 200 OK\r\n")
     with pytest.raises(ProtocolError):
         for _ in range(HEADER_LIMIT // 8 + 10):
@@ -108,7 +111,7 @@ def test_bad_chunk_and_early_close() -> None:
     with pytest.raises(ProtocolError):
         r.eof()
     r = ResponseReader(want_body=False)
-    r.feed(b"HTTP/1.1 200 OK\r\n")
+    r.feed(b"HTTP/1.1 200 OK")
     with pytest.raises(ProtocolError):
         r.eof()
 
