@@ -207,8 +207,9 @@ class SynProber:
         return min(firsts) if firsts else None
 
     def close(self) -> None:
-        self._pending.clear()
-        self._fifos.clear()
+        """Stop: every pending probe is dropped without a result."""
+        for attr in ("_pending", "_fifos"):
+            getattr(self, attr, {}).clear()  # also after a failed __init__
         for s in (self._send, getattr(self, "_recv", None)):
             if s is not None:
                 s.close()
