@@ -15,7 +15,7 @@ opinion. The oracle's table is restored into one fresh network namespace,
 another, and ``ipvsadm -S -n``, ``ipvsadm -L -n --thresholds``,
 ``ipvsadm -L --timeout`` and the ``net.ipv4.vs`` sysctls of the two must match.
 
-Seeds: a fixed list by default; ``LVS_AGENT_DIFF_SEEDS`` takes a count (``200``:
+Seeds: 1-20 by default; ``LVS_AGENT_DIFF_SEEDS`` takes a count (``200``:
 seeds 1..200), a range (``1-200``) or a list (``3,17,40``). A failure prints the
 seed, the YAML, the restore input and the difference.
 """
@@ -81,7 +81,7 @@ DURATIONS = (
     ("31d", 2678400),
 )
 CHECKSUMS = {"ipip": ("nocsum",), "gue": ("nocsum", "csum", "remcsum"), "gre": ("nocsum", "csum")}
-FIXED_SEEDS = "1-10"  # about 3 minutes in the VM
+FIXED_SEEDS = "1-20"  # 2.5 minutes in the VM
 
 
 def _seeds() -> list[int]:
@@ -172,10 +172,24 @@ def _v6(net: int, host: int) -> str:
     return f"2001:db8:{net:x}::{host:x}"
 
 
-def _draw_vs(rng: random.Random, index: int, schedulers: list[str]) -> Vs:
+def _draw_vs(rng: random.Random, index: int, schedulers: list[str], before: list[Vs]) -> Vs:
     family = rng.choice(("ipv4", "ipv4", "ipv6"))
     vs = Vs(name=f"vs{index}", family=family)
-    if _maybe(rng, 0.3):
+    taken = {(v.address, v.port, v.protocol or "tcp") for v in before if v.address}
+    shared = [v for v in before if v.address]
+    if shared and _maybe(rng, 0.3):
+        # Another service on a VIP already in use: another port or protocol.
+        other = rng.choice(shared)
+        for _ in range(20):
+            port = rng.choice((80, 443, 53, 5060, 2905, 8080))
+            protocol = rng.choice((None, "tcp", "udp", "sctp"))
+            if (other.address, port, protocol or "tcp") not in taken:
+                family = vs.family = other.family
+                vs.address, vs.port, vs.protocol = other.address, port, protocol
+                break
+    if vs.address is not None:
+        pass
+    elif _maybe(rng, 0.3):
         # Unique: 1..12, or 16 * n + index.
         vs.fwmark = index + 1 if _maybe(rng, 0.7) else rng.randrange(1, 2**28) * 16 + index
     else:
@@ -258,7 +272,9 @@ def _draw_rs(rng: random.Random, vs: Vs, index: int, host: int, vs_forwarding: s
     family = vs.family
     if forwarding == "tunnel" and _maybe(rng, 0.2):
         family = "ipv6" if family == "ipv4" else "ipv4"
-    address = f"10.{index}.0.{host}" if family == "ipv4" else _v6(index + 1, host)
+    # Real servers of their own, or shared with other services.
+    net = 99 if _maybe(rng, 0.3) else index
+    address = f"10.{net}.0.{host}" if family == "ipv4" else _v6(net + 1, host)
     rs = Rs(address=address, forwarding=rs_forwarding, flow=_maybe(rng))
     if vs.fwmark is not None:
         if _maybe(rng, 0.4):
@@ -311,7 +327,8 @@ def _draw(rng: random.Random, state_dir: Path, schedulers: list[str]) -> Draw:
                     sysctls[key] = bool(value) if values == (0, 1) and _maybe(rng, 0.3) else value
             ipvs["sysctls"] = sysctls
         draw.ipvs = ipvs
-    draw.services = [_draw_vs(rng, i, schedulers) for i in range(rng.randint(1, 12))]
+    for index in range(rng.randint(1, 12)):
+        draw.services.append(_draw_vs(rng, index, schedulers, draw.services))
     return draw
 
 
