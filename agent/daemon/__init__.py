@@ -168,7 +168,7 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self.worker.close()
+            await self.worker.aclose()
             self.offload.close()
             if self.lock is not None:
                 self.lock.close()

@@ -217,6 +217,7 @@ class ConfigWorker:
         self._generation = -2  # the worker's base, as far as we know (-2: none yet)
         self._base: tuple[VirtualServer, ...] | None = None  # ... and the daemon's tuple of it
         self._lock = asyncio.Lock()
+        self._closed: asyncio.subprocess.Process | None = None
         self.starts = 0
 
     async def start(self) -> None:
@@ -270,6 +271,15 @@ class ConfigWorker:
             if proc.stdin is not None:
                 proc.stdin.close()
             proc.kill()
+        self._closed = proc
+
+    async def aclose(self) -> None:
+        """``close``, then reap the process while the loop still runs."""
+        self.close()
+        proc, self._closed = self._closed, None
+        if proc is not None:
+            with contextlib.suppress(TimeoutError, ProcessLookupError):
+                await asyncio.wait_for(proc.wait(), 5)
 
     async def _ensure(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
