@@ -81,7 +81,7 @@ DURATIONS = (
     ("31d", 2678400),
 )
 CHECKSUMS = {"ipip": ("nocsum",), "gue": ("nocsum", "csum", "remcsum"), "gre": ("nocsum", "csum")}
-FIXED_SEEDS = "1-20"  # 2.5 minutes in the VM
+FIXED_SEEDS = "1-20"  # 2.5 to 3.5 minutes in the VM
 
 
 def _seeds() -> list[int]:
