@@ -174,11 +174,11 @@ def _merge_keys(mapping: MappingNode) -> None:
                     break
         else:
             own.append((key, value))
-    if merged:
-        names = {k.value for k, _ in own if isinstance(k, ScalarNode)}
-        extra: list[tuple[Node, Node]] = []
-        for key, value in merged:
-            if isinstance(key, ScalarNode) and key.value not in names:
-                names.add(key.value)
-                extra.append((key, value))
-        mapping.value = own + extra
+    # Always rebuilt: ``<<: []`` merges nothing, and its key goes too (as in PyYAML).
+    names = {k.value for k, _ in own if isinstance(k, ScalarNode)}
+    extra: list[tuple[Node, Node]] = []
+    for key, value in merged:
+        if isinstance(key, ScalarNode) and key.value not in names:
+            names.add(key.value)
+            extra.append((key, value))
+    mapping.value = own + extra

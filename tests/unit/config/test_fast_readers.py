@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent.config import quick
@@ -112,6 +112,7 @@ def documents(draw: st.DrawFn) -> str:
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
+@example("<<: []\n")  # an empty merge: the key goes, nothing is merged
 def test_composer_reads_what_safe_load_reads(text: str) -> None:
     safe_load_agrees(text)
 
