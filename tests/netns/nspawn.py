@@ -25,6 +25,9 @@ from types import TracebackType
 from agent.lab import netns
 
 REPO = Path(__file__).resolve().parents[2]
+# The repository again at a fixed path that a sandboxed unit can see: the clone may
+# live under /tmp or /root, which PrivateTmp= and ProtectHome= hide from services.
+REPO_IN = Path("/srv/lvs-agent-repo")
 BOOT_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
@@ -87,6 +90,7 @@ class Container:
             "--capability=CAP_NET_ADMIN",
             f"--network-namespace-path=/run/netns/{self.ns}",
             f"--bind-ro={REPO}",
+            f"--bind-ro={REPO}:{REPO_IN}",
             *(f"--bind-ro={b}" for b in self.binds),
             "--boot", "--", "systemd.firstboot=no",
         ]  # fmt: skip

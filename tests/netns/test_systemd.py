@@ -14,7 +14,7 @@ import pytest
 from agent.daemon.worker import NICE as WORKER_NICE
 from agent.daemon.worker import SMALL_FILE
 from tests.check_skips import skip_or_fail
-from tests.netns.nspawn import REPO, Container
+from tests.netns.nspawn import REPO, REPO_IN, Container
 from tests.netns.support import metric, wait_until
 
 UNITS = REPO / "agent" / "packaging" / "systemd"
@@ -44,13 +44,15 @@ witness:
 """
 
 # The repository's venv, seen from a venv made with the container's /usr/bin/python3 (the
-# repository venv's own interpreter may live under /root, which the units hide).
+# repository venv's own interpreter may live under /root, which the units hide), through
+# REPO_IN (the clone itself may live under /tmp or /root, hidden from the units too).
 SHIM = f"""\
 useradd --system --home-dir /var/lib/lvs-agent --shell /usr/sbin/nologin lvs-agent
 /usr/bin/python3 -m venv --without-pip /opt/lvs-agent
 site=$(/opt/lvs-agent/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-repo_site=$(ls -d {REPO}/.venv/lib/python3*/site-packages)
-echo "import site; site.addsitedir('$repo_site')" > "$site/lvs-agent-repo.pth"
+repo_site=$(ls -d {REPO_IN}/.venv/lib/python3*/site-packages)
+printf '%s\\n' {REPO_IN} "import site; site.addsitedir('$repo_site')" \\
+    > "$site/lvs-agent-repo.pth"
 printf '#!/opt/lvs-agent/bin/python\\nfrom agent.cli import run\\nrun()\\n' \\
     > /opt/lvs-agent/bin/lvs-agent
 chmod 755 /opt/lvs-agent/bin/lvs-agent
