@@ -28,10 +28,43 @@ def run_witness(config_path: str) -> int:
     config = load_for_start(config_path, load_witness_config)
     if config is None:
         return 1
-    return asyncio.run(_main(config))
+    return asyncio.run(_main(config, config_path))
 
 
-async def _main(config: Config) -> int:
+def _on_reload(config_path: str, running: Config) -> None:
+    """SIGHUP: the file is read and checked, and what changed is named; the clusters
+    keep running as they are (an acceptor's identity and timing change only on a
+    restart, which its quarantine makes safe). A signal that ended the process would
+    take this vote away from every cluster it serves."""
+    from agent.config import ConfigError
+    from agent.config.loader import load_witness_config
+
+    try:
+        new = load_witness_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload: %s", problem)
+        log.error("reload: %s is invalid; the witness keeps running as it is", config_path)
+        return
+    except OSError as exc:
+        log.error("reload: cannot read %s: %s", config_path, exc.strerror)
+        return
+    old = {c.cluster: c for c in running.witness}
+    now = {c.cluster: c for c in new.witness}
+    changed = sorted(n for n in old.keys() | now.keys() if old.get(n) != now.get(n))
+    if new.metrics_host != running.metrics_host or new.metrics_port != running.metrics_port:
+        changed.append("metrics.listen")
+    if not changed:
+        log.info("reload: %s unchanged", config_path)
+    else:
+        log.warning(
+            "reload: %s changed (%s): a witness applies it on restart",
+            config_path,
+            ", ".join(changed),
+        )
+
+
+async def _main(config: Config, config_path: str = "") -> int:
     from agent.daemon import keep_serving_metrics
     from agent.daemon.supervise import supervise
     from agent.lock import IncarnationError, KeyFileError, start_lock
@@ -41,6 +74,7 @@ async def _main(config: Config) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _on_reload, config_path, config)
     metrics = AgentMetrics()
     running: dict[str, LockTransport] = {}
     try:
