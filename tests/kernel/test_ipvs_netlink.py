@@ -449,9 +449,11 @@ def test_async_driver_keeps_the_loop_responsive(lab: Lab) -> None:
     assert timeouts == Timeouts(900, 120, 300) == ipvsadm_timeouts(lab.name)
     assert_ipvsadm_agrees(lab.name, table)
     print(f"async: worst event-loop gap {worst * 1000:.1f} ms, window {lab.k._async_window}")
-    # Software emulation is 5-20x slower than hardware; 2 ms of budget stays far
-    # below this bound there.
-    assert worst < 0.1
+    # Software emulation is 5-20x slower than hardware, and a collection of the
+    # cyclic GC between two awaits also stalls the loop: the worst gap measured in
+    # the VM was 20-110 ms. A driver that did not yield would stall it for the whole
+    # apply and dumps of 1,200 operations (seconds under emulation).
+    assert worst < 0.25
 
 
 def test_plain_recv_fallback(lab: Lab) -> None:
