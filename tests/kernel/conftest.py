@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config.model import SCHEDULERS
 from agent.ipvs.model import (
     AF_INET6,
     IP_VS_SVC_F_ONEPACKET,
@@ -94,24 +95,9 @@ def ipvsadm(ns: str, *args: str) -> str:
 
 # --- schedulers --------------------------------------------------------------------
 
-# Every IPVS scheduler of Linux (net/netfilter/ipvs/ip_vs_<name>.c). A kernel build
-# may lack any of them (Debian's 6.1 has no twos; a later one may have it).
-SCHEDULERS = (
-    "rr",
-    "wrr",
-    "lc",
-    "wlc",
-    "lblc",
-    "lblcr",
-    "dh",
-    "sh",
-    "sed",
-    "nq",
-    "fo",
-    "ovf",
-    "mh",
-    "twos",
-)
+# Every IPVS scheduler the configuration accepts (net/netfilter/ipvs/ip_vs_<name>.c):
+# SCHEDULERS of agent.config.model. A kernel build may lack any of them (Debian's 6.1
+# has no twos; a later one may have it).
 
 
 @pytest.fixture(scope="session")
