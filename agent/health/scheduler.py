@@ -42,7 +42,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Final
 
@@ -233,6 +233,7 @@ class Scheduler:
         self._last_late_log = -LATE_LOG_EVERY
         self._late_since_log = 0
         self._max_late_since_log = 0.0
+        self._maint: dict[str, frozenset[tuple[str, int]]] = {}
         self._install(pools, {})
 
     # -- the surface the daemon and check-health use --------------------------------
@@ -277,6 +278,17 @@ class Scheduler:
         while self._heap and self._heap[0][2].gone:
             heapq.heappop(self._heap)
         return max(0.0, now - self._heap[0][0]) if self._heap else 0.0
+
+    def set_maintenance(self, keys: Iterable[tuple[str, tuple[str, int]]]) -> None:
+        """The real servers an operator took out, as (pool, key): down and never held
+        by the floor, out of the quorum's healthy weight."""
+        by: dict[str, set[tuple[str, int]]] = {}
+        for name, key in keys:
+            by.setdefault(name, set()).add(key)
+        new = {name: frozenset(s) for name, s in by.items()}
+        changed = {n for n in set(new) | set(self._maint) if new.get(n) != self._maint.get(n)}
+        self._maint = new
+        self._changed(changed & set(self._pools), time.monotonic())
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -558,6 +570,10 @@ class Scheduler:
     def _decide(self, pool: Pool, prev: PoolState, now: float) -> PoolDecision:
         states = self._entries
         health = {m.key: core.member_health(m, _StateView(states)) for m in pool.members}
+        for key in self._maint.get(pool.name, ()):
+            h = health.get(key)
+            if h is not None:
+                health[key] = replace(h, up=False, maint=True, reason="maint")
         d = core.decide(pool, health, prev, now)
         self._decisions[pool.name] = d
         for event in d.events:
