@@ -8,9 +8,10 @@ them, probe, or register itself anywhere (the daemon decides that).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.health.scheduler import Histogram, Scheduler
+if TYPE_CHECKING:  # the daemon registers the collector before any check is configured
+    from agent.health.scheduler import Histogram, Scheduler
 
 PREFIX = "lvs_agent_health"
 

@@ -435,6 +435,10 @@ class AgentMetrics:
         r.register(self.vrrp)
         self.lock = LockCollector()
         r.register(self.lock)
+        from agent.health.metrics import HealthCollector
+
+        self.health = HealthCollector()  # its scheduler set by the daemon's health service
+        r.register(self.health)
 
     def observe_reconcile(self, outcome: Outcome, seconds: float) -> None:
         self.ipvs.table = outcome.kernel
