@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.config import quick
+from agent.config import health, quick
 from agent.config.model import (
     FAMILIES,
     FORWARDING_METHODS,
@@ -44,6 +44,7 @@ from agent.config.vrrp import read_vrrp
 from agent.vrrp.config import VrrpConfig
 
 if TYPE_CHECKING:
+    from agent.health.config import Check
     from agent.lock.config import LockConfig
 
 DEFAULT_PATH = "/etc/lvs-agent/config.yaml"
@@ -364,6 +365,9 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
     tunnel = _tunnel(vs)
     one_packet = vs.get("one_packet", lambda i: i.as_bool(), False)
     persistence_section = vs.section("persistence")
+    checks_item = vs.item("health_checks")
+    checks = (health.read_checks(checks_item) if checks_item else ()) or ()
+    policy = health.read_policy(vs, port or 0)
     rs_items = list(vs.items("real_servers"))
     vs.finish()
 
@@ -397,7 +401,9 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
         rs_section = rs_item.as_section()
         if rs_section is None:
             continue
-        rs = _real_server(rs_section, port or 0, bool(fwmark), forwarding or "nat", tunnel, family)
+        rs = _real_server(
+            rs_section, port or 0, bool(fwmark), forwarding or "nat", tunnel, family, checks
+        )
         if rs is None:
             continue
         if (rs.address, rs.port) in seen:
@@ -416,6 +422,9 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
         }
         family = families.pop() if len(families) == 1 else "ipv4"
 
+    if family is not None:
+        health.check_sorry_family(vs, policy, family, forwarding)
+
     # Read after the family is known: a fwmark service without ``family`` takes its
     # real servers' family, and the persistence netmask depends on it.
     persistence = (
@@ -432,6 +441,7 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
     if len(vs.problems.found) > before:
         return None
     assert name is not None and scheduler is not None and family is not None
+    assert policy is not None
     return VirtualServer(
         name=name,
         family=family,
@@ -445,6 +455,7 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
         one_packet=bool(one_packet),
         real_servers=tuple(real_servers),
         line=vs.line,
+        health=policy,
     )
 
 
@@ -570,6 +581,7 @@ def _real_server(
     vs_forwarding: str,
     vs_tunnel: Tunnel | None,
     vs_family: str | None,
+    vs_checks: tuple[Check, ...] = (),
 ) -> RealServer | None:
     before = len(rs.problems.found)
     address = _address(rs.item("address", required=True))
@@ -581,6 +593,8 @@ def _real_server(
     forwarding = rs.get("forwarding", lambda i: i.as_choice(FORWARDING_METHODS), vs_forwarding)
     own_keys = any(rs.has(k) for k in ("tunnel_type", "tunnel_port", "tunnel_checksum"))
     tunnel = _tunnel(rs, vs_tunnel)
+    checks_item = rs.item("health_checks")
+    own = health.read_checks(checks_item) if checks_item else None
     rs.finish()
 
     if forwarding == "tunnel":
@@ -620,6 +634,10 @@ def _real_server(
 
     if len(rs.problems.found) > before or address is None:
         return None
+    checks = health.merge(vs_checks, own)
+    health.check_sources(rs, checks, address)
+    if len(rs.problems.found) > before:
+        return None
     assert weight is not None and upper is not None and lower is not None and forwarding
     return RealServer(
         address=address,
@@ -630,6 +648,7 @@ def _real_server(
         forwarding=forwarding,
         tunnel=tunnel,
         line=rs.line,
+        checks=checks,
     )
 
 

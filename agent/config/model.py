@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agent.health.config import Check, PoolPolicy
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -72,6 +74,9 @@ class RealServer:
     forwarding: str = "nat"
     tunnel: Tunnel | None = None
     line: int = 0
+    #: the effective health checks: the virtual server's merged with the real
+    #: server's own ``health_checks`` (agent.config.health.merge)
+    checks: tuple[Check, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,8 @@ class VirtualServer:
     one_packet: bool = False
     real_servers: tuple[RealServer, ...] = ()
     line: int = 0
+    #: what the virtual server does with its real servers' health
+    health: PoolPolicy = field(default_factory=PoolPolicy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,27 +9,62 @@ The component's surface, for the configuration loader, the daemon and ``check-he
   gives a virtual server's weights, held servers and quorum, ``weight(name, key)``
   one real server's weight, ``on_change`` says which virtual servers changed.
 - ``check_once`` (``scheduler``): every check once, for ``check-health``.
+- ``pools_of`` (``pools``): a configuration's virtual servers as pools.
 - ``HealthCollector`` (``metrics``): the Prometheus view of a scheduler.
 
 Modules: ``config`` (values), ``core`` (the pure decision), ``wire`` (protocol
 parsing, sans I/O), ``probes`` (sockets and processes), ``syn`` (connect checks
-as raw SYNs), ``scheduler`` (time and concurrency), ``metrics`` (export).
+as raw SYNs), ``scheduler`` (time and concurrency), ``metrics`` (export),
+``pools`` (configuration to pools). Importing the package is cheap: each name
+loads its module on first use.
 """
 
-from agent.health.config import (
-    Check,
-    CheckKey,
-    Member,
-    MinHealthy,
-    Pool,
-    PoolPolicy,
-    SorryServer,
-    Target,
-    check_key,
-    member,
+from typing import TYPE_CHECKING
+
+from agent.lazy import lazy_names
+
+if TYPE_CHECKING:
+    from agent.health.config import (
+        Check,
+        CheckKey,
+        Member,
+        MinHealthy,
+        Pool,
+        PoolPolicy,
+        SorryServer,
+        Target,
+        check_key,
+        member,
+    )
+    from agent.health.core import CheckState, MemberHealth, PoolDecision, Result
+    from agent.health.pools import pools_of
+    from agent.health.scheduler import OnceResult, Scheduler, check_once
+
+# Imported on first use: the configuration loader needs the value types of
+# ``config`` only, not the probes, the scheduler and what they import.
+__getattr__ = lazy_names(
+    __name__,
+    {
+        **dict.fromkeys(
+            (
+                "Check",
+                "CheckKey",
+                "Member",
+                "MinHealthy",
+                "Pool",
+                "PoolPolicy",
+                "SorryServer",
+                "Target",
+                "check_key",
+                "member",
+            ),
+            "config",
+        ),
+        **dict.fromkeys(("CheckState", "MemberHealth", "PoolDecision", "Result"), "core"),
+        "pools_of": "pools",
+        **dict.fromkeys(("OnceResult", "Scheduler", "check_once"), "scheduler"),
+    },
 )
-from agent.health.core import CheckState, MemberHealth, PoolDecision, Result
-from agent.health.scheduler import OnceResult, Scheduler, check_once
 
 __all__ = [
     "Check",
@@ -49,4 +84,5 @@ __all__ = [
     "check_key",
     "check_once",
     "member",
+    "pools_of",
 ]

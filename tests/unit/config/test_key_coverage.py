@@ -49,7 +49,9 @@ AGENT: dict[str, Any] = {
             "address": "192.0.2.10",
             "port": 80,
             "persistence": {},
-            "real_servers": [{"address": "10.0.0.1"}],
+            "health_checks": [{"type": "tcp"}],
+            "sorry_server": {"address": "10.0.9.9", "port": 80},
+            "real_servers": [{"address": "10.0.0.1", "health_checks": [{"type": "udp"}]}],
         }
     ],
     "vrrp_instances": [
@@ -84,7 +86,10 @@ SECTIONS = {
         "ipvs.sysctls",
         "virtual_servers[]",
         "virtual_servers[].persistence",
+        "virtual_servers[].health_checks[]",
+        "virtual_servers[].sorry_server",
         "virtual_servers[].real_servers[]",
+        "virtual_servers[].real_servers[].health_checks[]",
         "vrrp_instances[]",
         "vrrp_instances[].garp",
         "vrrp_instances[].track_interfaces[]",
@@ -117,6 +122,45 @@ VI = "vrrp_instances[]"
 TUNNEL_VS = ((VS, "forwarding", "tunnel"),)
 TUNNEL_RS = ((RS, "forwarding", "tunnel"),)
 FWMARK = (((VS, "fwmark", 7),), ((VS, "address"), (VS, "port")))
+HC = f"{VS}.health_checks[]"  # a tcp check
+RHC = f"{RS}.health_checks[]"  # a udp check: the real server keeps the virtual server's tcp
+
+
+def _check_cases(section: str) -> dict[tuple[str, str], Case]:
+    """The keys of a health check (of a virtual server or of a real server)."""
+
+    def of(kind: str, *more: tuple[str, str, Any]) -> tuple[tuple[str, str, Any], ...]:
+        return ((section, "type", kind), *more)
+
+    exec_ = of("exec", (section, "command", ["/bin/true"]))
+    cases = {
+        "type": Case("agent" if section == HC else "dns", KEEP),
+        "interval": Case("5s"),
+        "timeout": Case("2s"),
+        "rise": Case(5),
+        "fall": Case(5),
+        "fast_interval": Case("1s"),
+        "down_interval": Case("10s"),
+        "connect_address": Case("10.0.0.9"),
+        "connect_port": Case(8081),
+        "source_address": Case("10.0.0.200"),
+        "send": Case("PING\r\n"),
+        "expect": Case("^PONG"),
+        "method": Case("HEAD", ABSENT, of("http")),
+        "path": Case("/healthz", ABSENT, of("http")),
+        "host": Case("www.example.org", ABSENT, of("http")),
+        "expect_status": Case(["200-204", 301], ABSENT, of("http")),
+        "expect_body": Case("ok", ABSENT, of("http")),
+        "tls_verify": Case(False, ABSENT, of("https")),
+        "tls_ca_file": Case("/etc/ssl/ca.pem", ABSENT, of("https")),
+        "tls_server_name": Case("www.example.org", ABSENT, of("https")),
+        "query_name": Case("example.org", ABSENT, of("dns")),
+        "query_type": Case("AAAA", ABSENT, of("dns")),
+        "expect_rcode": Case("NXDOMAIN", ABSENT, of("dns")),
+        "command": Case(["/bin/false", "-x"], ["/bin/true"], exec_),
+        "dynamic_weight": Case(True, ABSENT, exec_),
+    }
+    return {(section, key): case for key, case in cases.items()}
 
 
 def _lock_cases(section: str) -> dict[tuple[str, str], Case]:
@@ -189,6 +233,20 @@ CASES: dict[tuple[str, str], Case | object] = {
     (VS, "one_packet"): Case(True, ABSENT, ((VS, "protocol", "udp"),)),
     (VS, "persistence"): SUB,
     (VS, "real_servers"): SUB,
+    (VS, "health_checks"): SUB,
+    (VS, "on_failure"): Case("remove"),
+    (VS, "slow_start"): Case("30s"),
+    (VS, "min_healthy"): Case("50%"),
+    (VS, "quorum"): Case(2),
+    (VS, "hysteresis"): Case(1),
+    (VS, "sorry_server"): SUB,
+    (VS, "initial"): Case("down"),
+    (f"{VS}.sorry_server", "address"): Case("10.0.9.8", KEEP),
+    (f"{VS}.sorry_server", "port"): Case(8080),
+    (f"{VS}.sorry_server", "weight"): Case(5),
+    **_check_cases(HC),
+    (RS, "health_checks"): SUB,
+    **_check_cases(RHC),
     (f"{VS}.persistence", "timeout"): Case("10m"),
     (f"{VS}.persistence", "netmask"): Case("255.255.255.0"),
     (f"{VS}.persistence", "engine"): Case("sip", ABSENT, ((VS, "protocol", "udp"),)),
