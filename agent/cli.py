@@ -4,7 +4,7 @@ Owns argument parsing, exit codes and what each command prints. Imports are
 lazy so that ``--help`` and ``check-config`` start fast and need no kernel.
 
 Exit codes: 0 success (``plan``: nothing pending), 1 error, 2 ``plan`` found
-changes pending.
+changes pending (``import-keepalived``: keywords left out).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         description="LVS director agent: programs the kernel IPVS table from a YAML "
         "configuration and keeps it there.",
-        epilog="Exit status: 0 ok (plan: nothing pending), 1 error, 2 plan: changes pending. "
+        epilog="Exit status: 0 ok (plan: nothing pending), 1 error, 2 plan: changes pending "
+        "(import-keepalived: keywords left out). "
         "plan and apply cache what they read from a valid file in /var/cache/lvs-agent "
         "(LVS_AGENT_CACHE_DIR moves it; empty turns it off).",
     )
@@ -112,6 +113,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     witness.add_argument("--strict", action="store_true", help=f"with --check: {STRICT_HELP}")
 
+    imp = sub.add_parser(
+        "import-keepalived",
+        formatter_class=_Formatter,
+        help="translate a keepalived.conf into this agent's YAML configuration",
+        description="Read a keepalived.conf as keepalived does (include, comments, quoted "
+        "strings, $VAR definitions, @id conditional lines) and write the equivalent YAML, "
+        "each entry commented with the keepalived file:line it came from. Every keyword "
+        "not translated is listed on stderr with file:line and why. Exit 0 all translated, "
+        "2 something left out, 1 unreadable or invalid input. Check the result with "
+        "check-config.",
+    )
+    imp.add_argument("file", metavar="FILE", help="the keepalived configuration file")
+    imp.add_argument("-o", "--output", metavar="OUT", help="write the YAML here (default stdout)")
+    imp.add_argument(
+        "--config-id",
+        metavar="ID",
+        help="keep @ID lines, drop other @name lines (keepalived's -i; default: the host "
+        "name up to the first dot)",
+    )
+
     lab = sub.add_parser(
         "lab",
         formatter_class=_Formatter,
@@ -161,6 +182,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             in_vm=args.in_vm,
             directors=args.directors,
         )
+    if command == "import-keepalived":
+        return _import_keepalived(args.file, args.output, args.config_id)
     if command == "witness" and args.check:
         return _check_witness(args.config, args.strict)
     if command == "witness":
@@ -197,6 +220,33 @@ def _dispatch(args: argparse.Namespace) -> int:
     from agent.ipvs.configcache import CompiledConfig
 
     return _with_kernel(command, CompiledConfig(config.state_dir, config.ipvs, {}))
+
+
+def _import_keepalived(path: str, output: str | None, config_id: str | None) -> int:
+    from agent.importer import KeepalivedSyntaxError, import_keepalived
+
+    try:
+        result = import_keepalived(path, config_id)
+    except KeepalivedSyntaxError as exc:
+        print(f"lvs-agent: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    for note in result.notes:
+        print(f"{note} (keepalived only warns)", file=sys.stderr)
+    for skipped in result.skipped:
+        print(skipped, file=sys.stderr)
+    if output is None:
+        sys.stdout.write(result.yaml)
+    else:
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(result.yaml)
+        except OSError as exc:
+            print(f"lvs-agent: {output}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_ERROR
+    if result.skipped:
+        print(f"{path}: {len(result.skipped)} keyword(s) not translated", file=sys.stderr)
+        return EXIT_PENDING
+    return EXIT_OK
 
 
 def _check_witness(path: str, strict: bool) -> int:
