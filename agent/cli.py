@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 
     check = with_config(
         "check-config",
-        "validate the configuration file, then check it against this host (lock key "
+        "validate the configuration file and the files it includes, then check it "
+        "against this host (lock key "
         "file, state_dir, VRRP interfaces, track script and notify programs); changes "
         "nothing. Problems exit 1; what may differ on the director (an interface or "
         "program missing, state_dir not created yet) is a warning: exit 0 unless --strict",
@@ -374,15 +375,22 @@ def _compile(path: str) -> CompiledConfig | None:
     except OSError as exc:
         print(f"lvs-agent: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return None
+    from agent.config.include import included_bytes
+
+    # The cache is keyed by the content of every file read: the main file's bytes,
+    # then each included file's path and bytes (None: the include list cannot be
+    # told before reading, so no cache for this run).
+    included = included_bytes(path, data)
+    key = None if included is None else _cache_key(data, included)
     cache = ConfigCache.default()
-    compiled = cache.load(data)
+    compiled = cache.load(key) if key is not None else None
     if compiled is not None:
         return compiled
 
     def parse(source: str) -> Config:
         from agent.config.loader import decode_config, parse_config
 
-        return parse_config(decode_config(data, source), source)
+        return parse_config(decode_config(data, source), source, included=included)
 
     config = _load(path, parse)
     if config is None:
@@ -390,8 +398,21 @@ def _compile(path: str) -> CompiledConfig | None:
     from agent.ipvs.desired import desired_table
 
     compiled = CompiledConfig(config.state_dir, config.ipvs, desired_table(config.virtual_servers))
-    cache.store(data, compiled)
+    if key is not None:
+        cache.store(key, compiled)
     return compiled
+
+
+def _cache_key(data: bytes, included: dict[str, bytes]) -> bytes:
+    """The main file's bytes alone, or followed by each included file's path and bytes
+    (length-prefixed, so no two sets of files give the same key)."""
+    if not included:
+        return data
+    parts = [data]
+    for name, content in included.items():
+        encoded = name.encode("utf-8", "surrogateescape")
+        parts += [b"\0include\0%d:" % len(encoded), encoded, b"%d:" % len(content), content]
+    return b"".join(parts)
 
 
 def _with_kernel(command: str, config: CompiledConfig) -> int:

@@ -116,6 +116,14 @@ def check_host(config: Config) -> list[Finding]:
         problem = command_problem(group.notify) if group.notify is not None else None
         if problem is not None:
             add(f"vrrp_sync_groups[{g}].notify", *problem)
+    for number, included in enumerate(config.includes):
+        if not included.files:
+            # Allowed (a conf.d directory may be empty), but never silently.
+            message = f"{included.pattern!r} matches no file: nothing is included from it"
+            path = f"include[{number}]"
+            found.append(
+                (included.line, Finding(config.source, included.line, path, message, True))
+            )
     found.sort(key=lambda pair: pair[0])
     return [finding for _, finding in found]
 

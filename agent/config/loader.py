@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.config import health, quick
+from agent.config.include import Included, read_included
 from agent.config.model import (
     FAMILIES,
     FORWARDING_METHODS,
@@ -66,7 +68,8 @@ _FLAG_BIT = {
 
 
 def load_config(path: str) -> Config:
-    """Read and validate ``path``; raises ConfigError (with every problem) or OSError."""
+    """Read and validate ``path`` and the files it includes; raises ConfigError (with
+    every problem) or OSError (the main file cannot be read)."""
     return parse_config(decode_config(Path(path).read_bytes(), path), path)
 
 
@@ -87,16 +90,26 @@ def decode_config(data: bytes, source: str) -> str:
     return text
 
 
-def parse_config(text: str, source: str = "config.yaml", *, witness: bool = False) -> Config:
-    """``witness``: the file of ``lvs-agent witness`` (``lock`` and ``witness`` sections)."""
-    return _parse_config(text, source, witness)
+def parse_config(
+    text: str,
+    source: str = "config.yaml",
+    *,
+    witness: bool = False,
+    included: Mapping[str, bytes] | None = None,
+) -> Config:
+    """``witness``: the file of ``lvs-agent witness`` (``lock`` and ``witness`` sections).
+    ``include`` patterns are resolved against ``source``'s directory; ``included``: bytes
+    already read for some of those files (the rest are read from disk)."""
+    return _parse_config(text, source, witness, included)
 
 
 def load_witness_config(path: str) -> Config:
     return parse_config(decode_config(Path(path).read_bytes(), path), path, witness=True)
 
 
-def _parse_config(text: str, source: str, witness: bool = False) -> Config:
+def _parse_config(
+    text: str, source: str, witness: bool = False, included: Mapping[str, bytes] | None = None
+) -> Config:
     problems = Problems(source)
     servers = _VirtualServers(problems)
     root_node = compose(text, problems, stream={"virtual_servers": servers.add})
@@ -109,14 +122,18 @@ def _parse_config(text: str, source: str, witness: bool = False) -> Config:
     if root is None:
         problems.raise_if_any()
     assert root is not None
-    config = _read_root(root, source, servers, witness)
+    config = _read_root(root, source, servers, witness, included)
     problems.raise_if_any()
     assert config is not None
     return config
 
 
 def _read_root(
-    root: Section, source: str, servers: _VirtualServers, witness: bool = False
+    root: Section,
+    source: str,
+    servers: _VirtualServers,
+    witness: bool = False,
+    included: Mapping[str, bytes] | None = None,
 ) -> Config | None:
     node = root.section("node")
     node_name = socket.gethostname()
@@ -145,6 +162,10 @@ def _read_root(
     if listed is not None:
         listed.as_list()  # entries were read as they were composed; this checks the shape
     virtual_servers = servers.result
+    includes: tuple[Included, ...] = ()
+    include_item = None if witness else root.item("include")
+    if include_item is not None:
+        includes, virtual_servers = read_included(include_item, source, virtual_servers, included)
     vrrp = read_vrrp(root, quorum_allowed=witness or root.has("lock"), lines=lines)
     lock, served = _read_lock(root, vrrp, state_dir or DEFAULT_STATE_DIR, witness, lines)
     root.finish()
@@ -165,6 +186,7 @@ def _read_root(
         lock=lock,
         witness=served,
         lines=lines,
+        includes=includes,
     )
 
 
@@ -302,6 +324,7 @@ class _VirtualServers:
     def __init__(self, problems: Problems) -> None:
         self.problems = problems
         self.result: list[VirtualServer] = []
+        self.indexes: list[int] = []  # each one's position in the file's list
         self._names: dict[str, int] = {}
         self._keys: dict[tuple[object, ...], int] = {}
 
@@ -313,6 +336,7 @@ class _VirtualServers:
                 self._names[vs.name] = vs.line
                 self._keys[identity] = vs.line
                 self.result.append(vs)
+                self.indexes.append(index)
                 return
         section = Item(node, "virtual_servers", self.problems, index).as_section()
         if section is None:
@@ -329,17 +353,23 @@ class _VirtualServers:
             self._names[vs.name] = vs.line
         key = _identity(vs)
         if key in self._keys:
-            what = (
-                f"fwmark {vs.fwmark} ({vs.family})"
-                if vs.fwmark
-                else f"{vs.protocol} {vs.address} port {vs.port}"
-            )
             section.error(
-                f"duplicate virtual server: {what} is already defined at line {self._keys[key]}"
+                f"duplicate virtual server: {describe_service(vs)} is already defined "
+                f"at line {self._keys[key]}"
             )
         else:
             self._keys[key] = vs.line
         self.result.append(vs)
+        self.indexes.append(index)
+
+
+def describe_service(vs: VirtualServer) -> str:
+    """The kernel service in words: ``tcp 192.0.2.1 port 80``, ``fwmark 7 (ipv4)``."""
+    return (
+        f"fwmark {vs.fwmark} ({vs.family})"
+        if vs.fwmark
+        else f"{vs.protocol} {vs.address} port {vs.port}"
+    )
 
 
 def _identity(vs: VirtualServer) -> tuple[object, ...]:

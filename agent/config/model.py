@@ -15,6 +15,7 @@ from agent.health.config import Check, PoolPolicy
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from agent.config.include import Included
     from agent.lock.config import LockConfig
     from agent.vrrp.config import VrrpConfig
 
@@ -137,3 +138,5 @@ class Config:
     #: the line of each key that names something on the host (``state_dir``,
     #: ``lock.key_file``, ``vrrp_instances[0].interface``, ...; ``agent.config.host``)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    #: the ``include`` patterns, their lines and the files each matched (``agent.config.include``)
+    includes: tuple[Included, ...] = field(default=(), compare=False, repr=False)

@@ -131,10 +131,12 @@ class Problem:
 
 
 class ConfigError(Exception):
-    """The configuration is invalid; ``problems`` lists every finding in file order."""
+    """The configuration is invalid; ``problems`` lists every finding in file order
+    (files in the order they were first named: the main file, then what it includes)."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = sorted(problems, key=lambda p: (p.line, p.path))
+        files = {f: i for i, f in enumerate(dict.fromkeys(p.file for p in problems))}
+        self.problems = sorted(problems, key=lambda p: (files[p.file], p.line, p.path))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

@@ -369,11 +369,12 @@ class Agent:
     def _start_worker(self) -> None:
         """Start the configuration worker in the background: the first reload need
         not wait for its imports. Failing here is not fatal: a reload starts it again."""
+        from agent.config.include import total_size
         from agent.daemon.supervise import watch
         from agent.daemon.worker import SMALL_FILE
 
         try:
-            if os.stat(self.config_path).st_size < SMALL_FILE:
+            if total_size(self.config_path) < SMALL_FILE:
                 return
         except OSError:
             return

@@ -80,25 +80,76 @@ def delta(
     base_desired: DesiredTable,
     config: Config,
     desired: DesiredTable,
+    keys: dict[int, ServiceKey] | None = None,
 ) -> tuple[list[int], list[VirtualServer], dict[ServiceKey, Any], list[ServiceKey]]:
     """How ``config``/``desired`` differ from the base: (positions, new virtual servers,
     changed desired services, removed service keys). A position >= 0 names a base entry,
-    -1 - i the i-th new one."""
+    -1 - i the i-th new one. ``keys``: the service key of each base entry, by ``id``."""
     from agent.ipvs.desired import service_key
 
-    where = {service_key(vs): i for i, vs in enumerate(base_vs)}
+    # The same objects first: an included file whose bytes did not change gives back
+    # the virtual servers it gave before (agent.config.include), found without a compare.
+    same = {id(vs): i for i, vs in enumerate(base_vs)}
+    if keys is None:
+        keys = {id(vs): service_key(vs) for vs in base_vs}
+    where = {keys[id(vs)]: i for i, vs in enumerate(base_vs)}
     spec: list[int] = []
     new: list[VirtualServer] = []
     for vs in config.virtual_servers:
-        i = where.get(service_key(vs))
-        if i is not None and base_vs[i] == vs:
+        i = same.get(id(vs))
+        if i is None or base_vs[i] is not vs:
+            i = where.get(service_key(vs))
+        if i is not None and (base_vs[i] is vs or base_vs[i] == vs):
             spec.append(i)
         else:
             spec.append(-1 - len(new))
             new.append(vs)
-    changed = {k: v for k, v in desired.items() if base_desired.get(k) != v}
+    changed = {
+        k: v for k, v in desired.items() if (old := base_desired.get(k)) is not v and old != v
+    }
     removed = [k for k in base_desired if k not in desired]
     return spec, new, changed, removed
+
+
+def reuse_desired(
+    base_vs: tuple[VirtualServer, ...],
+    base_desired: DesiredTable,
+    servers: tuple[VirtualServer, ...],
+    keys: dict[int, ServiceKey],
+) -> DesiredTable:
+    """``desired_table(servers)``, taking the base's entry for each virtual server
+    that is the base's own object (read from an included file that did not change).
+    ``keys``: the service key of each base entry, by ``id``."""
+    from agent.ipvs.desired import desired_table, service_key
+
+    same = {id(vs): vs for vs in base_vs}
+    fresh = [vs for vs in servers if same.get(id(vs)) is not vs]
+    if len(fresh) * 2 > len(servers):
+        return desired_table(servers)
+    made = desired_table(tuple(fresh))
+    table: DesiredTable = {}
+    for vs in servers:
+        entry = None
+        if same.get(id(vs)) is vs:
+            key = keys[id(vs)]
+            entry = base_desired.get(key)
+        else:
+            key = service_key(vs)
+            entry = made.get(key)
+        if entry is None:  # not in the base's table (cannot happen): build it
+            entry = desired_table((vs,))[key]
+        table[key] = entry
+    return table
+
+
+def keys_by_id(servers: tuple[VirtualServer, ...], desired: DesiredTable) -> dict[int, ServiceKey]:
+    """The service key of each of ``servers`` by ``id``, when ``desired`` was built
+    from them in their order (one entry each: a valid configuration has no duplicates)."""
+    if len(servers) != len(desired):
+        from agent.ipvs.desired import service_key
+
+        return {id(vs): service_key(vs) for vs in servers}
+    return {id(vs): key for vs, key in zip(servers, desired, strict=True)}
 
 
 def rebuild(
@@ -146,6 +197,7 @@ class _Base:
         self.generation = -1
         self.servers: tuple[VirtualServer, ...] = ()
         self.desired: DesiredTable = {}
+        self.keys: dict[int, ServiceKey] = {}  # of ``servers``, by id
 
 
 def _answer(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -157,6 +209,7 @@ def _answer(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
         _, generation, servers = request
         base.servers = tuple(servers)
         base.desired = desired_table(base.servers)
+        base.keys = keys_by_id(base.servers, base.desired)
         base.generation = generation
         return ("primed",)
     if kind == "load":
@@ -169,10 +222,11 @@ def _answer(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
             return ("invalid", exc.problems)
         except OSError as exc:
             return ("unreadable", exc.strerror or str(exc))
-        desired = desired_table(config.virtual_servers)
-        spec, new, changed, removed = delta(base.servers, base.desired, config, desired)
+        desired = reuse_desired(base.servers, base.desired, config.virtual_servers, base.keys)
+        spec, new, changed, removed = delta(base.servers, base.desired, config, desired, base.keys)
         rest = replace(config, virtual_servers=())
         base.servers, base.desired = config.virtual_servers, desired
+        base.keys = keys_by_id(base.servers, base.desired)
         base.generation += 1
         return ("loaded", base.generation, rest, spec, new, changed, removed)
     return ("error", f"unknown request {kind!r}")
@@ -229,8 +283,11 @@ class ConfigWorker:
         self, path: str, base_vs: tuple[VirtualServer, ...], base_desired: DesiredTable
     ) -> Loaded:
         """Read ``path``; raises LoadRefused (invalid, unreadable) or WorkerFailed."""
+        from agent.config.include import total_size
+
         try:
-            small = os.stat(path).st_size < SMALL_FILE
+            # the included files count too (their sizes: a stat each, off the loop)
+            small = await self._run(lambda: total_size(path) < SMALL_FILE)
         except OSError as exc:
             raise LoadRefused([], exc.strerror or str(exc)) from None
         if small:

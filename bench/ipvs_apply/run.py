@@ -21,13 +21,15 @@ to be idle again (the kernel frees the deleted table in the background):
        that operation, and the whole reconcile (parse, dump, plan, apply)
   (e)  peak RSS of the `lvs-agent apply` process
   (f)  the same weight change by a reload of a running, idle daemon: `lvs-agent
-       run` and keepalived, from SIGHUP until the kernel has the new weight
+       run` and keepalived, from SIGHUP until the kernel has the new weight;
+       with --split FILES also with the services spread over FILES files
+       (`include:` / keepalived's `include`), the change in one of them
 
 Prints times and the ratios (a)/(b'), (a)/(b), (c)/(b); writes JSON next to
 this file. Software emulation is 5-20x slower than hardware: compare ratios
 from the same run, never absolute times across runs.
 
-    .venv/bin/python bench/ipvs_apply/run.py [--sizes 1000,10000]
+    .venv/bin/python bench/ipvs_apply/run.py [--sizes 1000,10000] [--split 100] [--only-f]
 """
 
 from __future__ import annotations
@@ -67,9 +69,16 @@ def agent_config(n: int, state_dir: str, weight_of_last: int = 1) -> str:
     return "\n".join(out) + "\n"
 
 
-def keepalived_config(n: int, weight_of_last: int = 1) -> str:
-    out = ["global_defs {\n  router_id bench\n}"]
-    for i in range(n):
+def agent_part(lo: int, hi: int, n: int, weight_of_last: int = 1) -> str:
+    """An included file: services lo..hi-1 of ``n``."""
+    text = agent_config(hi, "/unused", weight_of_last if hi == n else 1)
+    entries = text.split("\n  - name: ")[1 + lo :]
+    return "virtual_servers:\n  - name: " + "\n  - name: ".join(entries)
+
+
+def keepalived_config(n: int, weight_of_last: int = 1, lo: int = 0, defs: bool = True) -> str:
+    out = ["global_defs {\n  router_id bench\n}"] if defs else []
+    for i in range(lo, n):
         out.append(
             f"virtual_server {vip(i)} 80 {{\n  delay_loop 3600\n  lb_algo wlc\n"
             "  lb_kind NAT\n  protocol TCP"
@@ -258,13 +267,64 @@ def keepalived_reload(ns: str, n: int, work: Path, timeout: float) -> float:
         proc.wait(timeout=30)
 
 
-def agent_reload(ns: str, n: int, work: Path, timeout: float) -> float:
+def split_bounds(n: int, files: int) -> list[tuple[int, int]]:
+    return [(k * n // files, (k + 1) * n // files) for k in range(files)]
+
+
+def keepalived_split_reload(ns: str, n: int, files: int, work: Path, timeout: float) -> float:
+    """keepalived with ``include`` of ``files`` files; the last one changes."""
+    conf_d = work / f"keepalived-{n}-{files}.d"
+    conf_d.mkdir(exist_ok=True)
+    bounds = split_bounds(n, files)
+    for k, (lo, hi) in enumerate(bounds):
+        (conf_d / f"{k:04d}.conf").write_text(keepalived_config(hi, 1, lo, defs=False))
+    conf = work / f"keepalived-{n}-{files}.conf"
+    conf.write_text(f"global_defs {{\n  router_id bench\n}}\ninclude {conf_d}/*.conf\n")
+    last = conf_d / f"{files - 1:04d}.conf"
+    lo = bounds[-1][0]
+    proc = start_keepalived(ns, conf, work)
+    try:
+        wait_loaded(proc, ns, n, timeout)
+        return reload_time(
+            proc, ns, n, lambda: last.write_text(keepalived_config(n, 7, lo, defs=False)), timeout
+        )
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def agent_split_reload(ns: str, n: int, files: int, work: Path, timeout: float) -> float:
+    """`lvs-agent run` with ``include`` of ``files`` files; the last one changes."""
+    conf_d = work / f"agent-{n}-{files}.d"
+    conf_d.mkdir(exist_ok=True)
+    bounds = split_bounds(n, files)
+    for k, (lo, hi) in enumerate(bounds):
+        (conf_d / f"{k:04d}.yaml").write_text(agent_part(lo, hi, n))
+    last = conf_d / f"{files - 1:04d}.yaml"
+    lo = bounds[-1][0]
+    main = (
+        f"state_dir: {work}/state-split-{n}\nreconcile_interval: 1h\ninclude: [{conf_d}/*.yaml]\n"
+    )
+    return agent_reload(
+        ns, n, work, timeout, main=main, rewrite=lambda: last.write_text(agent_part(lo, n, n, 7))
+    )
+
+
+def agent_reload(
+    ns: str,
+    n: int,
+    work: Path,
+    timeout: float,
+    main: str | None = None,
+    rewrite: Any = None,
+) -> float:
     """`lvs-agent run`, past its first reconcile and idle, given a file with one
-    weight changed (SIGHUP)."""
-    config = work / f"agent-reload-{n}.yaml"
+    weight changed (SIGHUP). ``main``/``rewrite``: another main file, and what
+    makes the change (default: the whole file in one, rewritten)."""
+    config = work / f"agent-reload-{n}{'-split' if main else ''}.yaml"
     state = str(work / f"state-reload-{n}")
-    config.write_text(agent_config(n, state) + "reconcile_interval: 1h\n")
-    log = work / f"agent-reload-{n}.log"
+    config.write_text(main or agent_config(n, state) + "reconcile_interval: 1h\n")
+    log = work / f"agent-reload-{n}{'-split' if main else ''}.log"
     argv = ["ip", "netns", "exec", ns, "env", "LVS_AGENT_CACHE_DIR="]
     argv += [sys.executable, "-m", "agent", "run", "-c", str(config)]
     with log.open("wb") as out:
@@ -275,13 +335,19 @@ def agent_reload(ns: str, n: int, work: Path, timeout: float) -> float:
             if proc.poll() is not None or time.perf_counter() - start > timeout:
                 raise RuntimeError(f"lvs-agent run did not start: {log.read_text()[-500:]}")
             time.sleep(0.1)
-        return reload_time(
+        took = reload_time(
             proc,
             ns,
             n,
-            lambda: config.write_text(agent_config(n, state, 7) + "reconcile_interval: 1h\n"),
+            rewrite
+            or (lambda: config.write_text(agent_config(n, state, 7) + "reconcile_interval: 1h\n")),
             timeout,
         )
+        time.sleep(1.0)  # the reload's own log lines
+        for line in log.read_text().splitlines():
+            if "reload" in line or "reconcile" in line:
+                print(f"       | {line[:160]}", flush=True)
+        return took
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=timeout)
@@ -325,7 +391,41 @@ def keepalived_load(ns: str, conf: Path, n: int, work: Path, timeout: float) -> 
         proc.wait(timeout=30)
 
 
-def run_size(n: int, work: Path) -> dict[str, Any]:
+def run_split(n: int, files: int, work: Path) -> dict[str, Any]:
+    """(f) only: one file and ``files`` files, agent and keepalived, one weight changed."""
+    print(f"\n== {n} services x {DESTS} real servers: (f) reloads", flush=True)
+    res: dict[str, Any] = {"services": n, "real_servers": n * DESTS, "files": files}
+    settle()
+    timeout = max(300, n * 0.1)
+    with fresh_netns() as ns:
+        res["keepalived_reload_s"] = keepalived_reload(ns, n, work, timeout)
+    with fresh_netns() as ns:
+        res["agent_reload_s"] = agent_reload(ns, n, work, timeout)
+    print(
+        f"  (f)  one file:   agent {res['agent_reload_s']:8.2f} s   "
+        f"keepalived {res['keepalived_reload_s']:8.2f} s",
+        flush=True,
+    )
+    with fresh_netns() as ns:
+        res["keepalived_split_reload_s"] = keepalived_split_reload(ns, n, files, work, timeout)
+    with fresh_netns() as ns:
+        res["agent_split_reload_s"] = agent_split_reload(ns, n, files, work, timeout)
+    print(
+        f"  (f)  {files} files: agent {res['agent_split_reload_s']:8.2f} s   "
+        f"keepalived {res['keepalived_split_reload_s']:8.2f} s   (SIGHUP -> in the kernel)",
+        flush=True,
+    )
+    res["ratios"] = {
+        "f_reload/keepalived_reload": res["agent_reload_s"] / res["keepalived_reload_s"],
+        "f_split_reload/keepalived_split_reload": res["agent_split_reload_s"]
+        / res["keepalived_split_reload_s"],
+        "f_split_reload/f_reload": res["agent_split_reload_s"] / res["agent_reload_s"],
+    }
+    print("  ratios: " + "  ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items()), flush=True)
+    return res
+
+
+def run_size(n: int, work: Path, split: int = 0) -> dict[str, Any]:
     print(f"\n== {n} services x {DESTS} real servers", flush=True)
     res: dict[str, Any] = {"services": n, "real_servers": n * DESTS}
     settle()
@@ -473,6 +573,24 @@ def run_size(n: int, work: Path) -> dict[str, Any]:
         "b'/b": bk / b,
         "f_reload/keepalived_reload": res["agent_reload_s"] / res["keepalived_reload_s"],
     }
+    if split:
+        with fresh_netns() as ns:
+            res["keepalived_split_reload_s"] = keepalived_split_reload(
+                ns, n, split, work, timeout=max(120, n * 0.05)
+            )
+        with fresh_netns() as ns:
+            res["agent_split_reload_s"] = agent_split_reload(
+                ns, n, split, work, timeout=max(300, n * 0.1)
+            )
+        res["split_files"] = split
+        print(
+            f"  (f)  the same, {split} files   {res['agent_split_reload_s']:8.2f} s   "
+            f"(keepalived: {res['keepalived_split_reload_s']:.2f} s)",
+            flush=True,
+        )
+        res["ratios"]["f_split_reload/keepalived_split_reload"] = (
+            res["agent_split_reload_s"] / res["keepalived_split_reload_s"]
+        )
     print("  ratios: " + "  ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items()), flush=True)
     return res
 
@@ -482,8 +600,16 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument(
+        "--split", type=int, default=0, help="(f) also with the services in this many files"
+    )
+    parser.add_argument(
+        "--only-f", action="store_true", help="the reloads (f) only, one file and --split files"
+    )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
+    if args.only_f and args.out == parser.get_default("out"):
+        args.out = str(Path(__file__).with_name("results-f.json"))
     from agent.lab.topology import ipvs_available
 
     if not ipvs_available():
@@ -493,6 +619,7 @@ def main() -> int:
         cmd = (
             f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} "
             f"{shlex.quote(__file__)} --sizes {args.sizes} --out {shlex.quote(args.out)}"
+            f" --split {args.split}{' --only-f' if args.only_f else ''}"
         )
         return run_in_vm(cmd, rwdirs=[str(ROOT)], memory="4G")
     results: dict[str, Any] = {
@@ -505,7 +632,10 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="ipvs-bench-") as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
-            results["sizes"].append(run_size(n, Path(tmp)))
+            if args.only_f:
+                results["sizes"].append(run_split(n, args.split or 100, Path(tmp)))
+            else:
+                results["sizes"].append(run_size(n, Path(tmp), args.split))
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwritten {args.out}")
     return 0

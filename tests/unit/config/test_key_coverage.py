@@ -12,11 +12,15 @@ nothing is a bug: it either has to take effect or be refused.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import dataclasses
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,6 +120,14 @@ class Case:
     drop: tuple[tuple[str, str], ...] = ()
 
 
+# A file for the ``include`` case (it must exist: a missing literal path is an error).
+INCLUDED = Path(tempfile.mkdtemp(prefix="lvs-agent-keys-")) / "more.yaml"
+INCLUDED.write_text(
+    "virtual_servers:\n"
+    "  - {name: more, address: 192.0.2.50, port: 80, real_servers: [{address: 10.0.0.9}]}\n"
+)
+atexit.register(shutil.rmtree, INCLUDED.parent, True)
+
 VS = "virtual_servers[]"
 RS = "virtual_servers[].real_servers[]"
 VI = "vrrp_instances[]"
@@ -207,6 +219,8 @@ CASES: dict[tuple[str, str], Case | object] = {
     ("", "witness"): SUB,
     ("", "reconcile_interval"): Case("5s"),
     ("", "state_dir"): Case("/var/lib/elsewhere"),
+    # an included file's virtual server joins the list
+    ("", "include"): Case([str(INCLUDED)]),
     ("node", "name"): Case("other-node"),
     ("metrics", "listen"): Case("127.0.0.1:19469"),
     # ipvs

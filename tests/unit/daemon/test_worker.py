@@ -123,3 +123,55 @@ def test_a_small_file_is_read_without_the_worker_process(tmp_path: Path) -> None
         assert refused.value.strerror
 
     asyncio.run(main())
+
+
+def test_the_worker_process_reads_included_files_and_reuses_the_unchanged_ones(
+    tmp_path: Path,
+) -> None:
+    """A main file that is small on its own still goes to the worker process (its
+    included files count), and a change in one included file comes back exact."""
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    per = 150
+
+    def part(k: int, weights: dict[int, int] | None = None) -> str:
+        text = config_text((k + 1) * per, weights).split("\n  - name: ")
+        return "virtual_servers:\n  - name: " + "\n  - name: ".join(text[1 + k * per :])
+
+    for k in range(4):
+        (conf / f"{k}.yaml").write_text(part(k))
+    path = tmp_path / "config.yaml"
+    path.write_text("include: [conf.d/*.yaml]\n")
+    assert path.stat().st_size < SMALL_FILE
+    base = load_config(str(path))
+    assert len(base.virtual_servers) == 4 * per
+    base_desired = desired_table(base.virtual_servers)
+
+    async def main() -> None:
+        offload = Offload()
+        worker = ConfigWorker(offload)
+        try:
+            (conf / "2.yaml").write_text(part(2, {2 * per + 5: 9}))
+            loaded = await worker.load(str(path), base.virtual_servers, base_desired)
+            assert worker.starts == 1  # the worker process, not the daemon's thread
+            assert loaded.config == load_config(str(path))
+            assert loaded.desired == desired_table(loaded.config.virtual_servers)
+            assert len(loaded.edited) == 1
+            # the other files' entries are the daemon's own objects
+            assert loaded.config.virtual_servers[0] is base.virtual_servers[0]
+
+            (conf / "0.yaml").write_text(part(0, {3: 4}))
+            (conf / "9.yaml").write_text(part(0).replace("name: vs", "name: extra"))
+            with pytest.raises(LoadRefused) as refused:  # same services in two files
+                await worker.load(str(path), loaded.config.virtual_servers, loaded.desired)
+            assert any(str(p).startswith(f"{conf}/9.yaml:") for p in refused.value.problems)
+            (conf / "9.yaml").unlink()
+            again = await worker.load(str(path), loaded.config.virtual_servers, loaded.desired)
+            assert again.config == load_config(str(path))
+            assert again.desired == desired_table(again.config.virtual_servers)
+            assert len(again.edited) == 1
+        finally:
+            await worker.aclose()
+            offload.close()
+
+    asyncio.run(main())
