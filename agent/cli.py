@@ -4,7 +4,8 @@ Owns argument parsing, exit codes and what each command prints. Imports are
 lazy so that ``--help`` and ``check-config`` start fast and need no kernel.
 
 Exit codes: 0 success (``plan``: nothing pending), 1 error, 2 ``plan`` found
-changes pending (``import-keepalived``: keywords left out).
+changes pending (``import-keepalived``: keywords left out), 3 ``check-health`` found
+failing checks.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         description="LVS director agent: programs the kernel IPVS table from a YAML "
         "configuration and keeps it there.",
         epilog="Exit status: 0 ok (plan: nothing pending), 1 error, 2 plan: changes pending "
-        "(import-keepalived: keywords left out). "
+        "(import-keepalived: keywords left out), 3 check-health: some checks failed. "
         "plan and apply cache what they read from a valid file in /var/cache/lvs-agent "
         "(LVS_AGENT_CACHE_DIR moves it; empty turns it off).",
     )
@@ -81,6 +82,18 @@ def _parser() -> argparse.ArgumentParser:
         "program missing, state_dir not created yet) is a warning: exit 0 unless --strict",
     )
     check.add_argument("--strict", action="store_true", help=STRICT_HELP)
+    health = with_config(
+        "check-health",
+        "run every configured health check once, at the same time (each distinct check "
+        "against a target once), and print a line per virtual server, real server and "
+        "check: ok or FAIL, the reason (refused, timeout, status 503, tls: ...) and how "
+        "long it took. Needs no IPVS and changes nothing. Exit 0 all passed, 3 some "
+        "failed, 1 error",
+    )
+    health.add_argument("--json", action="store_true", help="print the results as JSON")
+    health.add_argument(
+        "--virtual-server", metavar="NAME", help="check this virtual server's real servers only"
+    )
     with_config("plan", "print the IPVS operations that apply would make, one per line")
     with_config("apply", "reconcile the IPVS table with the configuration once")
     with_config(
@@ -165,7 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-ONE_SHOT = ("apply", "plan", "check-config", "status")  # commands run() ends with os._exit
+# commands run() ends with os._exit
+ONE_SHOT = ("apply", "plan", "check-config", "check-health", "status")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +222,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"{args.config}: valid ({services} virtual server{'' if services == 1 else 's'}, "
             f"{servers} real server{'' if servers == 1 else 's'})",
         )
+    if command == "check-health":
+        from agent.health.once import main as check_health
+
+        return check_health(config, args.virtual_server, args.json)
     if command == "run":
         from agent.daemon import run
 

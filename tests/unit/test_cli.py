@@ -24,7 +24,17 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_help_names_every_command() -> None:
     out = run("--help").stdout
-    for command in ("check-config", "plan", "apply", "run", "status", "failover", "witness", "lab"):
+    for command in (
+        "check-config",
+        "check-health",
+        "plan",
+        "apply",
+        "run",
+        "status",
+        "failover",
+        "witness",
+        "lab",
+    ):
         assert command in out
 
 
