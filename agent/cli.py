@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
         "check-config",
         "validate the configuration file and the files it includes, then check it "
         "against this host (lock key "
-        "file, state_dir, VRRP interfaces, track script and notify programs); changes "
+        "file, state_dir, VRRP interfaces, track script, notify and exec check programs, "
+        "https CA files); changes "
         "nothing. Problems exit 1; what may differ on the director (an interface or "
         "program missing, state_dir not created yet) is a warning: exit 0 unless --strict",
     )

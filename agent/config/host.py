@@ -2,7 +2,8 @@
 
 ``lvs-agent check-config`` (and ``witness --check``) runs this after validation: the
 lock key files, the state directories, the interfaces VRRP names and the commands it
-runs. Validation (``agent.config.loader``) never looks at the host; this module only
+runs, the programs of exec health checks and the CA files of https checks.
+Validation (``agent.config.loader``) never looks at the host; this module only
 looks: it stats paths and reads key files, and never creates or changes anything.
 
 What can differ between the host where a file is checked and the director that runs
@@ -116,6 +117,7 @@ def check_host(config: Config) -> list[Finding]:
         problem = command_problem(group.notify) if group.notify is not None else None
         if problem is not None:
             add(f"vrrp_sync_groups[{g}].notify", *problem)
+    _health_programs(config, found)
     for number, included in enumerate(config.includes):
         if not included.files:
             # Allowed (a conf.d directory may be empty), but never silently.
@@ -126,6 +128,45 @@ def check_host(config: Config) -> list[Finding]:
             )
     found.sort(key=lambda pair: pair[0])
     return [finding for _, finding in found]
+
+
+def _health_programs(config: Config, found: list[tuple[int, Finding]]) -> None:
+    """The programs of exec health checks and the CA files of https checks, each once,
+    at the first real server that uses it. A virtual server read from an included file
+    is named by its position (its line is in that file)."""
+    seen: set[tuple[str, str]] = set()
+    for i, vs in enumerate(config.virtual_servers):
+        for j, rs in enumerate(vs.real_servers):
+            for check in rs.checks:
+                if check.type == "exec":
+                    what = ("exec", check.command[0])
+                    problem = None if what in seen else command_problem(shlex.join(check.command))
+                elif check.type == "https" and check.tls_ca_file:
+                    what = ("ca", check.tls_ca_file)
+                    problem = None if what in seen else _ca_file_problem(check.tls_ca_file)
+                else:
+                    continue
+                seen.add(what)
+                if problem is None:
+                    continue
+                line = 0 if config.includes else rs.line
+                path = f"virtual_servers[{i}].real_servers[{j}].health_checks"
+                message = f"{vs.name}: {check.type} check: {problem[0]}"
+                found.append((line, Finding(config.source, line, path, message, problem[1])))
+
+
+def _ca_file_problem(path: str) -> tuple[str, bool] | None:
+    """An https check's CA file: a readable regular file (a warning: it may be
+    installed on the director only; until it is, the check fails)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"tls_ca_file {path}: {exc.strerror or exc}; the check fails until it exists", True
+    if not stat.S_ISREG(st.st_mode):
+        return f"tls_ca_file {path} is not a regular file", True
+    if not os.access(path, os.R_OK):
+        return f"tls_ca_file {path} is not readable (for uid {os.geteuid()})", True
+    return None
 
 
 def _clusters(config: Config) -> Iterator[tuple[str, LockConfig]]:

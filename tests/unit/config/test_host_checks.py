@@ -290,3 +290,31 @@ def test_a_finding_reads_like_a_validation_problem() -> None:
     assert str(Finding("c.yaml", 3, "a.b", "bad")) == "c.yaml:3: a.b: bad"
     assert str(Finding("c.yaml", 0, "state_dir", "bad")) == "c.yaml: state_dir: bad"
     assert str(Finding("k.key", 2, "", "short")) == "k.key:2: short"
+
+
+def test_health_check_programs_and_ca_files(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    script = tmp_path / "check.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o644)  # not executable
+    body = (
+        "virtual_servers:\n"
+        "  - name: web\n"
+        "    address: 192.0.2.1\n"
+        "    port: 443\n"
+        f"    health_checks: [{{type: exec, command: [{script}, --x]}}]\n"
+        "    real_servers:\n"
+        "      - {address: 10.0.0.1}\n"
+        "      - {address: 10.0.0.2}\n"
+        f"      - {{address: 10.0.0.3, health_checks: [{{type: https, tls_ca_file: {ca}}}]}}\n"
+        f"      - {{address: 10.0.0.4, health_checks: [{{type: https, tls_ca_file: {ca}.gone}}]}}\n"
+    )
+    found = [str(f) for f in check_host(config(tmp_path, body, tmp_path))]
+    assert found == [
+        f"config.yaml:8: virtual_servers[0].real_servers[0].health_checks: web: exec check: "
+        f"{script} is not executable (for uid {os.geteuid()})",
+        f"config.yaml:11: warning: virtual_servers[0].real_servers[3].health_checks: web: "
+        f"https check: tls_ca_file {ca}.gone: No such file or directory; the check fails "
+        "until it exists",
+    ]
