@@ -126,6 +126,17 @@ def check_host(config: Config) -> list[Finding]:
             found.append(
                 (included.line, Finding(config.source, included.line, path, message, True))
             )
+    sync = config.ipvs.sync
+    if sync is not None:
+        if not interface_exists(sync.interface):
+            add(
+                "ipvs.sync.interface",
+                f"interface {sync.interface} does not exist on this host; the kernel "
+                "refuses to start a sync daemon on it",
+                warning=True,
+            )
+        for key, message in sync_sysctl_findings(config):
+            add("ipvs.sync.instance", f"net.ipv4.vs.{key}: {message}", warning=True)
     found.sort(key=lambda pair: pair[0])
     return [finding for _, finding in found]
 
@@ -167,6 +178,72 @@ def _ca_file_problem(path: str) -> tuple[str, bool] | None:
     if not os.access(path, os.R_OK):
         return f"tls_ca_file {path} is not readable (for uid {os.geteuid()})", True
     return None
+
+
+SYSCTL_ROOT = Path("/proc/sys/net/ipv4/vs")
+
+
+def sync_sysctl_findings(config: Config, root: Path = SYSCTL_ROOT) -> list[tuple[str, str]]:
+    """With ``ipvs.sync``: the sysctls the file leaves alone whose value on this host
+    keeps synced connections from surviving a takeover (README, "Connections survive
+    a failover"). Only reads; a key the file sets is the reconciler's business."""
+    asked = config.ipvs.sysctls
+    if not root.is_dir():
+        return [("*", "IPVS is not loaded on this host: the sync sysctls cannot be checked")]
+
+    def value(key: str) -> list[int] | None:
+        try:
+            return [int(v) for v in (root / key).read_text().split()]
+        except (OSError, ValueError):
+            return None
+
+    out: list[tuple[str, str]] = []
+    nat = any(rs.forwarding == "nat" for vs in config.virtual_servers for rs in vs.real_servers)
+    if nat and "conntrack" not in asked and value("conntrack") == [0]:
+        out.append(
+            (
+                "conntrack",
+                "is 0 with NAT real servers: if netfilter connection tracking sees this "
+                "traffic (a stateful firewall, iptables NAT), a synced connection has no "
+                "conntrack entry on the new master and its packets may be dropped as "
+                "INVALID; set ipvs.sysctls.conntrack: 1",
+            )
+        )
+    persistent = any(vs.persistence is not None for vs in config.virtual_servers)
+    if persistent and "sync_persist_mode" not in asked and value("sync_persist_mode") == [1]:
+        out.append(
+            (
+                "sync_persist_mode",
+                "is 1: only the persistence templates of persistent services are synced, "
+                "not their connections, which then break at a takeover",
+            )
+        )
+    threshold = value("sync_threshold")
+    if (
+        "sync_threshold" not in asked
+        and threshold is not None
+        and len(threshold) == 2
+        and threshold[1] == 0
+        and value("sync_refresh_period") == [0]
+    ):
+        out.append(
+            (
+                "sync_threshold",
+                "period is 0 with sync_refresh_period 0: a connection is synced once, "
+                f"at its packet number {threshold[0]}, and none of its later state changes",
+            )
+        )
+    if "expire_nodest_conn" not in asked and value("expire_nodest_conn") == [0]:
+        out.append(
+            (
+                "expire_nodest_conn",
+                "is 0: a synced connection whose real server is gone on the new master "
+                "keeps its entry and its packets are dropped silently until it times out; "
+                "1 expires it at once and the client reconnects "
+                "(set ipvs.sysctls.expire_nodest_conn: 1)",
+            )
+        )
+    return out
 
 
 def _clusters(config: Config) -> Iterator[tuple[str, LockConfig]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,16 +19,22 @@ from agent.config.include import Included, read_included
 from agent.config.model import (
     FAMILIES,
     FORWARDING_METHODS,
+    IPVS_SYSCTL_VECTORS,
     IPVS_SYSCTLS,
     PROTOCOLS,
     SCHEDULER_FLAGS,
     SCHEDULERS,
+    SYNC_GROUP,
+    SYNC_PORT,
+    SYNC_TTL,
     TUNNEL_CHECKSUMS,
     TUNNEL_TYPES,
     Config,
     IpvsSettings,
     Persistence,
     RealServer,
+    SyncSettings,
+    SysctlValue,
     Tunnel,
     VirtualServer,
 )
@@ -157,7 +164,8 @@ def _read_root(
     )
     state_dir = root.get("state_dir", Item.as_absolute_path, DEFAULT_STATE_DIR)
     lines = {"state_dir": found.line} if (found := root.item("state_dir")) else {}
-    ipvs = _read_ipvs(root.section("ipvs"))
+    sync_items: dict[str, Item] = {}
+    ipvs = _read_ipvs(root.section("ipvs"), sync_items)
     listed = root.item("virtual_servers")
     if listed is not None:
         listed.as_list()  # entries were read as they were composed; this checks the shape
@@ -167,6 +175,9 @@ def _read_root(
     if include_item is not None:
         includes, virtual_servers = read_included(include_item, source, virtual_servers, included)
     vrrp = read_vrrp(root, quorum_allowed=witness or root.has("lock"), lines=lines)
+    if ipvs is not None and ipvs.sync is not None:
+        ipvs = _resolve_sync(sync_items["instance"], ipvs, vrrp)
+        lines.update({item.path: item.line for item in sync_items.values()})
     lock, served = _read_lock(root, vrrp, state_dir or DEFAULT_STATE_DIR, witness, lines)
     root.finish()
 
@@ -273,7 +284,7 @@ MAX_CONNECTION_TIMEOUT = (2**31 - 1) // 1000  # 24d20h31m23s
 MAX_PERSISTENCE_TIMEOUT = 31 * 86400
 
 
-def _read_ipvs(section: Section | None) -> IpvsSettings | None:
+def _read_ipvs(section: Section | None, sync_items: dict[str, Item]) -> IpvsSettings | None:
     if section is None:
         return IpvsSettings()
     timeouts = section.section("timeouts")
@@ -288,7 +299,7 @@ def _read_ipvs(section: Section | None) -> IpvsSettings | None:
         udp = timeouts.get("udp", whole, None)
         timeouts.finish()
     drain = section.get("drain_timeout", lambda i: i.as_duration(maximum=7 * 86400), 300.0)
-    sysctls: dict[str, int] = {}
+    sysctls: dict[str, SysctlValue] = {}
     sysctl_section = section.section("sysctls")
     if sysctl_section is not None:
         for key, (lo, hi) in IPVS_SYSCTLS.items():
@@ -296,11 +307,113 @@ def _read_ipvs(section: Section | None) -> IpvsSettings | None:
             value = _sysctl_value(item, lo, hi) if item is not None else None
             if value is not None:
                 sysctls[key] = value
+        for key, shape in IPVS_SYSCTL_VECTORS.items():
+            item = sysctl_section.item(key)
+            vector = _sysctl_vector(item, *shape) if item is not None else None
+            if vector is not None:
+                sysctls[key] = vector
         sysctl_section.finish()
+    sync_section = section.section("sync")
+    sync = _read_sync(sync_section, sync_items) if sync_section is not None else None
     section.finish()
-    if drain is None:
+    if drain is None or (sync_section is not None and sync is None):
         return None
-    return IpvsSettings(tcp, tcp_fin, udp, drain, sysctls)
+    return IpvsSettings(tcp, tcp_fin, udp, drain, sysctls, sync)
+
+
+def _sysctl_vector(item: Item, length: int, lo: int, hi: int) -> tuple[int, ...] | None:
+    """``"3 50"`` (as /proc shows it) or ``[3, 50]``; sync_threshold: threshold < period."""
+    raw: list[object]
+    listed = item.as_list() if not item.scalar_tag else None
+    if listed is not None:
+        raw = [i.as_int(lo, hi) for i in listed]
+        if any(v is None for v in raw):
+            return None
+    else:
+        text = item.as_str()
+        if text is None:
+            return None
+        raw = [int(p) if p.isascii() and p.isdigit() else p for p in str(text).split()]
+    if len(raw) != length or not all(isinstance(v, int) and lo <= v <= hi for v in raw):
+        item.error(f'must be {length} whole numbers {lo}..{hi}, as "3 50" or [3, 50]')
+        return None
+    values = tuple(int(str(v)) for v in raw)
+    if len(values) == 2 and values[1] and values[0] >= values[1]:
+        item.error(f"the threshold ({values[0]}) must be below the period ({values[1]})")
+        return None
+    return values
+
+
+def _read_sync(section: Section, items: dict[str, Item]) -> SyncSettings | None:
+    """``ipvs.sync``; ``instance`` is checked against the VRRP sections by the caller
+    (``items``: the instance and interface keys, for its errors and host checks)."""
+    for key in ("instance", "interface"):
+        if (item := section.item(key)) is not None:
+            items[key] = item
+    instance = section.get("instance", lambda i: _name(i), None, required=True)
+    interface = section.get("interface", _interface_name, None, required=True)
+    sync_id = section.get("sync_id", lambda i: i.as_int(0, 255), None)
+    port = section.get("port", lambda i: i.as_int(1, 65535), SYNC_PORT)
+    max_len = section.get("max_len", lambda i: i.as_int(1, 65507), 0)
+    ttl = section.get("ttl", lambda i: i.as_int(1, 255), SYNC_TTL)
+    group = section.get("group", _multicast_group, SYNC_GROUP)
+    section.finish()
+    if None in (instance, interface, port, max_len, ttl, group):
+        return None
+    assert instance is not None and interface is not None and group is not None
+    assert port is not None and max_len is not None and ttl is not None
+    return SyncSettings(
+        instance, interface, -1 if sync_id is None else sync_id, port, max_len, ttl, group
+    )
+
+
+def _interface_name(item: Item) -> str | None:
+    text = item.as_str()
+    if text is None:
+        return None
+    if not 1 <= len(text) <= 15 or "/" in text or not text.isprintable() or " " in text:
+        item.error(f"{text!r} is not an interface name (1..15 characters, no '/' or spaces)")
+        return None
+    return text
+
+
+def _multicast_group(item: Item) -> str | None:
+    text = item.as_str()
+    if text is None:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        item.error(f"{text!r} is not an IP address")
+        return None
+    if not address.is_multicast:
+        item.error(f"{text} is not a multicast address")
+        return None
+    return str(address)
+
+
+def _resolve_sync(item: Item, ipvs: IpvsSettings, vrrp: VrrpConfig) -> IpvsSettings:
+    """``ipvs.sync.instance`` names a VRRP instance or sync group; the default sync id
+    is the instance's VRID (a group's: its first member's), as keepalived does."""
+    sync = ipvs.sync
+    if sync is None:
+        return ipvs
+    vrids = {i.name: i.vrid for i in vrrp.vrrp_instances}
+    groups = {g.name: g.instances for g in vrrp.vrrp_sync_groups}
+    if sync.instance in vrids:
+        vrid = vrids[sync.instance]
+    elif sync.instance in groups:
+        vrid = vrids.get(groups[sync.instance][0], 0)
+    else:
+        names = sorted([*vrids, *groups])
+        item.error(
+            f"{sync.instance!r} is neither a VRRP instance nor a sync group"
+            + (f" (configured: {', '.join(names)})" if names else " (none is configured)")
+        )
+        return ipvs
+    if sync.sync_id >= 0:
+        return ipvs
+    return replace(ipvs, sync=replace(sync, sync_id=vrid))
 
 
 def _sysctl_value(item: Item, lo: int, hi: int) -> int | None:

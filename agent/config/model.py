@@ -55,7 +55,42 @@ IPVS_SYSCTLS: dict[str, tuple[int, int]] = {
     "ignore_tunneled": (0, 1),
     "snat_reroute": (0, 1),
     "pmtu_disc": (0, 1),
+    # connection synchronisation (README, "Connections survive a failover")
+    "sync_persist_mode": (0, 1),
+    "sync_version": (0, 1),
+    "sync_refresh_period": (0, 86400),  # seconds; 0: resend on state change only
+    "sync_retries": (0, 3),
 }
+# net.ipv4.vs.* keys that hold a vector: key -> (length, lowest, highest) per element.
+# sync_threshold is "threshold period": a connection is synced when its packet count
+# modulo period equals threshold (threshold < period unless period is 0).
+IPVS_SYSCTL_VECTORS: dict[str, tuple[int, int, int]] = {
+    "sync_threshold": (2, 0, 2**31 - 1),
+}
+SysctlValue = int | tuple[int, ...]
+
+# ipvs.sync defaults: keepalived's lvs_sync_daemon and the kernel's (ip_vs_sync.c).
+SYNC_PORT = 8848
+SYNC_GROUP = "224.0.0.81"
+SYNC_TTL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """``ipvs.sync``: the kernel's connection-synchronisation daemons.
+
+    Every director runs the backup daemon; the one holding ``instance``'s VIPs (a
+    VRRP instance or a sync group) also runs the master daemon. ``max_len`` 0: the
+    kernel sizes messages from the interface's MTU.
+    """
+
+    instance: str
+    interface: str
+    sync_id: int = 0
+    port: int = SYNC_PORT
+    max_len: int = 0
+    ttl: int = SYNC_TTL
+    group: str = SYNC_GROUP
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +146,8 @@ class IpvsSettings:
     timeout_tcp_fin: float | None = None
     timeout_udp: float | None = None
     drain_timeout: float = 300.0
-    sysctls: dict[str, int] = field(default_factory=dict)
+    sysctls: dict[str, SysctlValue] = field(default_factory=dict)
+    sync: SyncSettings | None = None
 
 
 def _no_vrrp() -> VrrpConfig:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from agent.config import Config
+    from agent.daemon.syncd import SyncDaemons
     from agent.ipvs.kernel import IpvsKernel
     from agent.ipvs.model import DesiredTable, ServiceKey
     from agent.ipvs.reconciler import Outcome
@@ -119,6 +120,7 @@ class Agent:
         self.vrrp: VrrpService | None = None
         self._vrrp_plan: ReloadPlan | None = None  # checked by _reload, applied after it
         self.lock: LockTransport | None = None
+        self.syncd: SyncDaemons | None = None  # ipvs.sync (agent.daemon.syncd)
         self.exit_code = 0
         from agent.daemon.offload import Offload
         from agent.daemon.worker import ConfigWorker
@@ -162,9 +164,18 @@ class Agent:
                 return
             if self.lock is not None:
                 tasks.append(asyncio.ensure_future(supervise("lock status", self._status_loop)))
+            if self.kernel is not None:
+                from agent.daemon.syncd import SyncDaemons
+
+                self.syncd = SyncDaemons(
+                    self.kernel, self.metrics, lambda: self.config, lambda: self.vrrp
+                )
+                tasks.append(asyncio.ensure_future(supervise("sync daemons", self.syncd.run)))
             await self._schedule(loop)
         finally:
             await self._stop_vrrp()
+            if self.syncd is not None:
+                await self.syncd.step()  # no VIPs held any more: the master daemon stops
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -305,7 +316,13 @@ class Agent:
             return
         self.vrrp = service
         self.metrics.vrrp.service = service
+        service.on_transition = self._kick_sync
+        self._kick_sync()
         log.info("vrrp: %d instance(s) started", len(self.config.vrrp.vrrp_instances))
+
+    def _kick_sync(self) -> None:
+        if self.syncd is not None:
+            self.syncd.kick()
 
     def _check_vrrp_reload(self, config: Config) -> str | None:
         """Why the running VRRP service cannot take ``config``'s instances (None: it can).
@@ -529,6 +546,7 @@ class Agent:
         for error in outcome.sysctl_errors:
             log.error("failed: %s", error)
         if only is None:
+            self._kick_sync()  # after a reload too: ipvs.sync may have changed
             self.metrics.observe_reconcile(outcome, elapsed)
             count = len(outcome.plan.steps) + len(outcome.sysctls)
             if count:

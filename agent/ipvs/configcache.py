@@ -32,6 +32,7 @@ empty ``LVS_AGENT_CACHE_DIR`` turns the cache off.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.machinery
 import marshal
 import os
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from agent.config.model import IpvsSettings
+from agent.config.model import IpvsSettings, SyncSettings
 
 try:  # built into the interpreter: hashlib would first load OpenSSL (55 ms emulated)
     from _blake2 import blake2b
@@ -62,7 +63,7 @@ from agent.ipvs.model import (
 DEFAULT_DIR: Final = "/var/cache/lvs-agent"
 ENV_DIR: Final = "LVS_AGENT_CACHE_DIR"
 KEEP: Final = 8
-FORMAT: Final = 2
+FORMAT: Final = 3
 _SUFFIX: Final = ".ipvs"
 _SUM_SIZE: Final = 32  # an entry is blake2b-256(payload) + payload
 
@@ -233,7 +234,10 @@ def _to_record(c: CompiledConfig) -> tuple[Any, ...]:
             )
         )  # fmt: skip
     i = c.ipvs
-    settings = (i.timeout_tcp, i.timeout_tcp_fin, i.timeout_udp, i.drain_timeout, i.sysctls)
+    sync = dataclasses.astuple(i.sync) if i.sync is not None else None
+    settings = (
+        i.timeout_tcp, i.timeout_tcp_fin, i.timeout_udp, i.drain_timeout, i.sysctls, sync
+    )  # fmt: skip
     return (FORMAT, c.state_dir, settings, tuple(services))
 
 
@@ -245,8 +249,11 @@ def _from_record(record: tuple[Any, ...]) -> CompiledConfig:
     form, state_dir, settings, services = record
     if form != FORMAT or not isinstance(state_dir, str):
         raise ValueError("not a cache entry of this format")
-    tcp, tcp_fin, udp, drain_timeout, sysctls = settings
-    ipvs = IpvsSettings(tcp, tcp_fin, udp, drain_timeout, dict(sysctls))
+    tcp, tcp_fin, udp, drain_timeout, sysctls, sync = settings
+    ipvs = IpvsSettings(
+        tcp, tcp_fin, udp, drain_timeout, dict(sysctls),
+        SyncSettings(*sync) if sync is not None else None,
+    )  # fmt: skip
     forwarding, tunnel_types, tunnel = _FORWARDING, _TUNNEL_TYPES, Forwarding.TUNNEL
     table: DesiredTable = {}
     for af, proto, address, port, fwmark, sched, flags, timeout, mask, pe, name, ds in services:

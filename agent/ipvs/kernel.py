@@ -8,6 +8,8 @@ flavour:
     dump_services(keys)    -> KernelTable         a subset (drain polling)
     apply(ops)             -> list[OpError|None]  one entry per op, in order
     get_timeouts()         -> Timeouts
+    sync_daemons()         -> dict[state, SyncDaemon]   GET_DAEMON
+    control_daemons(stop, start) -> list[error|None]    DEL_DAEMON, NEW_DAEMON
 
 (``dump_async`` and so on for the asyncio flavour), plus ``counters`` (plain
 ints for metrics: sendmsg calls, messages sent, receive calls, datagrams,
@@ -37,17 +39,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import select
 import socket
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import asyncio
 
 from agent.gcpause import paused_gc
-from agent.ipvs.model import KernelTable, Op, ServiceKey, Timeouts
+from agent.ipvs.model import KernelTable, Op, ServiceKey, SyncDaemon, Timeouts
 from agent.ipvs.netlink import (
     IPVS_GENL_NAME,
     NETLINK_CAP_ACK,
@@ -56,10 +59,12 @@ from agent.ipvs.netlink import (
     ApplyPipeline,
     ConfigPipeline,
     Counters,
+    DaemonPipeline,
     DumpCache,
     DumpPipeline,
     Encoder,
     FamilyPipeline,
+    NetlinkError,
     OpError,
     Pipeline,
     SeqCounter,
@@ -250,7 +255,50 @@ class IpvsKernel:
         assert p.timeouts is not None
         return p.timeouts
 
+    def sync_daemons(self) -> dict[int, SyncDaemon]:
+        """The connection-sync daemons running in this netns, by state (master 1, backup 2)."""
+        p = DaemonPipeline(self._encoder, self._seqs, self.counters)
+        self._run(p)
+        return p.daemons
+
+    def control_daemons(
+        self, stop: Sequence[int] = (), start: Sequence[SyncDaemon] = ()
+    ) -> list[NetlinkError | None]:
+        """Stop the daemons of the ``stop`` states, then start ``start``, in order; one
+        entry per request (stops first): None, or the kernel's refusal."""
+        p = self._daemon_requests(stop, start)
+        self._run(p)
+        return p.errors
+
     # ---- asyncio API (same pipelines, never blocks the loop on the socket)
+
+    async def sync_daemons_async(self) -> dict[int, SyncDaemon]:
+        p = DaemonPipeline(self._encoder, self._seqs, self.counters)
+        await self._run_async(p)
+        return p.daemons
+
+    async def control_daemons_async(
+        self, stop: Sequence[int] = (), start: Sequence[SyncDaemon] = ()
+    ) -> list[NetlinkError | None]:
+        p = self._daemon_requests(stop, start)
+        await self._run_async(p)
+        return p.errors
+
+    def _daemon_requests(self, stop: Sequence[int], start: Sequence[SyncDaemon]) -> DaemonPipeline:
+        enc = self._encoder
+        requests: list[tuple[str, Callable[[int], bytes]]] = []
+        for state in stop:
+            requests.append(
+                (f"stop sync daemon state {state}", functools.partial(enc.del_daemon, state))
+            )
+        for d in start:
+            requests.append(
+                (
+                    f"start {d.role} sync daemon on {d.interface} (sync id {d.sync_id})",
+                    functools.partial(enc.new_daemon, d),
+                )
+            )
+        return DaemonPipeline(enc, self._seqs, self.counters, requests)
 
     async def dump_async(self) -> KernelTable:
         for _attempt in range(self.max_dump_attempts):

@@ -272,3 +272,32 @@ class SetTimeouts:
 
 
 Op = AddService | EditService | DelService | AddDest | EditDest | DelDest | SetTimeouts
+
+
+# --- connection synchronisation daemons ------------------------------------------------
+
+IP_VS_STATE_MASTER = 1
+IP_VS_STATE_BACKUP = 2
+SYNC_ROLES = {IP_VS_STATE_MASTER: "master", IP_VS_STATE_BACKUP: "backup"}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDaemon:
+    """One IPVS connection-synchronisation daemon (a kernel thread set per netns and role).
+
+    ``max_len``, ``port`` and ``ttl`` 0 and ``group`` "" ask for the kernel's default
+    (a length from the interface's MTU, port 8848, TTL 1, group 224.0.0.81); the kernel
+    reports the values it chose.
+    """
+
+    state: int  # IP_VS_STATE_MASTER | IP_VS_STATE_BACKUP
+    interface: str
+    sync_id: int
+    max_len: int = 0
+    group: str = ""
+    port: int = 0
+    ttl: int = 0
+
+    @property
+    def role(self) -> str:
+        return SYNC_ROLES.get(self.state, str(self.state))

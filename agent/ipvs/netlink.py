@@ -68,6 +68,7 @@ from agent.ipvs.model import (
     ServiceKey,
     SetTimeouts,
     Stats,
+    SyncDaemon,
     Timeouts,
 )
 
@@ -113,11 +114,15 @@ IPVS_CMD_NEW_DEST: Final = 5
 IPVS_CMD_SET_DEST: Final = 6
 IPVS_CMD_DEL_DEST: Final = 7
 IPVS_CMD_GET_DEST: Final = 8
+IPVS_CMD_NEW_DAEMON: Final = 9
+IPVS_CMD_DEL_DAEMON: Final = 10
+IPVS_CMD_GET_DAEMON: Final = 11
 IPVS_CMD_SET_CONFIG: Final = 12
 IPVS_CMD_GET_CONFIG: Final = 13
 
 IPVS_CMD_ATTR_SERVICE: Final = 1
 IPVS_CMD_ATTR_DEST: Final = 2
+IPVS_CMD_ATTR_DAEMON: Final = 3
 IPVS_CMD_ATTR_TIMEOUT_TCP: Final = 4
 IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: Final = 5
 IPVS_CMD_ATTR_TIMEOUT_UDP: Final = 6
@@ -150,6 +155,18 @@ IPVS_DEST_ATTR_STATS64: Final = 12
 IPVS_DEST_ATTR_TUN_TYPE: Final = 13
 IPVS_DEST_ATTR_TUN_PORT: Final = 14
 IPVS_DEST_ATTR_TUN_FLAGS: Final = 15
+
+# Inside IPVS_CMD_ATTR_DAEMON (ip_vs_daemon_policy: STATE, SYNC_ID u32; MCAST_IFN
+# NUL-terminated string; SYNC_MAXLEN, MCAST_PORT u16 in host order; MCAST_GROUP an
+# IPv4 address in network order; MCAST_GROUP6 16 bytes; MCAST_TTL u8).
+IPVS_DAEMON_ATTR_STATE: Final = 1
+IPVS_DAEMON_ATTR_MCAST_IFN: Final = 2
+IPVS_DAEMON_ATTR_SYNC_ID: Final = 3
+IPVS_DAEMON_ATTR_SYNC_MAXLEN: Final = 4
+IPVS_DAEMON_ATTR_MCAST_GROUP: Final = 5
+IPVS_DAEMON_ATTR_MCAST_GROUP6: Final = 6
+IPVS_DAEMON_ATTR_MCAST_PORT: Final = 7
+IPVS_DAEMON_ATTR_MCAST_TTL: Final = 8
 
 IPVS_STATS_ATTR_CONNS: Final = 1
 IPVS_STATS_ATTR_INPKTS: Final = 2
@@ -558,6 +575,42 @@ class Encoder:
 
     def get_config(self, seq: int) -> bytes:
         return self.message(IPVS_CMD_GET_CONFIG, b"", seq)
+
+    # ---- sync daemons
+
+    @staticmethod
+    def daemon_attrs(d: SyncDaemon) -> bytes:
+        """The IPVS_CMD_ATTR_DAEMON nest that starts ``d``; defaults are left out."""
+        inner = _ATTR_U32.pack(8, IPVS_DAEMON_ATTR_STATE, d.state)
+        inner += _asciiz(IPVS_DAEMON_ATTR_MCAST_IFN, d.interface)
+        inner += _ATTR_U32.pack(8, IPVS_DAEMON_ATTR_SYNC_ID, d.sync_id)
+        if d.max_len:
+            inner += _ATTR_U16.pack(6, IPVS_DAEMON_ATTR_SYNC_MAXLEN, d.max_len)
+        if d.group:
+            if ":" in d.group:
+                inner += _attr(IPVS_DAEMON_ATTR_MCAST_GROUP6, _inet_pton(AF_INET6, d.group))
+            else:
+                inner += _attr(IPVS_DAEMON_ATTR_MCAST_GROUP, _inet_pton(AF_INET, d.group))
+        if d.port:
+            inner += _ATTR_U16.pack(6, IPVS_DAEMON_ATTR_MCAST_PORT, d.port)
+        if d.ttl:
+            inner += _attr(IPVS_DAEMON_ATTR_MCAST_TTL, _U8.pack(d.ttl))
+        return _attr(IPVS_CMD_ATTR_DAEMON, inner)
+
+    def new_daemon(self, d: SyncDaemon, seq: int) -> bytes:
+        """IPVS_CMD_NEW_DAEMON with an ACK asked: EEXIST when that role already runs."""
+        return self.message(
+            IPVS_CMD_NEW_DAEMON, self.daemon_attrs(d), seq, NLM_F_REQUEST | NLM_F_ACK
+        )
+
+    def del_daemon(self, state: int, seq: int) -> bytes:
+        """IPVS_CMD_DEL_DAEMON (only the state is read): ESRCH when that role is not running."""
+        body = _attr(IPVS_CMD_ATTR_DAEMON, _ATTR_U32.pack(8, IPVS_DAEMON_ATTR_STATE, state))
+        return self.message(IPVS_CMD_DEL_DAEMON, body, seq, NLM_F_REQUEST | NLM_F_ACK)
+
+    def dump_daemons(self, seq: int) -> bytes:
+        """IPVS_CMD_GET_DAEMON is a dump only: one IPVS_CMD_NEW_DAEMON message per role."""
+        return self.message(IPVS_CMD_GET_DAEMON, b"", seq, NLM_F_REQUEST | NLM_F_DUMP)
 
 
 # --- decoding ---------------------------------------------------------------------
@@ -1012,6 +1065,34 @@ def decode_timeouts(buf: bytes, off: int, end: int) -> Timeouts:
         elif kind == IPVS_CMD_ATTR_TIMEOUT_UDP:
             udp = _U32.unpack_from(buf, p)[0]
     return Timeouts(tcp, fin, udp)
+
+
+def decode_daemon(buf: bytes, off: int, end: int) -> SyncDaemon | None:
+    """The IPVS_CMD_ATTR_DAEMON of one GET_DAEMON reply message (None: not there)."""
+    for kind, p, e in iter_attrs(buf, off, end):
+        if kind != IPVS_CMD_ATTR_DAEMON:
+            continue
+        state = sync_id = max_len = port = ttl = 0
+        ifname = group = ""
+        for k, q, qe in iter_attrs(buf, p, e):
+            if k == IPVS_DAEMON_ATTR_STATE:
+                state = _U32.unpack_from(buf, q)[0]
+            elif k == IPVS_DAEMON_ATTR_MCAST_IFN:
+                ifname = _cstr(buf, q, qe)
+            elif k == IPVS_DAEMON_ATTR_SYNC_ID:
+                sync_id = _U32.unpack_from(buf, q)[0]
+            elif k == IPVS_DAEMON_ATTR_SYNC_MAXLEN:
+                max_len = _U16.unpack_from(buf, q)[0]
+            elif k == IPVS_DAEMON_ATTR_MCAST_GROUP and qe - q >= 4:
+                group = _inet_ntop(AF_INET, buf[q : q + 4])
+            elif k == IPVS_DAEMON_ATTR_MCAST_GROUP6 and qe - q >= 16:
+                group = _inet_ntop(AF_INET6, buf[q : q + 16])
+            elif k == IPVS_DAEMON_ATTR_MCAST_PORT:
+                port = _U16.unpack_from(buf, q)[0]
+            elif k == IPVS_DAEMON_ATTR_MCAST_TTL:
+                ttl = _U8.unpack_from(buf, q)[0]
+        return SyncDaemon(state, ifname, sync_id, max_len, group, port, ttl)
+    return None
 
 
 def decode_error(buf: bytes, off: int, length: int, flags: int) -> tuple[int, int, str]:
@@ -1590,3 +1671,85 @@ class FamilyPipeline(Pipeline):
     def _on_data(self, seq: int, flags: int, buf: bytes, off: int, end: int) -> None:
         if seq == self._seq:
             self.family_id = decode_family_id(buf, off, end)
+
+
+class DaemonPipeline(Pipeline):
+    """The sync daemons: one GET_DAEMON dump, or NEW_DAEMON/DEL_DAEMON requests in order.
+
+    ``requests`` are (description, message builder) pairs run one at a time, each
+    with an ACK; ``errors[i]`` is None or the NetlinkError of request ``i``. With no
+    requests, the pipeline dumps: ``daemons`` maps state to what the kernel runs.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        seqs: SeqCounter,
+        counters: Counters | None = None,
+        requests: Sequence[tuple[str, Callable[[int], bytes]]] = (),
+    ) -> None:
+        super().__init__(seqs, counters)
+        self.encoder = encoder
+        self.requests = list(requests)
+        self.errors: list[NetlinkError | None] = [None] * len(self.requests)
+        self.daemons: dict[int, SyncDaemon] = {}
+        self._dump = not self.requests
+        self._next = 0
+        self._seq = -1
+        self._finished = False
+
+    @property
+    def done(self) -> bool:
+        return self._finished or self.failure is not None
+
+    @property
+    def expects_reply(self) -> bool:
+        return self._seq >= 0 and not self.done
+
+    def next_batch(self) -> bytes:
+        if self._seq >= 0 or self.done:
+            return b""
+        seq = self.seqs()
+        if self._dump:
+            self._seq = seq
+            self.counters.messages_sent += 1
+            return self.encoder.dump_daemons(seq)
+        if self._next >= len(self.requests):
+            self._finished = True
+            return b""
+        self._seq = seq
+        self.counters.messages_sent += 1
+        return self.requests[self._next][1](seq)
+
+    def send_failed(self, err: OSError) -> None:
+        self.failure = err
+
+    def _on_error(self, seq: int, err: int, extack: str) -> None:
+        if seq != self._seq:
+            return
+        if self._dump:
+            if err:
+                self.counters.netlink_errors += 1
+                self.failure = NetlinkError(err, "IPVS GET_DAEMON", extack)
+            return
+        if err:
+            self.counters.netlink_errors += 1
+            self.errors[self._next] = NetlinkError(err, self.requests[self._next][0], extack)
+        self._next += 1
+        self._seq = -1
+        if self._next >= len(self.requests):
+            self._finished = True
+
+    def _on_done(self, seq: int, flags: int, err: int, extack: str) -> None:
+        if seq != self._seq or not self._dump:
+            return
+        if err:
+            self.counters.netlink_errors += 1
+            self.failure = NetlinkError(err, "IPVS GET_DAEMON", extack)
+        self._finished = True
+
+    def _on_data(self, seq: int, flags: int, buf: bytes, off: int, end: int) -> None:
+        if seq == self._seq and self._dump:
+            d = decode_daemon(buf, off, end)
+            if d is not None:
+                self.daemons[d.state] = d

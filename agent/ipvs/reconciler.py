@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from agent.config.model import IpvsSettings
+from agent.config.model import IpvsSettings, SysctlValue
 from agent.ipvs.model import (
     AddService,
     DelDest,
@@ -74,11 +74,28 @@ def desired_timeouts(settings: IpvsSettings) -> Timeouts | None:
 @dataclass(frozen=True, slots=True)
 class SysctlChange:
     key: str
-    old: int | None
-    new: int
+    old: SysctlValue | None
+    new: SysctlValue
 
     def __str__(self) -> str:
-        return f"set sysctl net.ipv4.vs.{self.key} {self.old} -> {self.new}"
+        return f"set sysctl net.ipv4.vs.{self.key} {_text(self.old)} -> {_text(self.new)}"
+
+
+def _text(value: SysctlValue | None) -> str:
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def read_sysctl(key: str, root: Path = SYSCTL_DIR) -> SysctlValue | None:
+    """The value of net.ipv4.vs.``key`` (a vector as a tuple); None when unreadable."""
+    try:
+        values = tuple(int(v) for v in (root / key).read_text().split())
+    except (OSError, ValueError):
+        return None
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
 
 
 @dataclass(slots=True)
@@ -176,13 +193,12 @@ def ownership_after(owned: Ownership, p: Plan, results: Sequence[OpFailure | Non
     return Ownership(frozenset(services), drains)
 
 
-def sysctl_changes(wanted: Mapping[str, int], root: Path = SYSCTL_DIR) -> list[SysctlChange]:
+def sysctl_changes(
+    wanted: Mapping[str, SysctlValue], root: Path = SYSCTL_DIR
+) -> list[SysctlChange]:
     changes = []
     for key, value in sorted(wanted.items()):
-        try:
-            current: int | None = int((root / key).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            current = None
+        current = read_sysctl(key, root)
         if current != value:
             changes.append(SysctlChange(key, current, value))
     return changes
@@ -192,7 +208,7 @@ def write_sysctls(changes: Sequence[SysctlChange], root: Path = SYSCTL_DIR) -> l
     errors = []
     for change in changes:
         try:
-            (root / change.key).write_text(f"{change.new}\n")
+            (root / change.key).write_text(f"{_text(change.new)}\n")
         except OSError as exc:
             errors.append(f"set sysctl net.ipv4.vs.{change.key}: {exc.strerror or exc}")
     return errors

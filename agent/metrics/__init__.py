@@ -139,6 +139,13 @@ class IpvsCollector:
         )
         services = GaugeMetricFamily(f"{p}_services", "Virtual services in the IPVS table.")
         services.add_metric([], len(self.table))
+        connections = GaugeMetricFamily(
+            f"{p}_connections",
+            "Connections in this director's IPVS table to its real servers, synced ones "
+            "included (the sum over every real server), by state.",
+            labels=["state"],
+        )
+        n_active = n_inactive = 0
         for key, svc in self.table.items():
             sl = _service_labels(key)
             for name, family in svc_families.items():
@@ -150,8 +157,13 @@ class IpvsCollector:
                     family.add_metric(bl, getattr(kd.stats, name))
                 active.add_metric(bl, kd.active_conns)
                 inactive.add_metric(bl, kd.inactive_conns)
+                n_active += kd.active_conns
+                n_inactive += kd.inactive_conns
                 weight.add_metric(bl, kd.dest.weight)
+        connections.add_metric(["active"], n_active)
+        connections.add_metric(["inactive"], n_inactive)
         yield services
+        yield connections
         yield from svc_families.values()
         yield from be_families.values()
         yield active
@@ -417,6 +429,12 @@ class AgentMetrics:
         self.draining = Gauge(
             f"{PREFIX}_ipvs_draining_real_servers",
             "Real servers at weight 0 waiting for their connections to close.",
+            registry=r,
+        )
+        self.sync_daemon = Gauge(
+            f"{PREFIX}_ipvs_sync_daemon_running",
+            "Whether the kernel runs the connection-sync daemon of this role (ipvs.sync).",
+            ["role"],
             registry=r,
         )
         from agent.daemon.lag import LAG_BUCKETS

@@ -148,4 +148,3 @@ def _session_of(pid: int) -> int | None:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-

@@ -46,7 +46,7 @@ import logging
 import math
 import shlex
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -196,6 +196,8 @@ class VrrpService:
         self._links = LinkMonitor()
         self._link_changed = asyncio.Event()
         self._fence: Fence | None = None  # election: quorum — deletes VIPs at the hold end
+        #: called after every state change of an instance (the daemon's sync daemons)
+        self.on_transition: Callable[[], None] | None = None
 
     # -- the surface the daemon uses
 
@@ -780,6 +782,8 @@ class VrrpService:
                     action.priority,
                     self._leases[inst.lease].term if inst.lease else None,
                 )
+            if self.on_transition is not None:
+                self.on_transition()
         elif isinstance(action, AddressMismatch):
             ours = ", ".join(map(str, action.ours))
             if action.ended:

@@ -46,7 +46,7 @@ LOCK = {
 AGENT: dict[str, Any] = {
     "node": {"name": "base-node"},
     "metrics": {"listen": "127.0.0.1:9469"},
-    "ipvs": {"timeouts": {}, "sysctls": {}},
+    "ipvs": {"timeouts": {}, "sysctls": {}, "sync": {"instance": "db", "interface": "eth1"}},
     "virtual_servers": [
         {
             "name": "web",
@@ -88,6 +88,7 @@ SECTIONS = {
         "ipvs",
         "ipvs.timeouts",
         "ipvs.sysctls",
+        "ipvs.sync",
         "virtual_servers[]",
         "virtual_servers[].persistence",
         "virtual_servers[].health_checks[]",
@@ -205,6 +206,10 @@ SYSCTL_KEYS = (
     "ignore_tunneled",
     "snat_reroute",
     "pmtu_disc",
+    "sync_persist_mode",
+    "sync_version",
+    "sync_refresh_period",
+    "sync_retries",
 )
 
 CASES: dict[tuple[str, str], Case | object] = {
@@ -231,6 +236,15 @@ CASES: dict[tuple[str, str], Case | object] = {
     ("ipvs.timeouts", "tcp_fin"): Case("100s"),
     ("ipvs.timeouts", "udp"): Case("100s"),
     **{("ipvs.sysctls", key): Case(1) for key in SYSCTL_KEYS},
+    ("ipvs.sysctls", "sync_threshold"): Case("3 50"),
+    ("ipvs", "sync"): SUB,
+    ("ipvs.sync", "instance"): Case("web", KEEP),
+    ("ipvs.sync", "interface"): Case("eth2", KEEP),
+    ("ipvs.sync", "sync_id"): Case(7),
+    ("ipvs.sync", "port"): Case(8849),
+    ("ipvs.sync", "max_len"): Case(1400),
+    ("ipvs.sync", "ttl"): Case(2),
+    ("ipvs.sync", "group"): Case("224.0.0.82"),
     # virtual servers
     (VS, "name"): Case("web2", KEEP),
     (VS, "address"): Case("192.0.2.11", KEEP),
