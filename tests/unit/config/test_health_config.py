@@ -10,7 +10,15 @@ import pytest
 
 from agent.config import ConfigError, parse_config
 from agent.config.model import Config
-from agent.health import Check, MinHealthy, PoolPolicy, SorryServer, check_key, pools_of
+from agent.health import (
+    Check,
+    MinHealthy,
+    PoolPolicy,
+    SorryServer,
+    check_key,
+    member,
+    pools_of,
+)
 
 
 def load(text: str) -> Config:
@@ -396,3 +404,11 @@ def test_health_fields_survive_pickling() -> None:
     """The reload worker sends virtual servers back as pickles."""
     config = load(ISSUE)
     assert pickle.loads(pickle.dumps(config.virtual_servers)) == config.virtual_servers
+
+
+def test_pools_of_builds_what_member_builds() -> None:
+    config = load(ISSUE + MERGE.removeprefix("virtual_servers:\n").replace("port: 80", "port: 81"))
+    for pool, vs in zip(pools_of(config), config.virtual_servers, strict=True):
+        assert pool.members == tuple(
+            member(rs.address, rs.port, rs.weight, rs.checks) for rs in vs.real_servers
+        )
