@@ -102,17 +102,35 @@ def _parser() -> argparse.ArgumentParser:
         "run the agent: reconcile at start, every reconcile_interval, on "
         "SIGHUP (re-reading the configuration); SIGTERM leaves the IPVS table in place",
     )
-    with_config(
+    status = with_config(
         "status",
-        "show the IPVS table, marking what the agent owns, and the quorum lock's leases "
-        "(holder, term) as the running agent last wrote them",
+        "ask the running agent (its status socket) for VRRP states, the lock's holder "
+        "and term, and every virtual service with its real servers: configured, health "
+        "and kernel weights, connections, health and last check, maintenance; printed "
+        "like ipvsadm -Ln. Without a running agent: the kernel's IPVS table only (and "
+        "the lock's last written state), saying so",
     )
-    with_config(
+    status.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    failover = with_config(
         "failover",
-        "make the running agent of this configuration hand every quorum lease it holds "
-        "over to another director now (its VIPs go first); it campaigns again after a "
-        "hold-off, and with preempt a higher-priority node takes the lease back then",
+        "make the running agent hand over to another director now: INSTANCE (a VRRP "
+        "master sends priority 0 and does not preempt for 60s; a quorum instance "
+        "releases its lease), or without INSTANCE every lease held and every VRRP "
+        "master. VIPs go first; the agent campaigns again after a hold-off, and with "
+        "preempt a higher-priority node takes over again then",
     )
+    failover.add_argument("instance", nargs="?", metavar="INSTANCE", help="a VRRP instance")
+    maint = with_config(
+        "maint",
+        "put a real server of a virtual server in or out of maintenance (weight 0 while "
+        "in); kept in state_dir/maintenance.json across restarts. Set through the running "
+        "agent, or written to the file when none runs",
+    )
+    maint.add_argument("virtual_server", metavar="VIRTUAL_SERVER", help="its name")
+    maint.add_argument(
+        "real_server", metavar="REAL_SERVER", help="addr:port, [v6addr]:port (fwmark: addr)"
+    )
+    maint.add_argument("state", choices=("on", "off"), help="on: in maintenance")
     witness = with_config(
         "witness",
         "run as a quorum witness: an acceptor-only lock member for one or more clusters "
@@ -180,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # commands run() ends with os._exit
-ONE_SHOT = ("apply", "plan", "check-config", "check-health", "status")
+ONE_SHOT = ("apply", "plan", "check-config", "check-health", "status", "maint")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,14 +250,39 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run(args.config, config)
     if command == "failover":
-        return _failover(config)
-    if command == "status" and config.lock is not None:
+        return _failover(config, args.instance)
+    if command == "maint":
+        return _maint(config, args.virtual_server, args.real_server, args.state == "on")
+    from agent.status import AgentUnavailable, ask, render_status
+
+    try:
+        answer = ask(config.state_dir, {"command": "status"})
+    except AgentUnavailable as exc:
+        print(
+            f"lvs-agent: no running agent answered ({exc}): showing the kernel's IPVS table only",
+            file=sys.stderr,
+        )
+    else:
+        if not answer.get("ok"):
+            print(f"lvs-agent: {answer.get('error')}", file=sys.stderr)
+            return EXIT_ERROR
+        if args.json:
+            import json
+
+            print(json.dumps({"running": True, **answer["result"]}, indent=1))  # type: ignore[dict-item]
+        else:
+            print(render_status(answer["result"]), end="")  # type: ignore[arg-type]
+        return EXIT_OK
+    if config.lock is not None and not args.json:
         _lock_status(config)
         if not config.virtual_servers:
             return EXIT_OK
     from agent.ipvs.configcache import CompiledConfig
 
-    return _with_kernel(command, CompiledConfig(config.state_dir, config.ipvs, {}))
+    return _with_kernel(
+        "status-json" if args.json else command,
+        CompiledConfig(config.state_dir, config.ipvs, {}),
+    )
 
 
 def _import_keepalived(path: str, output: str | None, config_id: str | None) -> int:
@@ -306,14 +349,38 @@ def _check_host(config: Config, strict: bool, valid: str) -> int:
     return EXIT_OK
 
 
-def _failover(config: Config) -> int:
+def _ask(config: Config, request: dict[str, object]) -> dict[str, object] | str:
+    """The running agent's answer, or why none came."""
+    from agent.status import AgentUnavailable, ask
+
+    try:
+        return ask(config.state_dir, request)
+    except AgentUnavailable as exc:
+        return str(exc)
+
+
+def _answered(answer: dict[str, object]) -> int:
+    if not answer.get("ok"):
+        print(f"lvs-agent: {answer.get('error')}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _failover(config: Config, instance: str | None) -> int:
     import os
     import signal
 
     from agent.instancelock import InstanceLock
 
-    if config.lock is None:
-        print("lvs-agent: no 'lock' section: no quorum lease to hand over", file=sys.stderr)
+    answer = _ask(config, {"command": "failover", "instance": instance})
+    if isinstance(answer, dict):
+        if _answered(answer) == EXIT_OK:
+            done = answer["result"]["handed_over"]  # type: ignore[index]
+            print("\n".join(done) if done else "nothing to hand over")
+            return EXIT_OK
+        return EXIT_ERROR
+    if instance is not None:
+        print(f"lvs-agent: no running agent answered ({answer})", file=sys.stderr)
         return EXIT_ERROR
     pid = InstanceLock(config.state_dir).holder()
     if pid is None:
@@ -327,7 +394,47 @@ def _failover(config: Config) -> int:
     except OSError as exc:
         print(f"lvs-agent: cannot signal pid {pid}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"asked lvs-agent (pid {pid}) to hand its leases over")
+    print(f"asked lvs-agent (pid {pid}) to hand its leases and VRRP masters over (SIGUSR1)")
+    return EXIT_OK
+
+
+def _maint(config: Config, vs: str, rs: str, on: bool) -> int:
+    from pathlib import Path
+
+    from agent.health.maint import (
+        FILE_NAME,
+        MaintenanceError,
+        MaintenanceStore,
+        configured_servers,
+        format_real_server,
+        parse_real_server,
+    )
+    from agent.instancelock import InstanceLock
+
+    answer = _ask(config, {"command": "maint", "virtual_server": vs, "real_server": rs, "on": on})
+    if isinstance(answer, dict):
+        if _answered(answer) == EXIT_OK:
+            print(answer["result"]["text"])  # type: ignore[index]
+            return EXIT_OK
+        return EXIT_ERROR
+    pid = InstanceLock(config.state_dir).holder()
+    if pid is not None:
+        print(f"lvs-agent: the agent (pid {pid}) did not answer ({answer})", file=sys.stderr)
+        return EXIT_ERROR
+    path = Path(config.state_dir) / FILE_NAME
+    store = MaintenanceStore(path, configured_servers(config.virtual_servers))
+    try:
+        key = parse_real_server(rs)
+        store.load()
+        changed = store.set(vs, key, on)
+    except MaintenanceError as exc:
+        print(f"lvs-agent: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    word = "in" if on else "out of"
+    print(
+        f"{vs} {format_real_server(key)} {'now' if changed else 'already'} {word} maintenance "
+        f"(no running agent: recorded in {path}, applied when it starts)"
+    )
     return EXIT_OK
 
 
@@ -461,6 +568,8 @@ def _with_kernel(command: str, config: CompiledConfig) -> int:
         with kernel:
             if command == "status":
                 return _status(kernel, store)
+            if command == "status-json":
+                return _status_json(kernel, store)
             outcome = reconcile(
                 kernel,
                 store,
@@ -531,6 +640,36 @@ def _status(kernel: object, store: object) -> int:
     table = kernel.dump()  # type: ignore[attr-defined]
     owned = store.load().services  # type: ignore[attr-defined]
     print(render_table(table, owned), end="")
+    return EXIT_OK
+
+
+def _status_json(kernel: object, store: object) -> int:
+    import json
+
+    from agent.status.view import FORWARD, service_text
+
+    table = kernel.dump()  # type: ignore[attr-defined]
+    owned = store.load().services  # type: ignore[attr-defined]
+    services = [
+        {
+            "service": service_text(key),
+            "scheduler": table[key].service.scheduler,
+            "owned": key in owned,
+            "real_servers": [
+                {
+                    "address": d.dest.key.address,
+                    "port": d.dest.key.port,
+                    "forward": FORWARD.get(d.dest.fwd, "?"),
+                    "kernel_weight": d.dest.weight,
+                    "active": d.active_conns,
+                    "inactive": d.inactive_conns,
+                }
+                for _, d in sorted(table[key].dests.items())
+            ],
+        }
+        for key in sorted(table)
+    ]
+    print(json.dumps({"running": False, "kernel_services": services}, indent=1))
     return EXIT_OK
 
 

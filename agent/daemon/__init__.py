@@ -19,8 +19,16 @@ configuration on reload is reported and the running one kept.
 With a ``lock:`` section the quorum lease lock starts before VRRP (it begins in its
 restart quarantine, so no lease is held before VRRP has cleared stale VIPs); quorum
 instances' leases are withdrawn on SIGTERM right after their VIPs go, and SIGUSR1
-(``lvs-agent failover``) hands every held lease over. The lock's state is written to
-``state_dir/lock-status.json`` every second for ``lvs-agent status``.
+(``lvs-agent failover``) hands every held lease over, and every VRRP-elected master
+(``VrrpService.hand_over_instance``). The lock's state is written to
+``state_dir/lock-status.json`` every second.
+
+``lvs-agent status``, ``failover [INSTANCE]`` and ``maint`` talk to the daemon over
+its status socket (``agent.status``; answers in ``agent.daemon.control``); the
+maintenance flags live in ``state_dir/maintenance.json`` (``agent.health.maint``).
+systemd gets ``STATUS=`` when its line changes and, under ``WatchdogSec=``,
+``WATCHDOG=1`` while the loop and the health checker make progress
+(``agent.daemon.watchdog``).
 
 The loop never blocks: a reload's file is read and checked, and its desired table
 built, in a worker process (``agent.daemon.worker``); planning and the ownership file
@@ -37,7 +45,9 @@ Failure policy: degrade, don't die.
   without IPVS.
 - Everything else is retried with a log line and a count in
   ``lvs_agent_errors_total{kind}``, while the rest keeps running: the metrics port
-  in use (``metrics_listen``, retried every ``METRICS_RETRY`` seconds), a netlink
+  in use (``metrics_listen``, retried every ``METRICS_RETRY`` seconds), the status
+  socket (``status_socket``: the agent runs without it; a bad request on it:
+  ``status_request``), an unreadable maintenance file (``state_file``: no flags), a netlink
   error on one operation or one dump (``ipvs_operation``, ``netlink``: the next
   reconcile retries), the ownership file (``state_file``), an invalid or unreadable
   file on reload (``config``: the running configuration stays), a notify or track
@@ -63,12 +73,14 @@ if TYPE_CHECKING:
 
     from agent.config import Config
     from agent.daemon.syncd import SyncDaemons
+    from agent.health import Scheduler
     from agent.ipvs.kernel import IpvsKernel
-    from agent.ipvs.model import DesiredTable, ServiceKey
+    from agent.ipvs.model import DesiredTable, KernelTable, ServiceKey
     from agent.ipvs.reconciler import Outcome
     from agent.ipvs.state import OwnershipStore
     from agent.lock import LeaseEvent, LockTransport
     from agent.metrics import AgentMetrics
+    from agent.status import StatusServer
     from agent.vrrp.service import ReloadPlan, VrrpService
 
 from agent.instancelock import InstanceLock
@@ -129,6 +141,15 @@ class Agent:
         self.worker = ConfigWorker(self.offload)
         self._lag_for: Config | None = None
         self._lag_value = 0.0
+        from agent.health.maint import FILE_NAME, MaintenanceStore, configured_servers
+
+        self.started = time.monotonic()
+        self.loop_ticks = 0  # wakes of the loop-lag probe: the watchdog's sign of progress
+        # The kernel table of the last full reconcile and when it was read (monotonic).
+        self.last_dump: tuple[KernelTable, float] | None = None
+        self.maint = MaintenanceStore(
+            Path(config.state_dir) / FILE_NAME, configured_servers(config.virtual_servers)
+        )
         import gc
 
         # The configuration and its table live on: later collections need not walk
@@ -151,14 +172,18 @@ class Agent:
         from agent.daemon.supervise import set_failure_hook, supervise
 
         set_failure_hook(lambda name: self.metrics.errors.labels(kind="task").inc())
+        from agent.daemon.control import notify_loop
+
         tasks = [
             asyncio.ensure_future(
                 supervise(
                     "loop-lag probe",
-                    lambda: probe(self.metrics.loop_lag.observe, self._lag_threshold),
+                    lambda: probe(self._on_lag, self._lag_threshold),
                 )
-            )
+            ),
+            asyncio.ensure_future(supervise("systemd notify", lambda: notify_loop(self))),
         ]
+        status_server = await self._start_status_socket()
         try:
             if not await self._start_lock():
                 return
@@ -179,6 +204,8 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if status_server is not None:
+                status_server.close()
             await self.worker.aclose()
             self.offload.close()
             if self.lock is not None:
@@ -186,6 +213,78 @@ class Agent:
                 self.metrics.lock.transports = {}
         sd_notify("STOPPING=1")
         log.info("stopping; the IPVS table stays as it is")
+
+    def _on_lag(self, lag: float) -> None:
+        self.loop_ticks += 1
+        self.metrics.loop_lag.observe(lag)
+
+    async def _start_status_socket(self) -> StatusServer | None:
+        """Load the maintenance flags and serve the status socket; either failing is
+        logged and counted, and the agent runs on without it."""
+        from agent.daemon.control import Control
+        from agent.health.maint import MaintenanceError
+        from agent.status import StatusServer, server_path
+        from agent.status.protocol import encode
+
+        try:
+            self.maint.load()
+        except MaintenanceError as exc:
+            log.error("%s; starting with no server in maintenance", exc)
+            self.metrics.errors.labels(kind="state_file").inc()
+        if self.maint.keys():
+            log.info("maintenance: %d real server(s) in maintenance", len(self.maint.keys()))
+            self.maintenance_changed()
+
+        def bad(why: str) -> None:
+            log.warning("status socket: bad request: %s", why)
+            self.metrics.errors.labels(kind="status_request").inc()
+
+        path = server_path(self.config.state_dir)
+        server = StatusServer(
+            path,
+            Control(self),
+            self.config.state_dir,
+            on_bad=bad,
+            encode_off_loop=lambda m: self.offload(lambda: encode(m)),
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error("status socket %s: %s; lvs-agent status shows the kernel only", path, exc)
+            self.metrics.errors.labels(kind="status_socket").inc()
+            return None
+        log.info("status socket: %s", path)
+        return server
+
+    def health_scheduler(self) -> Scheduler | None:
+        """The health checker, for the status view (None: no health checks run)."""
+        return None
+
+    def health_progressing(self) -> bool:
+        """Whether the health checker makes progress (the systemd watchdog's second
+        condition, beside the loop's own); True when no checks run."""
+        return True
+
+    def maintenance_changed(self) -> None:
+        """The maintenance flags changed: the weights they imply are the health
+        overlay's to apply (weight 0 while in maintenance)."""
+
+    def failover_all(self) -> list[str]:
+        """``lvs-agent failover`` without an instance, and SIGUSR1: every lease held
+        here, and every VRRP-elected master instance, handed over."""
+        if self.vrrp is None:
+            return []
+        done = self.vrrp.hand_over()
+        for lease in done:
+            log.info("failover: released %s", lease)
+        for info in self.vrrp.instances():
+            if not info["lease"] and info["state"] == "MASTER":
+                text = self.vrrp.hand_over_instance(str(info["name"]))
+                log.info("failover: %s", text)
+                done.append(text)
+        if not done:
+            log.info("failover: nothing to hand over (no lease held, no VRRP master here)")
+        return done
 
     def _lag_threshold(self) -> float:
         """The loop-lag probe's threshold, worked out again only when the configuration
@@ -208,8 +307,7 @@ class Agent:
         if self.vrrp is None:
             log.warning("failover: no VRRP instances running")
             return
-        given = self.vrrp.hand_over()
-        log.info("failover: released %s", ", ".join(given) if given else "no lease (none held)")
+        self.failover_all()
 
     async def _start_lock(self) -> bool:
         cfg = self.config.lock
@@ -475,6 +573,9 @@ class Agent:
         self.reloaded_services = edited if config.ipvs == self.config.ipvs else None
         self.config = config
         self.desired = desired
+        from agent.health.maint import configured_servers
+
+        self.maint.configure(configured_servers(config.virtual_servers))
         self.metrics.config_reloads.labels(result="applied").inc()
         log.info(
             "reload: %s loaded (%s, %d changed)",
@@ -547,6 +648,7 @@ class Agent:
             log.error("failed: %s", error)
         if only is None:
             self._kick_sync()  # after a reload too: ipvs.sync may have changed
+            self.last_dump = (outcome.kernel, started)
             self.metrics.observe_reconcile(outcome, elapsed)
             count = len(outcome.plan.steps) + len(outcome.sysctls)
             if count:

@@ -30,6 +30,10 @@ room, we do what keepalived 2.2 does, so that mixed clusters elect the same way:
   for ``preempt_delay`` seconds after the first such advert, then lets
   Master_Down_Timer run out (keepalived ``vrrp_state_backup``);
 - leaving MASTER for FAULT sends priority 0, like shutdown;
+- ``HandOver`` (``lvs-agent failover INSTANCE``; keepalived has no such command): a
+  master leaves as on shutdown (VIPs removed, priority 0 sent) but stays BACKUP, and
+  for ``hold`` seconds defers to every advert it hears, preempt or not, so that the
+  peer keeps what it took; if no master is heard, Master_Down_Timer still runs out;
 - an owner (priority 255) hearing another owner resolves it by the address
   tie-break instead of dropping every advert as RFC 5798 7.1 would (which leaves
   two masters forever).
@@ -220,6 +224,13 @@ class GroupCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class HandOver:
+    """Leave MASTER for a peer and do not preempt it for ``hold`` seconds."""
+
+    hold: float
+
+
+@dataclass(frozen=True, slots=True)
 class Reconfigure:
     """A reload changed what may change while running (see ``VrrpMachine.reconfigure``)."""
 
@@ -234,6 +245,7 @@ Event: TypeAlias = (
     | AdvertRejected
     | TrackingChanged
     | GroupCommand
+    | HandOver
     | Reconfigure
 )
 
@@ -333,6 +345,7 @@ class Trigger(Enum):
     FAULT_CLEARED_AS_OWNER_HELD = auto()
     GROUP_MASTER = auto()
     GROUP_BACKUP = auto()
+    HAND_OVER = auto()  # master: lvs-agent failover
 
 
 class Step(Enum):
@@ -404,6 +417,7 @@ TRANSITIONS: Final[dict[tuple[State, Trigger], tuple[State, tuple[Step, ...]]]] 
         (Step.REMOVE_VIPS, Step.LEARN_INTERVAL, Step.ARM_MASTER_DOWN),
     ),
     (S.MASTER, T.GROUP_BACKUP): (S.BACKUP, _LEAVE_MASTER + _AWAIT_MASTER),
+    (S.MASTER, T.HAND_OVER): (S.BACKUP, _LEAVE_MASTER + _AWAIT_MASTER),
     (S.MASTER, T.FAULT): (S.FAULT, _LEAVE_MASTER),
     (S.MASTER, T.SHUTDOWN): (S.INIT, _LEAVE_MASTER),
     # Fault: keepalived (a tracker failed); leaving it is a fresh start (6.4.1)
@@ -441,6 +455,7 @@ class VrrpMachine:
         self._refresh_at: float | None = None
         self._preempt_at: float | None = None
         self._lower_garp_quiet_until: float | None = None  # ANNOUNCE_LOWER's rate limit
+        self._yield_until: float | None = None  # HandOver: defer to any master until then
         self._scheduled: float | None = None
         # v3 peers whose address list differs from ours -> when last heard
         self._mismatched: dict[IPAddress, float] = {}
@@ -460,6 +475,11 @@ class VrrpMachine:
         return master_down_interval(
             self.params.version, self.priority, self.master_adver_interval_cs
         )
+
+    @property
+    def yielding_until(self) -> float | None:
+        """When a ``HandOver``'s hold ends (None: none given)."""
+        return self._yield_until
 
     @property
     def next_deadline(self) -> float | None:
@@ -512,6 +532,11 @@ class VrrpMachine:
             return self._classify_advert(event, now, out)
         if isinstance(event, TrackingChanged):
             return self._classify_tracking(event)
+        if isinstance(event, HandOver):
+            if self.state is not State.MASTER:
+                return None
+            self._yield_until = now + event.hold
+            return Trigger.HAND_OVER
         if isinstance(event, GroupCommand):
             if event.target is State.MASTER and self.state is State.BACKUP:
                 return Trigger.GROUP_MASTER
@@ -546,7 +571,8 @@ class VrrpMachine:
             # 6.4.2: defer if Preempt_Mode is False or the advert's priority is >= ours.
             # An owner always preempts (6.1 Preempt_Mode note).
             no_preempt = not self.params.preempt and self.priority != PRIORITY_OWNER
-            if no_preempt or advert.priority >= self.priority:
+            yielding = self._yield_until is not None and now < self._yield_until
+            if no_preempt or yielding or advert.priority >= self.priority:
                 return Trigger.FROM_MASTER
             if self.params.preempt_delay > 0 and (
                 self._preempt_at is None or now < self._preempt_at - TIMER_SLACK

@@ -63,6 +63,7 @@ from agent.vrrp.machine import (
     AdvertRejected,
     Event,
     GroupCommand,
+    HandOver,
     InstanceParams,
     Notify,
     Reconfigure,
@@ -92,6 +93,9 @@ log = logging.getLogger("agent.vrrp")
 
 LINK_POLL: Final = 0.5  # seconds between link-state polls of tracked interfaces
 NOTIFY_TIMEOUT: Final = 30.0  # a notify command still running then is killed
+# ``lvs-agent failover INSTANCE``: how long a master that handed over defers to the
+# peer's adverts (preempt or not) before it may take MASTER back.
+HANDOVER_HOLD: Final = 60.0
 NOTIFY_NAMES: Final = {
     State.INIT: "STOP",
     State.BACKUP: "BACKUP",
@@ -113,6 +117,8 @@ class _Instance:
     socket_key: tuple[str, int]
     timer: InstanceTimer | None = None  # created by start(), on the running loop
     lease: str = ""  # election: quorum — the lease that gates MASTER
+    # The last valid advert with a priority above 0: (source, priority, loop time).
+    heard: tuple[str, int, float] | None = None
 
 
 @dataclass(slots=True)
@@ -214,6 +220,39 @@ class VrrpService:
     def states(self) -> dict[str, State]:
         return {name: i.machine.state for name, i in self._instances.items()}
 
+    def instances(self) -> list[dict[str, object]]:
+        """``lvs-agent status``: each instance's state, priorities, lease and the master
+        last heard (JSON-ready; ages in seconds)."""
+        now = self._now() if self._loop is not None else 0.0
+        out: list[dict[str, object]] = []
+        for name, inst in self._instances.items():
+            m = inst.machine
+            heard = inst.heard
+            if m.state is State.MASTER:
+                master: dict[str, object] | None = {"address": "self", "priority": m.priority}
+            elif heard is not None:
+                master = {"address": heard[0], "priority": heard[1], "age": now - heard[2]}
+            else:
+                master = None
+            yielding = m.yielding_until
+            out.append(
+                {
+                    "name": name,
+                    "state": m.state.name,
+                    "interface": inst.config.interface,
+                    "vrid": inst.config.vrid,
+                    "priority": inst.config.priority,
+                    "effective_priority": m.priority,
+                    "election": inst.config.election,
+                    "lease": inst.lease or None,
+                    "master": master,
+                    "handed_over_for": (
+                        yielding - now if yielding is not None and yielding > now else None
+                    ),
+                }
+            )
+        return out
+
     def terms(self) -> dict[str, str]:
         """Lease -> term of its current or last holding period here ("" if none yet)."""
         return {name: lease.term for name, lease in self._leases.items()}
@@ -280,18 +319,37 @@ class VrrpService:
         Members leave MASTER first (VIPs removed, priority 0 sent), then the lease is
         released; this node campaigns again after the lock's hand-over hold-off.
         """
-        if self._lock is None or self._loop is None:
-            return []
-        given: list[str] = []
-        for name, lease in self._leases.items():
-            if not self._lock.is_holder(name):
-                continue
-            for member in lease.members:
-                if self._instances[member].machine.state is State.MASTER:
-                    self._deliver(member, GroupCommand(State.BACKUP))
-            self._lock.release(name)
-            given.append(name)
-        return given
+        return [name for name in list(self._leases) if self._release_lease(name)]
+
+    def _release_lease(self, name: str) -> bool:
+        if self._lock is None or self._loop is None or not self._lock.is_holder(name):
+            return False
+        for member in self._leases[name].members:
+            if self._instances[member].machine.state is State.MASTER:
+                self._deliver(member, GroupCommand(State.BACKUP))
+        self._lock.release(name)
+        return True
+
+    def hand_over_instance(self, name: str) -> str:
+        """``lvs-agent failover INSTANCE``: hand one instance (with its sync group) to a
+        peer; returns what was done, in words. KeyError: no such instance.
+
+        A quorum instance releases its lease (as ``hand_over``); a VRRP-elected master
+        leaves MASTER (VIPs removed, priority 0 sent) and defers to the peer for
+        ``HANDOVER_HOLD`` seconds (``machine.HandOver``). A backup has nothing to hand.
+        """
+        inst = self._instances[name]
+        if self._loop is None:
+            return f"{name}: not running"
+        if inst.lease:
+            if self._release_lease(inst.lease):
+                return f"{name}: released lease {inst.lease}"
+            return f"{name}: lease {inst.lease} not held here; nothing to hand over"
+        if inst.machine.state is not State.MASTER:
+            return f"{name}: {inst.machine.state.name}, not MASTER; nothing to hand over"
+        for member in list(inst.group.members):
+            self._deliver(member, HandOver(HANDOVER_HOLD))
+        return f"{name}: handed over (priority 0 sent; not preempting for {HANDOVER_HOLD:g}s)"
 
     async def stop(self) -> None:
         """Leave MASTER everywhere (VIPs removed, priority 0 sent), then close everything."""
@@ -645,6 +703,8 @@ class VrrpService:
             except VrrpDecodeError as e:
                 self._deliver(name, AdvertRejected(e.reason))
                 return
+            if advert.priority and r.source != params.primary_address:
+                self._instances[name].heard = (str(r.source), advert.priority, self._now())
             self._deliver(name, AdvertReceived(advert, r.source))
         except Exception:
             log.exception("dropping a packet on %s", key[0])

@@ -18,6 +18,7 @@ from agent.vrrp.machine import (
     AdvertRejected,
     Event,
     GroupCommand,
+    HandOver,
     InstanceParams,
     Notify,
     Reconfigure,
@@ -226,6 +227,9 @@ CASES: dict[str, Case] = {
         S.BACKUP,
         [RV, SA, N, ST],
         synced=True,
+    ),
+    "master hands over": Case(
+        S.MASTER, T.HAND_OVER, lambda m: HandOver(30.0), S.BACKUP, [RV, SA, N, ST]
     ),
     "master fault": Case(
         S.MASTER, T.FAULT, lambda m: TrackingChanged(100, True), S.FAULT, [RV, SA, N, ST]
@@ -731,3 +735,38 @@ def test_reconfigure_refuses_what_needs_a_restart(change: dict[str, object], why
     assert reason is not None and reason.startswith(why)
     with pytest.raises(ValueError, match="must restart"):
         m.handle(Reconfigure(new), 5.0)
+
+
+def test_hand_over_defers_to_a_lower_peer_for_the_hold_then_preempts() -> None:
+    m = VrrpMachine(params(priority=200))
+    now = drive_to(m, State.MASTER, 100.0)
+    out = m.handle(HandOver(10.0), now)
+    assert m.state is State.BACKUP
+    assert [a.advert.priority for a in out if isinstance(a, SendAdvert)] == [0]
+    assert any(isinstance(a, RemoveVips) for a in out)
+    # The peer (lower priority) took over: deferred to during the hold, the timer re-armed.
+    for step in range(1, 9):
+        m.handle(from_peer(m, 100), now + step)
+        m.handle(TimerFired(), now + step)
+        assert m.state is State.BACKUP
+    # After the hold, preempt applies again: the peer's adverts are ignored, the
+    # Master_Down_Timer runs out and this node takes MASTER back.
+    later = now + 10.5
+    m.handle(from_peer(m, 100), later)
+    m.handle(TimerFired(), later + m.master_down_interval + 0.01)
+    assert m.state is State.MASTER
+
+
+def test_hand_over_takes_over_again_when_no_peer_answers() -> None:
+    m = VrrpMachine(params(priority=200))
+    now = drive_to(m, State.MASTER, 100.0)
+    m.handle(HandOver(60.0), now)
+    m.handle(TimerFired(), now + m.master_down_interval + 0.01)
+    assert m.state is State.MASTER
+
+
+def test_hand_over_is_a_no_op_for_a_backup() -> None:
+    m = VrrpMachine(params(priority=100))
+    now = drive_to(m, State.BACKUP, 100.0)
+    assert m.handle(HandOver(10.0), now) == []
+    assert m.yielding_until is None

@@ -1,0 +1,152 @@
+"""The daemon's answers on the status socket, and its systemd notifications.
+
+``Control`` implements ``agent.status.Handler`` over a running ``Agent``: the status
+(VRRP, lock, services with health and maintenance), ``failover`` (one instance or
+everything) and ``maint`` (``MaintenanceStore``). ``notify_loop`` sends systemd
+``WATCHDOG=1`` (through ``watchdog.Gate``: only while the loop and the health checker
+make progress) and ``STATUS=`` when the line changes. It reads the agent's
+components and calls their public methods; it decides nothing about them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from agent.daemon.watchdog import Gate, status_line, watchdog_period
+from agent.health.maint import MaintenanceError, format_real_server, parse_real_server
+from agent.status.protocol import REFUSED, error, ok
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
+
+log = logging.getLogger("lvs-agent")
+
+STATUS_EVERY = 1.0  # seconds between looks at the STATUS= line
+
+
+class Control:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def status(self) -> Mapping[str, object]:
+        return ok(self.snapshot())
+
+    def snapshot(self) -> dict[str, object]:
+        from agent.daemon import lock_status
+        from agent.status.view import health_view, services
+
+        a = self.agent
+        now = time.monotonic()
+        scheduler = a.health_scheduler()
+        configured = {
+            vs.name: {(rs.address, rs.port): rs.weight for rs in vs.real_servers}
+            for vs in a.config.virtual_servers
+        }
+        dump = a.last_dump
+        return {
+            "agent": {
+                "pid": os.getpid(),
+                "uptime": now - a.started,
+                "config": a.config_path,
+                "state_dir": a.config.state_dir,
+            },
+            "vrrp": a.vrrp.instances() if a.vrrp is not None else [],
+            "lock": lock_status(a.lock, a.vrrp) if a.lock is not None else None,
+            "kernel": {
+                "available": a.kernel is not None,
+                "age": now - dump[1] if dump is not None else None,
+            },
+            "health_checks": scheduler is not None,
+            "maintenance": [
+                {"virtual_server": vs, "real_server": format_real_server(rs)}
+                for vs, rs in sorted(a.maint.keys())
+            ],
+            "virtual_servers": services(
+                a.desired,
+                configured,
+                dump[0] if dump is not None else None,
+                health_view(scheduler) if scheduler is not None else None,
+                a.maint.keys(),
+            ),
+        }
+
+    async def failover(self, instance: str | None) -> Mapping[str, object]:
+        a = self.agent
+        if a.vrrp is None:
+            return error("no VRRP instances running", REFUSED)
+        if instance is None:
+            done = a.failover_all()
+            return ok({"handed_over": done})
+        try:
+            text = a.vrrp.hand_over_instance(instance)
+        except KeyError:
+            names = ", ".join(i["name"] for i in a.vrrp.instances())  # type: ignore[misc]
+            return error(f"no VRRP instance {instance!r} (running: {names})", REFUSED)
+        log.info("failover: %s", text)
+        return ok({"handed_over": [text]})
+
+    async def maint(self, vs: str, rs: str, on: bool) -> Mapping[str, object]:
+        a = self.agent
+        try:
+            key = parse_real_server(rs)
+            changed = a.maint.set(vs, key, on)
+        except MaintenanceError as exc:
+            return error(str(exc), REFUSED)
+        word = "in" if on else "out of"
+        if changed:
+            log.info("maintenance: %s %s %s maintenance", vs, format_real_server(key), word)
+            a.maintenance_changed()
+        return ok(
+            {
+                "changed": changed,
+                "text": f"{vs} {format_real_server(key)} "
+                f"{'now' if changed else 'already'} {word} maintenance",
+            }
+        )
+
+
+def _healthy(agent: Agent) -> int | None:
+    scheduler = agent.health_scheduler()
+    if scheduler is None:
+        return None
+    return sum(len(d.healthy) for d in scheduler.decisions().values())
+
+
+async def notify_loop(agent: Agent) -> None:
+    """Send STATUS= when it changes and, under a systemd watchdog, WATCHDOG=1 every half
+    interval while the agent makes progress. Runs until cancelled."""
+    from agent.daemon import sd_notify
+
+    period = watchdog_period(os.environ, os.getpid())
+    if period is not None:
+        log.info("systemd watchdog: pinging every %.3gs while the agent makes progress", period)
+    gate = Gate()
+    last_status = ""
+    loop = asyncio.get_running_loop()
+    next_status = loop.time()
+    while True:
+        now = loop.time()
+        if period is not None:
+            if gate.ping(agent.loop_ticks, agent.health_progressing()):
+                sd_notify("WATCHDOG=1")
+            elif gate.held == 1 or gate.held % 10 == 0:
+                log.warning("systemd watchdog: not pinging: %s", gate.why)
+        if now >= next_status:
+            next_status = now + STATUS_EVERY
+            vrrp = agent.vrrp
+            line = status_line(
+                sorted((n, s.name) for n, s in vrrp.states().items()) if vrrp else [],
+                len(agent.config.virtual_servers),
+                _healthy(agent),
+                sum(len(vs.real_servers) for vs in agent.config.virtual_servers),
+                len(agent.maint.keys()),
+            )
+            if line != last_status:
+                sd_notify(f"STATUS={line}")
+                last_status = line
+        await asyncio.sleep(min(STATUS_EVERY, period) if period is not None else STATUS_EVERY)
