@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from agent.config import Config
+    from agent.daemon.health import HealthService
     from agent.daemon.syncd import SyncDaemons
     from agent.health import Scheduler
     from agent.ipvs.kernel import IpvsKernel
@@ -256,18 +257,27 @@ class Agent:
         log.info("status socket: %s", path)
         return server
 
+    def _health(self) -> HealthService | None:
+        """The daemon's health service once it runs one (``agent.daemon.health``)."""
+        health: HealthService | None = getattr(self, "health", None)
+        return health
+
     def health_scheduler(self) -> Scheduler | None:
         """The health checker, for the status view (None: no health checks run)."""
-        return None
+        health = self._health()
+        return health.scheduler if health is not None else None
 
     def health_progressing(self) -> bool:
         """Whether the health checker makes progress (the systemd watchdog's second
         condition, beside the loop's own); True when no checks run."""
-        return True
+        health = self._health()
+        return health.healthy() if health is not None else True
 
     def maintenance_changed(self) -> None:
-        """The maintenance flags changed: the weights they imply are the health
-        overlay's to apply (weight 0 while in maintenance)."""
+        """The maintenance flags changed: the health overlay applies them (weight 0)."""
+        health = self._health()
+        if health is not None:
+            health.set_maintenance(self.maint.keys())
 
     def failover_all(self) -> list[str]:
         """``lvs-agent failover`` without an instance, and SIGUSR1: every lease held
