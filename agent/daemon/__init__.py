@@ -370,9 +370,7 @@ class Agent:
                     # The table is programmed before VRRP may make this node master:
                     # backups carry the same services, so a takeover only moves VIPs.
                     await self._start_vrrp()
-                    sd_notify(
-                        f"READY=1\nSTATUS=reconciling every {self.config.reconcile_interval:g}s"
-                    )
+                    sd_notify("READY=1")  # STATUS= comes from the notify loop
                     ready = True
                     self._start_worker()
             elif now >= next_drain:

@@ -5,6 +5,7 @@ a namespace made for the test (the host kernel has no IPVS)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -122,6 +123,25 @@ def test_agent_unit_runs_reloads_and_stops(box: Container) -> None:
     caps = box.run("grep", "^Cap", f"/proc/{pid.group(1)}/status").stdout
     # CAP_NET_ADMIN (12) and CAP_NET_RAW (13) and nothing else, as an unprivileged user
     assert "CapEff:\t0000000000003000" in caps and "CapBnd:\t0000000000003000" in caps
+    # systemd's view: the one-line status and the watchdog the agent pings.
+    def shown() -> str:
+        props = "StatusText,WatchdogUSec"
+        return box.run("systemctl", "show", "-p", props, "lvs-agent.service").stdout
+
+    wait_until(
+        "the status line",
+        lambda: "StatusText=VRRP web MASTER; 0 services; 0 real servers" in shown(),
+        10,
+    )
+    assert "WatchdogUSec=30s" in shown()
+    assert "systemd watchdog: pinging every 15s" in journal(box, "lvs-agent.service")
+    # lvs-agent status from root, through the socket in the unit's RuntimeDirectory.
+    answer = json.loads(box.run("lvs-agent", "status", "--json").stdout)
+    assert [(i["name"], i["state"]) for i in answer["vrrp"]] == [("web", "MASTER")]
+    assert box.run("stat", "-c", "%a %U", "/run/lvs-agent/agent.sock").stdout.split() == [
+        "600",
+        "lvs-agent",
+    ]
     # The configuration worker lowers its priority (setpriority is let through the filter).
     wait_until("the configuration worker", lambda: bool(worker_nice(box)), 15)
     assert worker_nice(box) == [str(WORKER_NICE)]
