@@ -1,18 +1,26 @@
-"""Pause Python's cyclic garbage collector around allocation bursts.
+"""The daemon's one policy for Python's cyclic garbage collector: pause, then settle.
 
-Building the desired table, planning against it, decoding a dump and loading
-a cached table each allocate tens of thousands of objects per thousand
-services that live on; every gen-2 collection triggered meanwhile walks all of
-them again. Paused, these steps took 28-53 % less CPU time at 10,000 services
-× 4 on the host CPU (bench/speed_layers; nothing measurable at 1,000). Reading
-the configuration file gained nothing, so it is not paused. None of these
-steps creates reference cycles worth collecting mid-way; the collector runs
-normally afterwards.
+Building the desired table, planning against it, decoding a dump and loading a cached
+table each allocate tens of thousands of objects per thousand services that live on;
+every gen-2 collection triggered meanwhile walks all of them again. Paused, these steps
+took 28-53 % less CPU time at 10,000 services × 4 on the host CPU (bench/speed_layers;
+nothing measurable at 1,000). None of them creates reference cycles worth collecting
+mid-way.
 
-The collector is process-wide, so a pause must never span an ``await`` (the
-event loop would run everything else with the collector off): callers pause
-synchronous stretches only, and from any thread but the main one (the
-daemon's worker thread, while the loop runs) ``paused_gc`` does nothing.
+**Pause** (``paused_gc``): the collector is off for one bounded stretch of work and on
+again after it. The collector is process-wide, so a pause never spans an ``await`` on
+the event loop: on the main thread only synchronous stretches are paused, and from
+another thread only when asked (``any_thread``: one job of the daemon's worker thread,
+``agent.daemon.offload``; the loop runs meanwhile with the collector off for at most
+that job).
+
+**Settle** (``settle``): what survived such work (a configuration, a table, a dump) is
+moved to the permanent generation (``gc.freeze``), so that later collections, which run
+on the loop, do not walk it again (hundreds of ms under emulation at 10,000 services).
+Reference counting still frees frozen objects, so replaced tables go; only cyclic
+garbage caught in a freeze would stay. To bound that, when the frozen set has grown to
+more than twice its size after the last settle that collected, plus ``FREEZE_SLACK``
+objects, it is unfrozen and collected once (one full pass), then frozen again.
 """
 
 from __future__ import annotations
@@ -22,10 +30,13 @@ import gc
 import sys
 from collections.abc import Iterator
 
+FREEZE_SLACK = 200_000  # objects the frozen set may grow by beyond twice its base
+_base: int | None = None  # its size after the last settle that collected (None: none yet)
+
 
 @contextlib.contextmanager
-def paused_gc(pause: bool = True) -> Iterator[None]:
-    if not pause or not gc.isenabled() or not _on_main_thread():
+def paused_gc(pause: bool = True, *, any_thread: bool = False) -> Iterator[None]:
+    if not pause or not gc.isenabled() or not (any_thread or _on_main_thread()):
         yield
         return
     gc.disable()
@@ -33,6 +44,23 @@ def paused_gc(pause: bool = True) -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def settle() -> None:
+    """Move what is alive now out of the collector's way, within the bound above."""
+    global _base
+    if not gc.isenabled():
+        return  # inside someone's pause (or the collector is off): they settle after it
+    frozen = gc.get_freeze_count()
+    if _base is None:
+        _base = frozen  # the first settle: the start-up's own objects are the base
+    elif frozen > 2 * _base + FREEZE_SLACK:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        _base = gc.get_freeze_count()
+        return
+    gc.freeze()
 
 
 def _on_main_thread() -> bool:

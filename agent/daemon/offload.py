@@ -10,39 +10,23 @@ parsed in a worker process instead (``agent.daemon.worker``).
 
 Large allocations and the cyclic garbage collector: a 10,000-service table is half a
 million objects that live on, and every full collection walks all of them while holding
-the interpreter lock (hundreds of ms under emulation). ``quiet_gc`` pauses the collector
-during such work and then moves what survived to the permanent generation
-(``gc.freeze``): the tables hold no reference cycles, reference counting still frees
-them when they are replaced, and later collections only walk what is new.
+the interpreter lock (hundreds of ms under emulation). Each job runs with the collector
+paused and what survived it is settled, by the daemon's one policy (``agent.gcpause``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+
+from agent.gcpause import paused_gc, settle
 
 T = TypeVar("T")
 
 SWITCH_INTERVAL = 0.001  # seconds a thread may keep the interpreter lock when the loop waits
-
-
-@contextlib.contextmanager
-def quiet_gc() -> Iterator[None]:
-    """Collector paused during the block; what survives it is frozen (see module doc)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.enable()
 
 
 class Offload:
@@ -64,8 +48,11 @@ class Offload:
 
 
 def _quietly(fn: Callable[[], T]) -> T:
-    with quiet_gc():
-        return fn()
+    try:
+        with paused_gc(any_thread=True):
+            return fn()
+    finally:
+        settle()
 
 
 async def inline(fn: Callable[[], T]) -> T:

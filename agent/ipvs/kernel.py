@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     import asyncio
 
-from agent.gcpause import paused_gc
+from agent.gcpause import paused_gc, settle
 from agent.ipvs.model import KernelTable, Op, ServiceKey, SyncDaemon, Timeouts
 from agent.ipvs.netlink import (
     IPVS_GENL_NAME,
@@ -489,14 +489,12 @@ class IpvsKernel:
 
 def _freeze_survivors(pause: bool) -> None:
     """After the daemon's calls, whose tables live on: what survived is moved out of
-    the collector's way (``gc.freeze``). Otherwise the first collection after a large
-    dump walks every new object at once, on the event loop (hundreds of ms under
+    the collector's way (``agent.gcpause.settle``). Otherwise the first collection after
+    a large dump walks every new object at once, on the event loop (hundreds of ms under
     emulation at 10,000 services); reference counting still frees the table when the
     next dump replaces it."""
-    import gc
-
-    if pause and gc.isenabled():
-        gc.freeze()
+    if pause:
+        settle()
 
 
 class _Receiver:

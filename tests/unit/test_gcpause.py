@@ -1,5 +1,5 @@
-"""agent.gcpause: the collector is paused for synchronous stretches only, never
-across an await, and never from a thread other than the main one."""
+"""agent.gcpause: the collector is paused for bounded stretches only (never across an
+await, from another thread only when asked), and settling keeps the frozen set bounded."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import gc
 import threading
 from collections.abc import Generator
 
-from agent.gcpause import paused_gc
+import pytest
+
+from agent import gcpause
+from agent.gcpause import paused_gc, settle
 from agent.ipvs import kernel
 from agent.ipvs.kernel import IpvsKernel
 
@@ -28,17 +31,43 @@ def test_paused_inside_restored_after() -> None:
     assert gc.isenabled()
 
 
-def test_another_thread_never_pauses_the_collector() -> None:
+def test_another_thread_pauses_the_collector_only_when_asked() -> None:
     seen: list[bool] = []
 
     def work() -> None:
         with paused_gc():
             seen.append(gc.isenabled())
+        with paused_gc(any_thread=True):
+            seen.append(gc.isenabled())
+        seen.append(gc.isenabled())
 
     t = threading.Thread(target=work)
     t.start()
     t.join()
-    assert seen == [True]
+    assert seen == [True, False, True]
+
+
+def test_settling_keeps_the_frozen_set_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cyclic garbage caught in a freeze is collected once the frozen set has grown
+    past twice its base plus the slack: repeated settles never pile it up."""
+    monkeypatch.setattr(gcpause, "FREEZE_SLACK", 5_000)
+    monkeypatch.setattr(gcpause, "_base", None)
+    gc.collect()
+    try:
+        settle()
+        base = gc.get_freeze_count()
+        for _ in range(40):
+            cycles = []
+            for _ in range(2_000):
+                a: list[object] = []
+                a.append(a)  # a reference cycle: only the collector frees it
+                cycles.append(a)
+            settle()  # frozen while alive ...
+            del cycles, a  # ... then garbage that reference counting cannot free
+            assert gc.get_freeze_count() <= 2 * (base + 2_001) + 5_000 + 2_001
+    finally:
+        gc.unfreeze()
+        gc.collect()
 
 
 def test_an_async_kernel_call_keeps_the_collector_on_while_it_awaits() -> None:
