@@ -10,7 +10,9 @@ lifecycle: signals, systemd notification, the reconcile schedule.
 Schedule: a full reconcile at start, every ``reconcile_interval`` and after a
 successful SIGHUP reload, which first reconciles just the services the new file
 changed (unless the ipvs settings changed); while real servers drain, a poll of just the
-draining services every ``DRAIN_POLL`` seconds. SIGTERM/SIGINT stop the loop
+draining services every ``DRAIN_POLL`` seconds. A SIGHUP that comes while a full
+reconcile is still reading the kernel's table abandons it (nothing was written yet):
+the reload goes first, the full reconcile follows it. SIGTERM/SIGINT stop the loop
 and leave the IPVS table as it is (connections keep flowing while the agent
 restarts); VRRP leaves first, in the signal handler itself (VIPs removed,
 priority 0 sent), so that a backup takes over after Skew_Time. An invalid
@@ -31,10 +33,11 @@ systemd gets ``STATUS=`` when its line changes and, under ``WatchdogSec=``,
 (``agent.daemon.watchdog``).
 
 The loop never blocks: a reload's file is read and checked, and its desired table
-built, in a worker process (``agent.daemon.worker``); planning and the ownership file
-run on a worker thread (``agent.daemon.offload``); kernel I/O yields to the loop
-(``agent.ipvs.kernel``). A 10 ms probe measures how late the loop wakes
-(``agent.daemon.lag``).
+built, in a worker process kept running from the start (``agent.daemon.worker``; it
+re-reads only the entries a reload changed, ``agent.config.incremental``); planning
+and the ownership file run on a worker thread (``agent.daemon.offload``); kernel I/O
+yields to the loop (``agent.ipvs.kernel``). A 10 ms probe measures how late the loop
+wakes (``agent.daemon.lag``). The collector: ``agent.gcpause``.
 
 Failure policy: degrade, don't die.
 
@@ -140,6 +143,9 @@ class Agent:
 
         self.offload = Offload()
         self.worker = ConfigWorker(self.offload)
+        self._worker_task: asyncio.Task[None] | None = None
+        self._hup_at = 0.0  # when the last SIGHUP came (monotonic)
+        self._writing = False  # the running reconcile has begun to write
         self._lag_for: Config | None = None
         self._lag_value = 0.0
         from agent.health.maint import FILE_NAME, MaintenanceStore, configured_servers
@@ -151,11 +157,11 @@ class Agent:
         self.maint = MaintenanceStore(
             Path(config.state_dir) / FILE_NAME, configured_servers(config.virtual_servers)
         )
-        import gc
+        from agent.gcpause import settle
 
         # The configuration and its table live on: later collections need not walk
-        # them again while VRRP runs (see agent.daemon.offload).
-        gc.freeze()
+        # them again while VRRP runs (see agent.gcpause).
+        settle()
 
     @staticmethod
     def _desired(config: Config) -> DesiredTable:
@@ -167,7 +173,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, self.reload.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         loop.add_signal_handler(signal.SIGUSR1, self._on_failover_signal)
         from agent.daemon.lag import probe
         from agent.daemon.supervise import set_failure_hook, supervise
@@ -202,6 +208,8 @@ class Agent:
             await self._stop_vrrp()
             if self.syncd is not None:
                 await self.syncd.step()  # no VIPs held any more: the master daemon stops
+            if self._worker_task is not None:
+                tasks.append(self._worker_task)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -313,6 +321,10 @@ class Agent:
             self.vrrp.leave()
         self.stop.set()
 
+    def _on_reload_signal(self) -> None:
+        self._hup_at = time.monotonic()
+        self.reload.set()
+
     def _on_failover_signal(self) -> None:
         if self.vrrp is None:
             log.warning("failover: no VRRP instances running")
@@ -364,9 +376,10 @@ class Agent:
         while not self.stop.is_set():
             now = loop.time()
             if now >= next_full:
-                await self.reconcile()
-                next_full = loop.time() + self.config.reconcile_interval
-                if not ready:
+                # False: a reload came while it read; the reload goes first (below).
+                if await self._full_reconcile():
+                    next_full = loop.time() + self.config.reconcile_interval
+                if not ready and next_full > now:
                     # The table is programmed before VRRP may make this node master:
                     # backups carry the same services, so a takeover only moves VIPs.
                     await self._start_vrrp()
@@ -387,9 +400,36 @@ class Agent:
                         # What the new file changed goes in first, at a cost that
                         # follows the change, not the table; the full pass follows.
                         await self.reconcile(only=self.reloaded_services)
+                        log.info(
+                            "reload: %d changed service(s) reconciled %.2fs after SIGHUP",
+                            len(self.reloaded_services),
+                            time.monotonic() - self._hup_at,
+                        )
                     next_full = loop.time()
                     if self.config.vrrp != old_vrrp:
                         await self._reload_vrrp()
+
+    async def _full_reconcile(self) -> bool:
+        """A full reconcile; False when a SIGHUP came while it was still reading the
+        kernel's table (tens of seconds at 10,000 services under emulation): it is
+        abandoned before writing anything, so that the reload need not wait for it."""
+        self._writing = False
+        task = asyncio.ensure_future(self.reconcile(writing=self._begin_writing))
+        reload = asyncio.ensure_future(self.reload.wait())
+        try:
+            await asyncio.wait({task, reload}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done() or self._writing:
+                await task
+                return True
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            log.info("reconcile: abandoned before writing; a reload came")
+            return False
+        finally:
+            reload.cancel()
+
+    def _begin_writing(self) -> None:
+        self._writing = True
 
     async def _start_vrrp(self) -> None:
         if not self.config.vrrp.vrrp_instances or self.stop.is_set():
@@ -490,10 +530,10 @@ class Agent:
             return False
 
     def _start_worker(self) -> None:
-        """Start the configuration worker in the background: the first reload need
-        not wait for its imports. Failing here is not fatal: a reload starts it again."""
+        """Keep the configuration worker running and primed with the running file (started
+        again if it ends): a reload then re-reads only what it changed."""
         from agent.config.include import total_size
-        from agent.daemon.supervise import watch
+        from agent.daemon.supervise import supervise
         from agent.daemon.worker import SMALL_FILE
 
         try:
@@ -501,21 +541,18 @@ class Agent:
                 return
         except OSError:
             return
-
-        async def start() -> None:
-            from agent.daemon.worker import WorkerFailed
-
-            try:
-                await self.worker.start()
-            except WorkerFailed as exc:
-                log.warning("%s; reloads will start it again", exc)
-
-        watch(asyncio.ensure_future(start()), "configuration worker start")
+        self._worker_task = asyncio.create_task(
+            supervise(
+                "configuration worker",
+                lambda: self.worker.keep(self.config_path, lambda: self.config.virtual_servers),
+            )
+        )
 
     async def _reload(self) -> bool:
         from agent.daemon.worker import LoadRefused, WorkerFailed, load_here
 
         sd_notify("RELOADING=1")
+        started = time.monotonic()
         try:
             try:
                 loaded = await self.worker.load(
@@ -586,16 +623,20 @@ class Agent:
         self.maint.configure(configured_servers(config.virtual_servers))
         self.metrics.config_reloads.labels(result="applied").inc()
         log.info(
-            "reload: %s loaded (%s, %d changed)",
+            "reload: %s loaded (%s, %d changed) in %.2fs",
             self.config_path,
             virtual_servers(len(config.virtual_servers)),
             len(edited),
+            time.monotonic() - started,
         )
         sd_notify("READY=1")
         return True
 
     async def reconcile(
-        self, only_draining: bool = False, only: frozenset[ServiceKey] | None = None
+        self,
+        only_draining: bool = False,
+        only: frozenset[ServiceKey] | None = None,
+        writing: Callable[[], None] | None = None,
     ) -> Outcome | None:
         from agent.ipvs.reconciler import reconcile_async
         from agent.ipvs.state import StateFileError
@@ -627,6 +668,7 @@ class Agent:
                 self.config.ipvs,
                 only=only,
                 offload=self.offload,
+                writing=writing,
             )
         except StateFileError as exc:
             log.error("%s", exc)

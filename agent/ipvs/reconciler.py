@@ -286,13 +286,16 @@ async def reconcile_async(
     only: Set[ServiceKey] | None = None,
     now: Callable[[], float] = boottime,
     offload: Offload = _inline,
+    writing: Callable[[], object] | None = None,
 ) -> Outcome:
     """The daemon's reconcile: the same steps, with kernel I/O that yields to the loop.
 
     With ``only``, just those services are read and planned (drain polling: the
     cost stays proportional to what is draining, not to the table); timeouts
     and sysctls are left to the full reconciles. ``offload`` runs the CPU work
-    (the ownership file, planning) off the loop; kernel I/O stays on it.
+    (the ownership file, planning) off the loop; kernel I/O stays on it. ``writing``
+    is called once everything is read and planned, before the first write (the
+    ownership file, then the kernel): until then the call may be cancelled at no cost.
     """
     if only is None:
         owned = await offload(store.load)
@@ -301,6 +304,8 @@ async def reconcile_async(
         at = now()
         p = await offload(lambda: make_plan(desired, table, timeouts, owned, settings, at))
         outcome = Outcome(p, table, sysctls=sysctl_changes(settings.sysctls))
+        if writing is not None:
+            writing()
         await offload(lambda: store.save(ownership_ahead(owned, p)))
         outcome.results = list(await kernel.apply_async(p.ops)) if p.steps else []
         outcome.sysctl_errors = write_sysctls(outcome.sysctls)
@@ -319,6 +324,8 @@ async def reconcile_async(
     planner = _inline if len(only) <= SMALL_PARTIAL else offload
     p = await planner(lambda: plan(subset, table, part, at, settings.drain_timeout))
     outcome = Outcome(p, table)
+    if writing is not None:
+        writing()
     await offload(lambda: store.save(_merge(owned, only, ownership_ahead(part, p))))
     outcome.results = list(await kernel.apply_async(p.ops)) if p.steps else []
     outcome.applied = True

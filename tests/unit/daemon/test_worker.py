@@ -175,3 +175,44 @@ def test_the_worker_process_reads_included_files_and_reuses_the_unchanged_ones(
             offload.close()
 
     asyncio.run(main())
+
+
+def test_a_kept_worker_is_primed_at_start_and_started_again_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    n = 400
+    path = tmp_path / "config.yaml"
+    write(path, config_text(n))
+    base = load_config(str(path))
+    base_desired = desired_table(base.virtual_servers)
+
+    async def primed(worker: ConfigWorker, starts: int) -> None:
+        for _ in range(400):  # bounded: 20 s
+            if worker.starts == starts and worker._generation >= 0 and not worker._lock.locked():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not primed: {worker.starts} starts")
+
+    async def main() -> None:
+        offload = Offload()
+        worker = ConfigWorker(offload)
+        keeper = asyncio.ensure_future(
+            worker.keep(str(path), lambda: base.virtual_servers, retry=0.1)
+        )
+        try:
+            await primed(worker, 1)
+            proc = worker._proc
+            assert proc is not None
+            proc.kill()  # it ends: another is started and primed without a reload
+            await primed(worker, 2)
+            write(path, config_text(n, weights={7: 4}))
+            loaded = await worker.load(str(path), base.virtual_servers, base_desired)
+            assert loaded.config == load_config(str(path))
+            assert len(loaded.edited) == 1 and worker.starts == 2
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            await worker.aclose()
+            offload.close()
+
+    asyncio.run(main())
