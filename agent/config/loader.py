@@ -21,6 +21,7 @@ from agent.config.model import (
     FORWARDING_METHODS,
     IPVS_SYSCTL_VECTORS,
     IPVS_SYSCTLS,
+    PER_REAL_SERVER,
     PROTOCOLS,
     SCHEDULER_FLAGS,
     SCHEDULERS,
@@ -151,12 +152,19 @@ def _read_root(
 
     metrics = root.section("metrics")
     host, port = _host_port_default(DEFAULT_METRICS)
+    per_real_server = "full"
     if metrics is not None:
         listen = metrics.item("listen")
         if listen is not None:
             parsed = _host_port(listen)
             if parsed is not None:
                 host, port = parsed
+        per_rs_item = metrics.item("per_real_server")
+        if per_rs_item is not None:
+            if witness:
+                per_rs_item.error("a witness exports no real servers; remove per_real_server")
+            else:
+                per_real_server = _per_real_server(per_rs_item) or per_real_server
         metrics.finish()
 
     reconcile_interval = root.get(
@@ -198,6 +206,7 @@ def _read_root(
         witness=served,
         lines=lines,
         includes=includes,
+        metrics_per_real_server=per_real_server,
     )
 
 
@@ -232,6 +241,16 @@ def _name(item: Item) -> str | None:
         item.error("must be 1..64 characters of letters, digits, '-', '_' or '.'")
         return None
     return value
+
+
+def _per_real_server(item: Item) -> str | None:
+    """full | aggregate | off; YAML reads a bare ``off`` as false, which means off too."""
+    if item.scalar_tag == BOOL_TAG:
+        if item.as_bool() is False:
+            return "off"
+        item.error(f"must be one of {', '.join(PER_REAL_SERVER)}, got true")
+        return None
+    return item.as_choice(PER_REAL_SERVER)
 
 
 def _host_port_default(text: str) -> tuple[str, int]:

@@ -41,6 +41,8 @@ SCHEDULERS = (
 )
 SCHEDULER_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port", "flag-1", "flag-2", "flag-3")
 FAMILIES = ("ipv4", "ipv6")
+#: ``metrics.per_real_server``: every real server's series, per-service sums, or neither
+PER_REAL_SERVER = ("full", "aggregate", "off")
 
 # net.ipv4.vs.* keys the agent may set, with their allowed ranges. Only these:
 # they change how draining and failover behave (docs/reconcile.md, "Draining").
@@ -176,3 +178,5 @@ class Config:
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     #: the ``include`` patterns, their lines and the files each matched (``agent.config.include``)
     includes: tuple[Included, ...] = field(default=(), compare=False, repr=False)
+    #: ``metrics.per_real_server``: full | aggregate | off (agent.metrics.PER_REAL_SERVER)
+    metrics_per_real_server: str = "full"

@@ -127,6 +127,7 @@ class Agent:
         self.config = config
         self.kernel = kernel
         self.metrics = metrics
+        metrics.set_per_real_server(config.metrics_per_real_server)
         self.store: OwnershipStore = OwnershipStore(Path(config.state_dir) / "ipvs-state.json")
         self.desired: DesiredTable = self._desired(config)
         self.stop = asyncio.Event()
@@ -621,6 +622,7 @@ class Agent:
         from agent.health.maint import configured_servers
 
         self.maint.configure(configured_servers(config.virtual_servers))
+        self.metrics.set_per_real_server(config.metrics_per_real_server)
         self.metrics.config_reloads.labels(result="applied").inc()
         log.info(
             "reload: %s loaded (%s, %d changed) in %.2fs",

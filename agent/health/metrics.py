@@ -28,6 +28,9 @@ class HealthCollector:
 
     def __init__(self, scheduler: Scheduler | None = None) -> None:
         self.scheduler = scheduler
+        #: ``metrics.per_real_server``: ``full`` exports the per real server series;
+        #: ``aggregate`` and ``off`` only the per-pool ones.
+        self.per_real_server = "full"
 
     def describe(self) -> list[Any]:
         return []
@@ -68,6 +71,16 @@ class HealthCollector:
         healthy_weight = GaugeMetricFamily(
             f"{PREFIX}_pool_healthy_weight",
             "Summed weight of healthy real servers.",
+            labels=["virtual_server"],
+        )
+        members_up = GaugeMetricFamily(
+            f"{PREFIX}_pool_real_servers_up",
+            "Real servers of the pool whose every check passes.",
+            labels=["virtual_server"],
+        )
+        members = GaugeMetricFamily(
+            f"{PREFIX}_pool_real_servers",
+            "Real servers of the pool.",
             labels=["virtual_server"],
         )
         quorum = GaugeMetricFamily(
@@ -118,6 +131,7 @@ class HealthCollector:
         s = self.scheduler
         if s is not None:
             states = s.states()
+            per_real_server = self.per_real_server == "full"
             from agent.health.core import member_health
 
             for name, d in s.decisions().items():
@@ -125,13 +139,19 @@ class HealthCollector:
                 if pool is None:
                     continue
                 held_set = set(d.held)
+                up = 0
                 for m in pool.members:
                     labels = [name, m.address, str(m.port)]
                     h = member_health(m, states)
+                    up += h.up
+                    if not per_real_server:
+                        continue
                     healthy.add_metric(labels, 1.0 if h.up else 0.0)
                     w = d.weights.get(m.key)
                     weight.add_metric(labels, -1.0 if w is None else float(w))
                     held.add_metric(labels, 1.0 if m.key in held_set else 0.0)
+                members_up.add_metric([name], up)
+                members.add_metric([name], len(pool.members))
                 floor.add_metric([name], d.floor)
                 floor_held.add_metric([name], len(d.held))
                 healthy_weight.add_metric([name], d.healthy_weight)
@@ -158,6 +178,8 @@ class HealthCollector:
             floor,
             floor_held,
             healthy_weight,
+            members_up,
+            members,
             quorum,
             probes,
             failures,

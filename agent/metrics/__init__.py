@@ -5,13 +5,18 @@ agent's asyncio loop, no server thread). IPVS statistics come from the dump the
 reconciler already made — exporting them costs no extra netlink traffic — and
 use node_exporter's label names (local_address, local_port, remote_address,
 remote_port, proto, local_mark) so existing dashboards carry over.
+
+How much per real server is exported is ``metrics.per_real_server``
+(``agent.config.model.PER_REAL_SERVER``): ``full`` every real server's series, ``aggregate`` only
+per-service sums of them, ``off`` neither. The statistics are as old as the last
+full reconcile's dump: ``lvs_agent_ipvs_stats_age_seconds`` says by how much.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -58,10 +63,17 @@ def _service_labels(key: Any) -> list[str]:
 
 
 class IpvsCollector:
-    """Yields IPVS statistics from the most recent kernel dump."""
+    """Yields IPVS statistics from the most recent kernel dump.
 
-    def __init__(self) -> None:
+    ``per_real_server``: full, aggregate or off. ``dumped_at``: the monotonic
+    time of the full dump ``table`` comes from (None before the first).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.table: KernelTable = {}
+        self.per_real_server = "full"
+        self.dumped_at: float | None = None
+        self.clock = clock
 
     def describe(self) -> list[Any]:
         return []
@@ -138,6 +150,33 @@ class IpvsCollector:
             f"{p}_backend_weight", "Weight of the real server.", labels=_BACKEND_LABELS
         )
         services = GaugeMetricFamily(f"{p}_services", "Virtual services in the IPVS table.")
+        sums = {
+            "dests": GaugeMetricFamily(
+                f"{p}_service_real_servers",
+                "Real servers of the virtual service in the IPVS table.",
+                labels=_SERVICE_LABELS,
+            ),
+            "active": GaugeMetricFamily(
+                f"{p}_service_connections_active",
+                "Active connections, summed over the service's real servers.",
+                labels=_SERVICE_LABELS,
+            ),
+            "inactive": GaugeMetricFamily(
+                f"{p}_service_connections_inactive",
+                "Inactive connections, summed over the service's real servers.",
+                labels=_SERVICE_LABELS,
+            ),
+            "weight": GaugeMetricFamily(
+                f"{p}_service_weight",
+                "Weights of the service's real servers, summed.",
+                labels=_SERVICE_LABELS,
+            ),
+        }
+        age = GaugeMetricFamily(
+            f"{p}_stats_age_seconds",
+            "Seconds since the full reconcile whose IPVS dump these statistics come from "
+            "started (drain polling refreshes the draining services in between).",
+        )
         services.add_metric([], len(self.table))
         connections = GaugeMetricFamily(
             f"{p}_connections",
@@ -146,10 +185,26 @@ class IpvsCollector:
             labels=["state"],
         )
         n_active = n_inactive = 0
+        if self.dumped_at is not None:
+            age.add_metric([], max(0.0, self.clock() - self.dumped_at))
+        mode = self.per_real_server
         for key, svc in self.table.items():
             sl = _service_labels(key)
             for name, family in svc_families.items():
                 family.add_metric(sl, getattr(svc.stats, name))
+            dests = svc.dests.values()
+            svc_active = sum(kd.active_conns for kd in dests)
+            svc_inactive = sum(kd.inactive_conns for kd in dests)
+            n_active += svc_active
+            n_inactive += svc_inactive
+            if mode == "off":
+                continue
+            sums["dests"].add_metric(sl, len(svc.dests))
+            sums["active"].add_metric(sl, svc_active)
+            sums["inactive"].add_metric(sl, svc_inactive)
+            sums["weight"].add_metric(sl, sum(kd.dest.weight for kd in dests))
+            if mode != "full":
+                continue
             local_address, local_port, proto, mark = sl
             for dkey, kd in svc.dests.items():
                 bl = [local_address, local_port, dkey.address, str(dkey.port), proto, mark]
@@ -157,14 +212,14 @@ class IpvsCollector:
                     family.add_metric(bl, getattr(kd.stats, name))
                 active.add_metric(bl, kd.active_conns)
                 inactive.add_metric(bl, kd.inactive_conns)
-                n_active += kd.active_conns
-                n_inactive += kd.inactive_conns
                 weight.add_metric(bl, kd.dest.weight)
         connections.add_metric(["active"], n_active)
         connections.add_metric(["inactive"], n_inactive)
         yield services
         yield connections
+        yield age
         yield from svc_families.values()
+        yield from sums.values()
         yield from be_families.values()
         yield active
         yield inactive
@@ -457,9 +512,19 @@ class AgentMetrics:
 
         self.health = HealthCollector()  # its scheduler set by the daemon's health service
         r.register(self.health)
+        self.per_real_server = "full"
+
+    def set_per_real_server(self, mode: str) -> None:
+        """``metrics.per_real_server``; takes effect at the next scrape."""
+        self.per_real_server = mode
+        self.ipvs.per_real_server = mode
+        self.health.per_real_server = mode
 
     def observe_reconcile(self, outcome: Outcome, seconds: float) -> None:
         self.ipvs.table = outcome.kernel
+        # The table was read during the reconcile that took ``seconds`` until now: its
+        # start bounds the age from above.
+        self.ipvs.dumped_at = self.ipvs.clock() - seconds
         self.reconcile_duration.observe(seconds)
         for kind, count in outcome.ops_by_kind().items():
             self.operations.labels(kind=kind).inc(count)

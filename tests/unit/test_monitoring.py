@@ -93,14 +93,35 @@ def base_name(name: str) -> str:
 
 
 def readme_metrics() -> set[str]:
-    """Every metric name in the README's tables, with `{a,b}` alternatives expanded."""
+    """Every metric name in the tables of the README and docs/metrics.md (the metrics
+    reference, checked against the code by tests/unit/metrics/test_docs.py), with
+    `{a,b}` alternatives expanded."""
     names: set[str] = set()
-    for row in re.findall(r"^\| `([^|]*)` \|", (REPO / "README.md").read_text(), re.M):
-        for cell in re.findall(r"(lvs_agent_[a-z0-9_{},]+)", row):
-            parts = re.split(r"\{([^}]*)\}", cell)
-            choices: list[Any] = [p.split(",") if i % 2 else [p] for i, p in enumerate(parts)]
-            names.update("".join(c) for c in itertools.product(*choices))
+    for doc in (REPO / "README.md", REPO / "docs" / "metrics.md"):
+        for row in re.findall(r"^\| `([^|]*)` \|", doc.read_text(), re.M):
+            for cell in re.findall(r"(lvs_agent_[a-z0-9_{},]+)", row):
+                parts = re.split(r"\{([^}]*)\}", cell)
+                choices: list[Any] = [p.split(",") if i % 2 else [p] for i, p in enumerate(parts)]
+                names.update("".join(c) for c in itertools.product(*choices))
     return names
+
+
+def alert_queries() -> list[str]:
+    return [
+        rule["expr"]
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+    ]
+
+
+def test_alerts_name_documented_metrics() -> None:
+    """An alert on a metric the agent does not export would never fire."""
+    used = set().union(*(metric_names(q) for q in alert_queries()))
+    assert "lvs_agent_health_pool_quorum_up" in used
+    missing = {
+        n for n in used if n.startswith("lvs_agent_") and base_name(n) not in readme_metrics()
+    }
+    assert missing == set()
 
 
 def test_dashboard_is_json_and_names_documented_metrics() -> None:

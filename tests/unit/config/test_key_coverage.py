@@ -228,6 +228,7 @@ CASES: dict[tuple[str, str], Case | object] = {
     ("", "include"): Case([str(INCLUDED)]),
     ("node", "name"): Case("other-node"),
     ("metrics", "listen"): Case("127.0.0.1:19469"),
+    ("metrics", "per_real_server"): Case("aggregate"),
     # ipvs
     ("ipvs", "timeouts"): SUB,
     ("ipvs", "sysctls"): SUB,
@@ -346,7 +347,7 @@ def _target(mode: str, section: str) -> Callable[[Config], object]:
     return {
         "": lambda c: c,
         "node": lambda c: c.node_name,
-        "metrics": lambda c: (c.metrics_host, c.metrics_port),
+        "metrics": lambda c: (c.metrics_host, c.metrics_port, c.metrics_per_real_server),
         "ipvs": lambda c: c.ipvs,
         "virtual_servers": lambda c: c.virtual_servers,
         "vrrp_instances": lambda c: c.vrrp,

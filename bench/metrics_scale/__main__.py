@@ -1,0 +1,3 @@
+from bench.metrics_scale.run import main
+
+main()
