@@ -17,7 +17,10 @@ from tests.unit.config.test_key_coverage import SECTIONS, _allowed
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 # Sections documented as taking another section's keys.
-SAME_AS = {"witness.clusters[]": "lock"}
+SAME_AS = {
+    "witness.clusters[]": "lock",
+    "virtual_servers[].real_servers[].health_checks[]": "virtual_servers[].health_checks[]",
+}
 
 
 def documented() -> dict[str, set[str]]:
