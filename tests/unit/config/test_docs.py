@@ -75,3 +75,12 @@ def test_the_same_as_sections_say_so() -> None:
     for section, same in SAME_AS.items():
         _parent, _, key = section.removesuffix("[]").rpartition(".")
         assert f"| `{key}` |" in text and f"the keys of [`{same}`]" in text, section
+
+
+def test_the_examples_are_yaml() -> None:
+    import yaml
+
+    blocks = re.findall(r"^```yaml\n(.*?)^```", DOC.read_text(), re.M | re.S)
+    assert len(blocks) >= 10
+    for block in blocks:
+        assert isinstance(yaml.safe_load(block), dict), block
