@@ -141,8 +141,16 @@ class _Composer:
                 None, None, f"unexpected {cls.__name__}", event.start_mark
             )
         if event.anchor is not None:
-            self.anchors[event.anchor] = node
+            self.anchor(event, node)
         return node
+
+    def anchor(self, event: Any, node: Node) -> None:
+        """Name ``node``; a name given twice is refused, as PyYAML's composer does."""
+        if event.anchor in self.anchors:
+            raise yaml.composer.ComposerError(
+                None, None, f"found duplicate anchor {event.anchor!r}", event.start_mark
+            )
+        self.anchors[event.anchor] = node
 
     def streamed_sequence(self, event: Any, each: Streamed) -> SequenceNode:
         sequence = SequenceNode(event.start_mark.line + 1)
@@ -155,7 +163,7 @@ class _Composer:
             each(self.node(item_event), index)
             index += 1
         if event.anchor is not None:
-            self.anchors[event.anchor] = sequence
+            self.anchor(event, sequence)
         return sequence
 
 
