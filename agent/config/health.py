@@ -26,7 +26,7 @@ import re
 from typing import Final
 
 from agent.config import quick
-from agent.config.reader import INT_TAG, Item, Section
+from agent.config.reader import INT_TAG, Item, MappingNode, Node, Problems, Section
 from agent.health.config import (
     CHECK_TYPES,
     DNS_RCODES,
@@ -107,6 +107,24 @@ def read_policy(vs: Section, port: int) -> PoolPolicy | None:
         sorry_server=sorry,
         initial=initial,
     )
+
+
+def read_quietly(
+    pairs: list[tuple[Node, Node]], port: int
+) -> tuple[PoolPolicy, tuple[Check, ...]] | None:
+    """The health keys of a virtual server that ``agent.config.quick`` reads: the same
+    rules as ``read_policy`` and ``read_checks``, with the problems dropped (None:
+    there was one, and the general reader reads the entry and reports it)."""
+    scratch = Problems("")
+    node = MappingNode(0)
+    node.value = pairs
+    vs = Section(node, "", scratch)
+    item = vs.item("health_checks")
+    checks = read_checks(item) if item is not None else ()
+    policy = read_policy(vs, port)
+    if scratch.found or checks is None or policy is None:
+        return None
+    return policy, checks
 
 
 def check_sorry_family(

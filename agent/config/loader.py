@@ -461,7 +461,7 @@ class _VirtualServers:
         self._keys: dict[tuple[object, ...], int] = {}
 
     def add(self, node: Node, index: int) -> None:
-        vs = quick.virtual_server(node)
+        vs = quick.virtual_server(node, health.read_quietly)
         if vs is not None:
             identity = _identity(vs)
             if vs.name not in self._names and identity not in self._keys:

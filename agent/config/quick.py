@@ -1,8 +1,9 @@
 """The common virtual-server entry, validated without the general reader.
 
 A generated file repeats one shape thousands of times: name, address, port,
-protocol, scheduler, forwarding and real servers with address, port, weight and
-thresholds. ``virtual_server`` reads exactly that shape straight from the nodes,
+protocol, scheduler, forwarding, the virtual server's health keys (read by the
+loader's own rules, given as ``health``) and real servers with address, port,
+weight and thresholds. ``virtual_server`` reads exactly that shape straight from the nodes,
 with the same rules as ``agent.config.loader``, and returns None for anything
 else — another key, a value it would have to reject, a quoted number, a
 duplicate — so that the general reader, which words every problem with its line
@@ -15,6 +16,7 @@ holds the two readers to the same results. The address rules both readers apply
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Final
 
 from agent.config.model import (
@@ -34,6 +36,7 @@ from agent.config.reader import (
     null_or_bool,
     plain_decimal,
 )
+from agent.health.config import Check, PoolPolicy
 
 _AF_INET: Final = socket.AF_INET
 _AF_INET6: Final = socket.AF_INET6
@@ -44,8 +47,30 @@ _SCHEDULERS: Final = frozenset(SCHEDULERS)
 _NO_TUNNEL: Final = Tunnel()
 
 
-def virtual_server(node: Node) -> VirtualServer | None:
-    """The entry as the general reader would build it, or None: read it the general way."""
+#: what the loader passes to read a virtual server's health keys (``agent.config.health``):
+#: their (key, value) node pairs in, (policy, checks) out, or None for anything it
+#: would report a problem about
+HealthReader = Callable[[list[tuple[Node, Node]], int], tuple[PoolPolicy, tuple[Check, ...]] | None]
+HEALTH_KEYS: Final = frozenset(
+    (
+        "health_checks",
+        "on_failure",
+        "slow_start",
+        "min_healthy",
+        "quorum",
+        "hysteresis",
+        "sorry_server",
+        "initial",
+    )
+)
+
+
+def virtual_server(node: Node, health: HealthReader | None = None) -> VirtualServer | None:
+    """The entry as the general reader would build it, or None: read it the general way.
+
+    ``health`` reads the virtual server's health keys (without it, an entry that has
+    any is declined); a real server's own ``health_checks`` are always declined.
+    """
     if type(node) is not MappingNode:
         return None
     name = address = None
@@ -55,6 +80,7 @@ def virtual_server(node: Node) -> VirtualServer | None:
     forwarding = "nat"
     servers: list[Node] | None = None
     seen: set[str] = set()
+    health_pairs: list[tuple[Node, Node]] = []
     for key_node, value in node.value:
         if type(key_node) is not ScalarNode:
             return None
@@ -62,6 +88,11 @@ def virtual_server(node: Node) -> VirtualServer | None:
         if key in seen:
             return None
         seen.add(key)
+        if key in HEALTH_KEYS:
+            if health is None:
+                return None
+            health_pairs.append((key_node, value))
+            continue
         if key == "real_servers":
             if type(value) is not SequenceNode:
                 return None
@@ -99,14 +130,43 @@ def virtual_server(node: Node) -> VirtualServer | None:
     if name is None or address is None or not port or servers is None:
         return None
     family = address_family(address)
+    policy: PoolPolicy | None = None
+    checks: tuple[Check, ...] = ()
+    if health_pairs:
+        assert health is not None
+        read = health(health_pairs, port)
+        if read is None:
+            return None
+        policy, checks = read
+        sorry = policy.sorry_server
+        if sorry is not None and forwarding != "tunnel" and address_family(sorry.address) != family:
+            return None
+    sources = [c for c in checks if c.source_address is not None]
     real_servers: list[RealServer] = []
     taken: set[tuple[str, int]] = set()
     for entry in servers:
-        rs = _real_server(entry, port, forwarding, family)
+        rs = _real_server(entry, port, forwarding, family, checks)
         if rs is None or (rs.address, rs.port) in taken:
             return None
+        for c in sources:
+            assert c.source_address is not None
+            if address_family(c.source_address) != address_family(c.connect_address or rs.address):
+                return None
         taken.add((rs.address, rs.port))
         real_servers.append(rs)
+    if policy is not None:
+        return VirtualServer(
+            name=name,
+            family=family,
+            address=address,
+            port=port,
+            fwmark=0,
+            protocol=protocol,
+            scheduler=scheduler,
+            real_servers=tuple(real_servers),
+            line=node.line,
+            health=policy,
+        )
     return VirtualServer(
         name=name,
         family=family,
@@ -120,7 +180,9 @@ def virtual_server(node: Node) -> VirtualServer | None:
     )
 
 
-def _real_server(node: Node, vs_port: int, vs_forwarding: str, family: str) -> RealServer | None:
+def _real_server(
+    node: Node, vs_port: int, vs_forwarding: str, family: str, checks: tuple[Check, ...]
+) -> RealServer | None:
     if type(node) is not MappingNode:
         return None
     address = None
@@ -176,6 +238,7 @@ def _real_server(node: Node, vs_port: int, vs_forwarding: str, family: str) -> R
         forwarding=forwarding,
         tunnel=_NO_TUNNEL if forwarding == "tunnel" else None,
         line=node.line,
+        checks=checks,
     )
 
 

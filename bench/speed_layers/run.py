@@ -109,7 +109,7 @@ def switch_off(layer: str) -> None:
     elif layer == "quick":
         from agent.config import quick
 
-        quick.virtual_server = lambda node: None
+        quick.virtual_server = lambda node, health=None: None
     elif layer == "gcpause":
         import contextlib
 

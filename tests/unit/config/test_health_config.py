@@ -412,3 +412,55 @@ def test_pools_of_builds_what_member_builds() -> None:
         assert pool.members == tuple(
             member(rs.address, rs.port, rs.weight, rs.checks) for rs in vs.real_servers
         )
+
+
+QUICK_CASES = [
+    ISSUE,
+    _hc("{type: tcp, source_address: 10.0.0.254}"),
+    _vs("min_healthy: 2\nquorum: 3\nhysteresis: 1\ninitial: down\non_failure: remove"),
+    _vs("sorry_server: {address: 10.0.9.9, weight: 3}\nslow_start: 10s"),
+    _vs("health_checks: []"),
+    _vs("health_checks: null"),
+    _hc("{type: exec, command: [/bin/true], dynamic_weight: true}"),
+]
+
+
+@pytest.mark.parametrize("text", QUICK_CASES)
+def test_the_quick_reader_reads_the_virtual_servers_health_keys(text: str) -> None:
+    """The common shape with health keys at the virtual server takes the quick path,
+    and builds what the general reader builds (tests/unit/conftest.py compares each)."""
+    from agent.config import quick
+
+    taken: list[bool] = []
+    real = quick.virtual_server
+
+    def counting(node: object, *args: object) -> object:
+        result = real(node, *args)  # type: ignore[arg-type]
+        taken.append(result is not None)
+        return result
+
+    quick.virtual_server = counting  # type: ignore[assignment]
+    try:
+        load(text)
+    finally:
+        quick.virtual_server = real
+    # the issue's example: a real server with its own checks is read the general way
+    assert taken == [text is not ISSUE]
+
+
+QUICK_DECLINED = [
+    # bad values: the general reader reports them
+    (_vs("quorum: -1"), "quorum"),
+    (_hc("{type: tcp, rise: 0}"), "rise"),
+    (_vs("sorry_server: {address: 'fd00::9'}"), "sorry server"),
+    (
+        _vs("health_checks: [{type: tcp, source_address: 'fd00::1'}]"),
+        "another address family",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment"), QUICK_DECLINED)
+def test_the_quick_reader_leaves_problems_to_the_general_one(text: str, fragment: str) -> None:
+    found = errors(text)
+    assert len(found) == 1 and fragment in found[0], found

@@ -99,9 +99,9 @@ def general_virtual_server(node: Node) -> tuple[VirtualServer | None, list[str]]
     return vs, [str(p) for p in problems.found]
 
 
-def checked_quick(real: Callable[[Node], VirtualServer | None]) -> Callable[..., Any]:
-    def virtual_server(node: Node) -> VirtualServer | None:
-        fast = real(node)
+def checked_quick(real: Callable[..., VirtualServer | None]) -> Callable[..., Any]:
+    def virtual_server(node: Node, *args: Any) -> VirtualServer | None:
+        fast = real(node, *args)
         if fast is not None:
             slow, problems = general_virtual_server(node)
             assert not problems, f"quick accepted an entry the general reader refuses: {problems}"
