@@ -184,6 +184,12 @@ def run_cluster(
                     "reloads_applied": total(a, "lvs_agent_config_reloads_total", result="applied"),
                     "loop_lag": lag_summary(b, a),
                 }
+            # the agents' own account of each reload and of late wakes
+            res["d1_log"] = [
+                line
+                for line in d1.text().splitlines()
+                if "reload" in line or "abandoned" in line or " late" in line
+            ][-120:]
             k1.close()
             k2.close()
         finally:
