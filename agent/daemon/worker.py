@@ -324,6 +324,7 @@ class ConfigWorker:
                     await self._ensure()
                     if self._generation < 0 or self._base is not base():
                         await self._prime(base(), path)
+                        log.info("configuration worker ready (%s read)", path)
                     proc = self._proc
             except WorkerFailed as exc:
                 log.warning("%s; trying again in %gs", exc, retry)

@@ -331,7 +331,16 @@ def agent_reload(
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         start = time.perf_counter()
-        while "reconcile: " not in log.read_text():  # the first full reconcile is over
+        # Idle: the first full reconcile is over, and the configuration worker that
+        # the daemon starts then has read the file (a large file; a small one is read
+        # on the daemon's thread, without it).
+        from agent.config.include import total_size
+        from agent.daemon.worker import SMALL_FILE
+
+        idle = ["reconcile: "]
+        if total_size(str(config)) >= SMALL_FILE:
+            idle.append("configuration worker ready")
+        while not all(line in log.read_text() for line in idle):
             if proc.poll() is not None or time.perf_counter() - start > timeout:
                 raise RuntimeError(f"lvs-agent run did not start: {log.read_text()[-500:]}")
             time.sleep(0.1)

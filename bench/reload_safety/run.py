@@ -141,6 +141,7 @@ def run_cluster(
                 return (
                     "adverts: BACKUP -> MASTER" in log
                     and "quorum: BACKUP -> MASTER" in log
+                    and "configuration worker ready" in log  # the daemon is idle
                     and weight(k2, *last) == 1
                 )
 
