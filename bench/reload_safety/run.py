@@ -207,6 +207,48 @@ def keepalived_reload(services: int, work: Path) -> float:
         return reload(ns, services, work, 1800)
 
 
+def keepalived_floor(advert: float, seconds: float, work: Path) -> dict[str, Any]:
+    """keepalived's own VRRP at the same advert interval in the same boot: two
+    directors (priorities 200 and 100), VRRPv3, one VIP, no IPVS; state changes over a
+    quiet window of ``seconds``. What the emulated machine holds for a C speaker."""
+    from agent.lab.keepalived import Keepalived, keepalived_conf
+    from agent.lab.topology import Lab
+
+    entered = ("Entering MASTER STATE", "Entering BACKUP STATE", "Entering FAULT STATE")
+    res: dict[str, Any] = {"advert_s": advert, "window_s": seconds}
+    with Lab(forwarding="nat", directors=2, real_servers=1, vip_on_director=False) as lab:
+        speakers = [
+            Keepalived(
+                lab,
+                lab.director(i),
+                keepalived_conf(
+                    version=3,
+                    vrid=73,
+                    priority=200 if i == 1 else 100,
+                    interval=advert,
+                    vips=["192.0.2.173/32"],
+                ),
+                work,
+                tag="-floor",
+            )
+            for i in (1, 2)
+        ]
+        try:
+            if speakers[0].wait_for("Entering MASTER STATE", 120) is None:
+                res["error"] = "keepalived d1 never became master"
+                return res
+            time.sleep(5)
+            before = [sum(k.count(e) for e in entered) for k in speakers]
+            time.sleep(seconds)
+            after = [sum(k.count(e) for e in entered) for k in speakers]
+            res["d1_transitions"] = after[0] - before[0]
+            res["d2_transitions"] = after[1] - before[1]
+        finally:
+            for k in speakers:
+                k.close()
+    return res
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:g} ms"
 
@@ -221,6 +263,12 @@ def main() -> int:
     parser.add_argument("--advert", type=float, default=0.1, help="VRRP advert interval, s")
     parser.add_argument("--lease", default="200ms", help="the quorum instance's lease")
     parser.add_argument("--gap", type=float, default=20.0, help="seconds between reloads")
+    parser.add_argument(
+        "--floor",
+        type=float,
+        default=0.0,
+        help="seconds of keepalived's own VRRP at --advert in the same boot (0: none)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
     from agent.lab.topology import ipvs_available
@@ -233,7 +281,7 @@ def main() -> int:
             f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} "
             f"{shlex.quote(__file__)} --services {args.services} --reloads {args.reloads} "
             f"--interval {args.interval} --gap {args.gap} --advert {args.advert} "
-            f"--lease {args.lease} --out {shlex.quote(args.out)}"
+            f"--lease {args.lease} --floor {args.floor} --out {shlex.quote(args.out)}"
         )
         return run_in_vm(cmd, rwdirs=[str(ROOT)], memory="4G")
     commit = subprocess.run(
@@ -255,6 +303,9 @@ def main() -> int:
         )
         print("keepalived: the same one-weight reload", flush=True)
         results["keepalived_reload_s"] = round(keepalived_reload(args.services, work), 3)
+        if args.floor > 0:
+            print(f"keepalived: VRRP alone at {args.advert:g}s adverts", flush=True)
+            results["keepalived_floor"] = keepalived_floor(args.advert, args.floor, work)
     a = results["agent"]
     print(f"\n== {args.services} services x {DESTS}, {args.reloads} reloads")
     for name in ("d1", "d2"):
@@ -269,6 +320,13 @@ def main() -> int:
         f"SIGHUP -> weight in the kernel: median {a['reload_median_s']} s, max "
         f"{a['reload_max_s']} s; keepalived {results['keepalived_reload_s']} s"
     )
+    if "keepalived_floor" in results:
+        f = results["keepalived_floor"]
+        print(
+            f"keepalived VRRP alone at {args.advert:g}s adverts, {args.floor:g}s quiet: "
+            f"{f.get('d1_transitions', '?')} / {f.get('d2_transitions', '?')} state changes "
+            f"(d1 / d2){' ' + f['error'] if 'error' in f else ''}"
+        )
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwritten {args.out}")
     return 0
