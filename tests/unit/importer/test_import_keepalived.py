@@ -2,8 +2,7 @@
 
 The keepalived files are tests/data/keepalived/*.conf (``keepalived -t`` accepts each:
 tests/netns/test_import_keepalived.py). Every import must give YAML the loader
-accepts; until the loader reads the health-check keys, those are taken out of the
-document before it is checked (``_without_health``).
+accepts, health checks included.
 """
 
 from __future__ import annotations
@@ -18,24 +17,12 @@ import pytest
 import yaml
 
 from agent.config.loader import parse_config
-from agent.config.reader import ConfigError
 from agent.importer import KeepalivedSyntaxError, import_keepalived
 from agent.importer.parser import Statement, parse_file
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data" / "keepalived"
 FILES = sorted(DATA.glob("*.conf"))
-HEALTH_KEYS = (
-    "health_checks",
-    "on_failure",
-    "slow_start",
-    "min_healthy",
-    "quorum",
-    "hysteresis",
-    "sorry_server",
-    "initial",
-)
-
 # Every keyword the importer translates, and a file that shows it.
 TRANSLATED = [
     "global_defs",
@@ -136,27 +123,8 @@ def _keywords(statements: list[Statement]) -> set[str]:
     return found
 
 
-def _loader_reads_health() -> bool:
-    doc = "virtual_servers:\n  - {name: a, address: 192.0.2.1, port: 80, on_failure: drain}\n"
-    try:
-        parse_config(doc)
-    except ConfigError:
-        return False
-    return True
-
-
-def _without_health(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _without_health(v) for k, v in node.items() if k not in HEALTH_KEYS}
-    if isinstance(node, list):
-        return [_without_health(v) for v in node]
-    return node
-
-
 def checked(text: str) -> None:
     """The import passes the loader (what check-config runs before the host checks)."""
-    if not _loader_reads_health():
-        text = yaml.safe_dump(_without_health(yaml.safe_load(text)))
     parse_config(text, "imported.yaml")
 
 
@@ -390,6 +358,8 @@ def test_command_exit_codes_and_output(tmp_path: Path) -> None:
     assert left_out.returncode == 2 and left_out.stdout == ""
     assert "refused.conf:20: state: differs:" in left_out.stderr
     checked(out.read_text())
+    check = run("check-config", "-c", str(out))
+    assert check.returncode == 0 and "valid (1 virtual server, 2 real servers)" in check.stdout
     full = tmp_path / "full.conf"
     full.write_text(
         "virtual_server 192.0.2.1 80 {\n  protocol TCP\n  lb_algo rr\n"
