@@ -188,6 +188,7 @@ def test_keepalived_and_the_import_program_the_same_table(
         )
         assert applied.returncode == 0, applied.stdout + applied.stderr
         agent_view = _ipvs_view(ag)
+        assert sum(line.startswith("-A") for line in agent_view) >= 2, agent_view
         deadline = time.monotonic() + SETTLE
         keepalived_view: list[str] = []
         while time.monotonic() < deadline:
