@@ -153,9 +153,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Read a keepalived.conf as keepalived does (include, comments, quoted "
         "strings, $VAR definitions, @id conditional lines) and write the equivalent YAML, "
         "each entry commented with the keepalived file:line it came from. Every keyword "
-        "not translated is listed on stderr with file:line and why. Exit 0 all translated, "
-        "2 something left out, 1 unreadable or invalid input. Check the result with "
-        "check-config.",
+        "not translated is listed on stderr with file:line and why. The result is validated "
+        "as check-config does (without the host checks). Exit 0 all translated, 2 something "
+        "left out, 1 unreadable or invalid input, or a translation the agent refuses (its "
+        "problems are listed against the output's lines).",
     )
     imp.add_argument("file", metavar="FILE", help="the keepalived configuration file")
     imp.add_argument("-o", "--output", metavar="OUT", help="write the YAML here (default stdout)")
@@ -306,6 +307,15 @@ def _import_keepalived(path: str, output: str | None, config_id: str | None) -> 
         except OSError as exc:
             print(f"lvs-agent: {output}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_ERROR
+    from agent.config import ConfigError, parse_config
+
+    try:  # what keepalived allows and the agent refuses (two services on one address...)
+        parse_config(result.yaml, output or "<stdout>")
+    except ConfigError as exc:
+        for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
+            print(problem, file=sys.stderr)
+        print(f"{path}: the translation is not a valid configuration", file=sys.stderr)
+        return EXIT_ERROR
     if result.skipped:
         print(f"{path}: {len(result.skipped)} keyword(s) not translated", file=sys.stderr)
         return EXIT_PENDING

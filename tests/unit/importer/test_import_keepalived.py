@@ -368,6 +368,10 @@ def test_command_exit_codes_and_output(tmp_path: Path) -> None:
     done = run("import-keepalived", str(full))
     assert done.returncode == 0 and done.stderr == ""
     assert yaml.safe_load(done.stdout)["virtual_servers"][0]["real_servers"][0]["weight"] == 2
+    twice = tmp_path / "twice.conf"
+    twice.write_text(full.read_text() * 2)
+    refused = run("import-keepalived", str(twice))
+    assert refused.returncode == 1 and "duplicate virtual server" in refused.stderr
     missing = run("import-keepalived", str(tmp_path / "nope.conf"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
     assert "import-keepalived" in run("--help").stdout
