@@ -411,7 +411,10 @@ class _ServiceBody:
             self.flags.append(k)
             self.entries.append(("", k, c.where, []))
         elif k == "ops":
-            self.entries.append(("one_packet", True, c.where, []))
+            if self.protocol in ("tcp", "sctp"):
+                t.skip(c, DIFFERS, f"keepalived drops one-packet scheduling on {self.protocol}")
+            else:
+                self.entries.append(("one_packet", True, c.where, []))
         elif k == "sorry_server":
             sorry = Map()
             sorry.add("address", _address(_arg(c, 0)), c.where)
@@ -442,9 +445,13 @@ class _ServiceBody:
         if self.protocol and not fwmark:
             vs.add("protocol", self.protocol, self.s.where)
         flags = Seq()
+        quorum = next((v for k, v, _, _ in self.entries if k == "quorum"), 1)
         for key, value, where, notes in self.entries:
             if key == "":
                 flags.add(value, where)  # type: ignore[arg-type]
+            elif key == "hysteresis" and isinstance(quorum, int) and value >= quorum:  # type: ignore[operator]
+                note = f"keepalived lowers hysteresis {value} to quorum - 1"
+                vs.add(key, max(quorum - 1, 0), where, [note])
             else:
                 vs.add(key, value, where, notes)  # type: ignore[arg-type]
         if flags.elements:

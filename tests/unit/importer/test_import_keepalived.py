@@ -375,3 +375,16 @@ def test_command_exit_codes_and_output(tmp_path: Path) -> None:
     missing = run("import-keepalived", str(tmp_path / "nope.conf"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
     assert "import-keepalived" in run("--help").stdout
+
+
+def test_keepalived_corrections_are_carried_over(tmp_path: Path) -> None:
+    conf = tmp_path / "k.conf"
+    conf.write_text(
+        "virtual_server 192.0.2.1 80 {\n  protocol TCP\n  ops\n  quorum 2\n  hysteresis 5\n"
+        "  real_server 10.0.0.1 80 {\n    weight 2\n  }\n}\n"
+    )
+    result = import_keepalived(str(conf), "x")
+    (vs,) = yaml.safe_load(result.yaml)["virtual_servers"]
+    assert vs["hysteresis"] == 1 and "one_packet" not in vs
+    assert [(s.keyword, s.why) for s in result.skipped] == [("ops", "differs")]
+    checked(result.yaml)
