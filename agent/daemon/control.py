@@ -1,7 +1,8 @@
 """The daemon's answers on the status socket, and its systemd notifications.
 
 ``Control`` implements ``agent.status.Handler`` over a running ``Agent``: the status
-(VRRP, lock, services with health and maintenance), ``failover`` (one instance or
+(VRRP, lock, services with health and maintenance; kernel weights and connection
+counts from a reading at most ``DUMP_FRESH`` seconds old), ``failover`` (one instance or
 everything) and ``maint`` (``MaintenanceStore``). ``notify_loop`` sends systemd
 ``WATCHDOG=1`` (through ``watchdog.Gate``: only while the loop and the health checker
 make progress) and ``STATUS=`` when the line changes. It reads the agent's
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lvs-agent")
 
 STATUS_EVERY = 1.0  # seconds between looks at the STATUS= line
+DUMP_FRESH = 2.0  # a status request reads the kernel again when its reading is older
 
 
 class Control:
@@ -34,7 +36,25 @@ class Control:
         self.agent = agent
 
     async def status(self) -> Mapping[str, object]:
+        await self._refresh_dump()
         return ok(self.snapshot())
+
+    async def _refresh_dump(self) -> None:
+        """Read the configured services from the kernel again when the last reading is
+        older than ``DUMP_FRESH`` (kernel I/O yields to the loop, and is serialised with
+        the reconciles'); on failure the older reading is shown, with its age."""
+        a = self.agent
+        if a.kernel is None or not a.desired:
+            return
+        if a.last_dump is not None and time.monotonic() - a.last_dump[1] < DUMP_FRESH:
+            return
+        started = time.monotonic()
+        try:
+            table = await a.kernel.dump_services_async(list(a.desired))
+        except OSError as exc:
+            log.warning("status: cannot read the IPVS table: %s", exc)
+            return
+        a.last_dump = (table, started)
 
     def snapshot(self) -> dict[str, object]:
         from agent.daemon import lock_status

@@ -138,6 +138,11 @@ class MaintenanceStore:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            if os.geteuid() == 0:
+                # ``lvs-agent maint`` as root with no agent running: the file stays the
+                # agent's (its user owns state_dir under systemd), or it could not read it.
+                owner = os.stat(self.path.parent)
+                os.fchown(fd, owner.st_uid, owner.st_gid)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
                 f.flush()

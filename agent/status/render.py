@@ -76,7 +76,7 @@ def _services(status: Mapping[str, Any]) -> list[str]:
     elif kernel.get("age") is None:
         head = "IPVS: no table read yet"
     else:
-        head = f"IPVS: table as read {_age(kernel['age'])} ago (last full reconcile)"
+        head = f"IPVS: kernel weights and connections as read {_age(kernel['age'])} ago"
     if not status.get("health_checks"):
         head += "; no health checks running"
     lines = [

@@ -100,6 +100,15 @@ def test_one_holder_crash_sigterm_and_failover(
     wait_until(
         "failover logged", lambda: "failover: released web" in site.agents[current].text(), 5
     )
+    # lvs-agent failover INSTANCE: a quorum instance by name releases its lease.
+    named = taken.node
+    wait_until("the new holder", lambda: site.holders() == [named], 5)
+    asked = time.monotonic()
+    out = cli(site, named, "failover", "web")
+    assert out.returncode == 0, out.stderr
+    assert "web: released lease web" in out.stdout
+    taken = site.vip_added(asked, 5, exclude=named)
+    assert taken is not None and taken.at - asked < 1.0, taken
 
     report = site.check(start, time.monotonic())
     print(f"crash failover {crash * 1000:.0f} ms; third holder {third}; {report.summary()}")

@@ -72,3 +72,16 @@ def test_invalid_file_refused(tmp_path, text: str) -> None:
     with pytest.raises(MaintenanceError, match="not a valid maintenance file"):
         store.load()
     assert store.keys() == frozenset()
+
+
+def test_file_owned_like_its_directory(tmp_path) -> None:
+    import os
+
+    root = os.geteuid() == 0
+    if root:  # as lvs-agent maint run by root for an agent running as its own user
+        os.chown(tmp_path, 4321, 4321)
+    store = MaintenanceStore(tmp_path / "m.json", SERVERS)
+    store.set("web", ("10.0.0.1", 80), True)
+    st = (tmp_path / "m.json").stat()
+    expected = (4321, 4321) if root else (os.geteuid(), os.getegid())
+    assert (st.st_uid, st.st_gid) == expected

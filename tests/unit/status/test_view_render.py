@@ -110,7 +110,7 @@ def test_render_like_ipvsadm_with_health_beside() -> None:
     lines = text.splitlines()
     assert lines[0] == "lvs-agent pid 42, running 2.0h, configuration /etc/lvs-agent/config.yaml"
     assert "192.0.2.3 prio 150 (0.4s ago)" in text and "not preempting for 42.0s" in text
-    assert "IPVS: table as read 1.5s ago (last full reconcile)" in text
+    assert "IPVS: kernel weights and connections as read 1.5s ago" in text
     assert any(line.startswith("TCP  192.0.2.10:80 wrr") and "web" in line for line in lines)
     row = next(line for line in lines if line.startswith("  -> 10.0.0.1:80"))
     expected = "-> 10.0.0.1:80 Masq 5 12 34 5 up 5 - ok HTTP 200"
