@@ -32,11 +32,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import sys
+import time
 from collections.abc import Iterator
 
 FREEZE_FACTOR = 4  # the frozen set may grow to this many times its base ...
 FREEZE_SLACK = 1_000_000  # ... plus this many objects, before one full collection
+CHECK_EVERY = 60.0  # seconds between two counts of the frozen set
 _base: int | None = None  # its size after the last settle that collected (None: none yet)
+_checked = 0.0  # when it was last counted (monotonic)
 
 
 @contextlib.contextmanager
@@ -53,9 +56,16 @@ def paused_gc(pause: bool = True, *, any_thread: bool = False) -> Iterator[None]
 
 def settle() -> None:
     """Move what is alive now out of the collector's way, within the bound above."""
-    global _base
+    global _base, _checked
     if not gc.isenabled():
         return  # inside someone's pause (or the collector is off): they settle after it
+    now = time.monotonic()
+    if _base is not None and now - _checked < CHECK_EVERY:
+        gc.freeze()
+        return
+    # Counting the frozen set walks it (milliseconds per 100,000 objects, holding the
+    # interpreter lock): done at most once per CHECK_EVERY.
+    _checked = now
     frozen = gc.get_freeze_count()
     if _base is None:
         _base = frozen  # the first settle: the start-up's own objects are the base

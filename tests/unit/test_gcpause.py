@@ -52,6 +52,7 @@ def test_settling_keeps_the_frozen_set_bounded(monkeypatch: pytest.MonkeyPatch) 
     past its bound: repeated settles never pile it up."""
     monkeypatch.setattr(gcpause, "FREEZE_FACTOR", 2)
     monkeypatch.setattr(gcpause, "FREEZE_SLACK", 5_000)
+    monkeypatch.setattr(gcpause, "CHECK_EVERY", 0.0)
     monkeypatch.setattr(gcpause, "_base", None)
     gc.collect()
     try:
