@@ -110,3 +110,61 @@ def test_reload_applies_what_the_file_changed_before_the_full_pass(ns: str, tmp_
     edit = next(i for i, s in enumerate(lines) if "10.0.1.22:8080 weight 50 -> 75" in s)
     drift = next(i for i, s in enumerate(lines) if "10.0.7.6:80 weight 9 -> 1" in s)
     assert edit < drift, "\n".join(lines[-40:])
+
+
+def split_part(lo: int, hi: int, weights: dict[int, int] | None = None) -> str:
+    """An included file: services lo..hi-1, two NAT real servers each."""
+    weights = weights or {}
+    out = ["virtual_servers:"]
+    for i in range(lo, hi):
+        out.append(
+            f"  - name: s{i}\n    address: 10.77.{i // 250}.{i % 250 + 1}\n    port: 80\n"
+            "    real_servers:"
+        )
+        for j in range(2):
+            w = weights.get(i, 1) if j == 1 else 1
+            out.append(f"      - {{address: 172.30.{j}.{i % 250 + 1}, port: 8080, weight: {w}}}")
+    return "\n".join(out) + "\n"
+
+
+def test_reload_of_a_split_configuration_applies_the_changed_file(ns: str, tmp_path: Path) -> None:
+    """include: four files of 150 services (over the size the worker process reads);
+    one weight changed in one file and a fifth file added: SIGHUP applies both."""
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    for k in range(4):
+        (conf / f"{k}.yaml").write_text(split_part(k * 150, k * 150 + 150))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path}/state\nreconcile_interval: 1h\ninclude: [conf.d/*.yaml]\n"
+    )
+    log_path = tmp_path / "agent.log"
+
+    def weight_of(table: str, rip: str) -> int | None:
+        for line in table.splitlines():
+            if "-t 10.77.1.56:80" in line and f"-r {rip}:8080" in line:
+                return int(line.split("-w ")[1])
+        return None
+
+    agent = start_daemon(ns, config, log_path)
+    try:
+        wait_for("the table", lambda: ipvsadm(ns, "-S", "-n").count("-A -t") == 600, 300, agent)
+        assert weight_of(ipvsadm(ns, "-S", "-n"), "172.30.1.56") == 1  # service 305
+        (conf / "2.yaml").write_text(split_part(300, 450, {305: 7}))
+        (conf / "4.yaml").write_text(split_part(600, 601))
+        agent.send_signal(signal.SIGHUP)
+        wait_for(
+            "the new weight and the new service",
+            lambda: (
+                weight_of(table := ipvsadm(ns, "-S", "-n"), "172.30.1.56") == 7
+                and table.count("-A -t") == 601
+            ),
+            120,
+            agent,
+        )
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        rc = agent.wait(timeout=60)
+    lines = log_path.read_text().splitlines()
+    assert rc == 0, "\n".join(lines[-40:])
+    assert any("(601 virtual servers, 2 changed)" in line for line in lines), lines[-40:]
