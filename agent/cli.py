@@ -240,7 +240,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             config,
             args.strict,
             f"{args.config}: valid ({services} virtual server{'' if services == 1 else 's'}, "
-            f"{servers} real server{'' if servers == 1 else 's'})",
+            f"{servers} real server{'' if servers == 1 else 's'}{_included(config)})",
         )
     if command == "check-health":
         from agent.health.once import main as check_health
@@ -284,6 +284,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         "status-json" if args.json else command,
         CompiledConfig(config.state_dir, config.ipvs, {}),
     )
+
+
+def _included(config: Config) -> str:
+    """``, 3 included files`` for check-config's summary ('' without ``include``)."""
+    count = len({f for included in config.includes for f in included.files})
+    if not config.includes:
+        return ""
+    return f", {count} included file{'' if count == 1 else 's'}"
 
 
 def _import_keepalived(path: str, output: str | None, config_id: str | None) -> int:

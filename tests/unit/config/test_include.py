@@ -231,3 +231,32 @@ def test_the_configuration_cache_key_covers_the_included_files(
     weights = {d.weight for s in second.table.values() for d in s.dests.values()}
     assert weights == {1, 4}
     assert cli._compile(str(main)) == second  # now from the cache
+
+
+def test_check_config_names_the_included_files_it_checked(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    main = split(tmp_path, files=3)
+    (tmp_path / "state").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "check-config", "-c", str(main)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "LVS_AGENT_CACHE_DIR": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{main}: valid (9 virtual servers, 9 real servers, 3 included files)\n"
+    bad = tmp_path / "conf.d" / "01-part.yaml"
+    bad.write_text(bad.read_text().replace("name: vs4", "name: vs0"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "check-config", "-c", str(main)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(
+        f"{bad}:7: virtual_servers[1].name: duplicate virtual server name"
+    )
