@@ -32,6 +32,11 @@ systemd gets ``STATUS=`` when its line changes and, under ``WatchdogSec=``,
 ``WATCHDOG=1`` while the loop and the health checker make progress
 (``agent.daemon.watchdog``).
 
+Health checks (``agent.daemon.health``) run on the same loop on every director,
+backups included, from start; a reload carries their state over. Every reconcile
+programs the health-adjusted table, and a health change lands at once as a single
+``EditDest`` (or a reconcile of that one service when real servers come or go).
+
 The loop never blocks: a reload's file is read and checked, and its desired table
 built, in a worker process kept running from the start (``agent.daemon.worker``; it
 re-reads only the entries a reload changed, ``agent.config.incremental``); planning
@@ -147,6 +152,16 @@ class Agent:
         self._worker_task: asyncio.Task[None] | None = None
         self._hup_at = 0.0  # when the last SIGHUP came (monotonic)
         self._writing = False  # the running reconcile has begun to write
+        from agent.daemon.health import HealthService
+
+        self.health = HealthService(
+            kernel,
+            lambda keys: self.reconcile(only=keys),
+            collector=metrics.health,
+            on_error=lambda kind: metrics.errors.labels(kind=kind).inc(),
+        )
+        self._configure_health()
+        self._reconciling = asyncio.Lock()
         self._lag_for: Config | None = None
         self._lag_value = 0.0
         from agent.health.maint import FILE_NAME, MaintenanceStore, configured_servers
@@ -163,6 +178,11 @@ class Agent:
         # The configuration and its table live on: later collections need not walk
         # them again while VRRP runs (see agent.gcpause).
         settle()
+
+    def _configure_health(self) -> None:
+        from agent.health import pools_of
+
+        self.health.configure(pools_of(self.config), self.desired)
 
     @staticmethod
     def _desired(config: Config) -> DesiredTable:
@@ -191,6 +211,7 @@ class Agent:
             ),
             asyncio.ensure_future(supervise("systemd notify", lambda: notify_loop(self))),
         ]
+        self.health.start()  # on every director: a takeover starts with known health
         status_server = await self._start_status_socket()
         try:
             if not await self._start_lock():
@@ -206,6 +227,7 @@ class Agent:
                 tasks.append(asyncio.ensure_future(supervise("sync daemons", self.syncd.run)))
             await self._schedule(loop)
         finally:
+            self.health.stop()
             await self._stop_vrrp()
             if self.syncd is not None:
                 await self.syncd.step()  # no VIPs held any more: the master daemon stops
@@ -619,12 +641,15 @@ class Agent:
         self.reloaded_services = edited if config.ipvs == self.config.ipvs else None
         self.config = config
         self.desired = desired
+        from agent.health import pools_of
         from agent.health.maint import configured_servers
 
         # 40,000 real servers at 10,000 services: built on the worker thread.
         servers = config.virtual_servers
         await self.offload(lambda: self.maint.configure(configured_servers(servers)))
         self.metrics.set_per_real_server(config.metrics_per_real_server)
+        pools = await self.offload(lambda: pools_of(config))
+        self.health.configure(pools, desired)
         self.metrics.config_reloads.labels(result="applied").inc()
         log.info(
             "reload: %s loaded (%s, %d changed) in %.2fs",
@@ -665,15 +690,19 @@ class Agent:
                 return None
         started = time.monotonic()
         try:
-            outcome = await reconcile_async(
-                self.kernel,
-                self.store,
-                self.desired,
-                self.config.ipvs,
-                only=only,
-                offload=self.offload,
-                writing=writing,
-            )
+            async with self._reconciling:  # health's partial reconciles run between
+                try:
+                    outcome = await reconcile_async(
+                        self.kernel,
+                        self.store,
+                        self.health.begin(self.desired),  # never fights the checker
+                        self.config.ipvs,
+                        only=only,
+                        offload=self.offload,
+                        writing=writing,
+                    )
+                finally:
+                    self.health.end()
         except StateFileError as exc:
             log.error("%s", exc)
             self.metrics.errors.labels(kind="state_file").inc()
