@@ -180,9 +180,9 @@ class Agent:
         settle()
 
     def _configure_health(self) -> None:
-        from agent.health import pools_of
+        from agent.daemon.health import pools_for
 
-        self.health.configure(pools_of(self.config), self.desired)
+        self.health.configure(pools_for(self.config), self.desired)
 
     @staticmethod
     def _desired(config: Config) -> DesiredTable:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Final
 from agent.health.overlay import MaintKey, adjust_service, adjust_table
 
 if TYPE_CHECKING:
+    from agent.config import Config
     from agent.health.config import Pool, PoolPolicy
     from agent.health.metrics import HealthCollector
     from agent.health.scheduler import Scheduler
@@ -283,6 +284,17 @@ class HealthService:
             elif late < STALLED and self._stalled:
                 self._stalled = False
                 log.warning("health: checking makes progress again")
+
+
+def pools_for(config: Config) -> tuple[Pool, ...]:
+    """The pools of the virtual servers that have health checks (``pools_of`` of the
+    rest would cost an object per real server at every start and reload for nothing)."""
+    from dataclasses import replace
+
+    from agent.health import pools_of
+
+    checked = tuple(vs for vs in config.virtual_servers if any(rs.checks for rs in vs.real_servers))
+    return pools_of(replace(config, virtual_servers=checked)) if checked else ()
 
 
 def _loop_running() -> bool:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
-from agent.daemon.health import STALLED, HealthService
+from agent.config import load_config
+from agent.daemon.health import STALLED, HealthService, pools_for
 from agent.health.config import Check, Pool, PoolPolicy, SorryServer, member
 from agent.health.core import CheckState
 from agent.health.metrics import HealthCollector
@@ -237,3 +239,25 @@ def test_progress_says_when_checking_stalls() -> None:
     s = h.scheduler
     s._push(next(iter(s._entries.values())), 0.0)  # a check due at monotonic 0: long overdue
     assert h.health.progress() >= STALLED and not h.health.healthy()
+
+
+def test_pools_for_builds_only_the_virtual_servers_with_checks(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """\
+node: {name: x}
+state_dir: /nonexistent
+virtual_servers:
+  - {name: plain, address: 192.0.2.1, port: 80, protocol: tcp, scheduler: rr,
+     real_servers: [{address: 10.0.1.1, port: 80}]}
+  - name: checked
+    address: 192.0.2.1
+    port: 81
+    protocol: tcp
+    scheduler: rr
+    real_servers:
+      - {address: 10.0.1.1, port: 80, health_checks: [{type: tcp}]}
+      - {address: 10.0.1.2, port: 80}
+"""
+    )
+    assert [p.name for p in pools_for(load_config(str(path)))] == ["checked"]
