@@ -2,7 +2,8 @@
 
 Client, director and HTTP real servers each live in their own namespace
 (``agent.lab.topology``, NAT). The real servers are stopped and started under the
-running agent; what the kernel carries is read with ``ipvsadm -L -n`` and what
+running agent (and one put in maintenance with ``lvs-agent maint``); what the kernel
+carries is read with ``ipvsadm -L -n`` and what
 clients get through the VIP with real connections. Every wait is bounded.
 """
 
@@ -179,7 +180,9 @@ def test_failure_drains_sorry_server_answers_and_recovery_ramps(lab: Lab, tmp_pa
     assert agent.returncode == 0, log.read_text()[-3000:]
 
 
-def test_the_floor_holds_when_the_directors_own_link_is_cut(lab: Lab, tmp_path: Path) -> None:
+def test_the_floor_holds_when_the_directors_own_link_is_cut_and_maintenance_drains(
+    lab: Lab, tmp_path: Path
+) -> None:
     path = config(lab, tmp_path, "    min_healthy: 50%")
     log = tmp_path / "agent.log"
     for i in (1, 2):
@@ -204,5 +207,20 @@ def test_the_floor_holds_when_the_directors_own_link_is_cut(lab: Lab, tmp_path: 
     )
     wait("the floor released", lambda: "floor released" in log.read_text(), 10, agent, log)
     assert answers(lab, 4) == {"r1", "r2"}
+
+    # an operator takes r1 out without editing the file, and puts it back
+    def maint(state: str) -> None:
+        cmd = [sys.executable, "-m", "agent", "maint", "-c", str(path), "hc-web", rs(lab, 1)]
+        out = subprocess.run(
+            netns.exec_argv(director, [*cmd, state]), capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    maint("on")
+    wait("r1 in maintenance", lambda: weights(lab).get(rs(lab, 1)) == 0, 30, agent, log)
+    assert weights(lab) == {rs(lab, 1): 0, rs(lab, 2): WEIGHT}
+    assert answers(lab, 4) == {"r2"}
+    maint("off")
+    wait("r1 back", lambda: weights(lab).get(rs(lab, 1)) == WEIGHT, 30, agent, log)
     lab.stop(agent)
     assert agent.returncode == 0, log.read_text()[-3000:]
