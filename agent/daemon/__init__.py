@@ -641,14 +641,14 @@ class Agent:
         self.reloaded_services = edited if config.ipvs == self.config.ipvs else None
         self.config = config
         self.desired = desired
-        from agent.health import pools_of
+        from agent.daemon.health import pools_for
         from agent.health.maint import configured_servers
 
         # 40,000 real servers at 10,000 services: built on the worker thread.
         servers = config.virtual_servers
         await self.offload(lambda: self.maint.configure(configured_servers(servers)))
         self.metrics.set_per_real_server(config.metrics_per_real_server)
-        pools = await self.offload(lambda: pools_of(config))
+        pools = await self.offload(lambda: pools_for(config))
         self.health.configure(pools, desired)
         self.metrics.config_reloads.labels(result="applied").inc()
         log.info(
