@@ -417,6 +417,8 @@ class Scheduler:
             if entry.gone or entry.running or entry.due != due:
                 continue
             self._launch(entry, now, now - due)
+        if syn is not None:
+            syn.flush()  # this tick's SYNs leave together
         if heap and self._in_flight >= self.max_in_flight and heap[0][0] <= limit:
             # at the cap: wake when a probe may have finished, no sooner than TICK
             if self._loop is not None:

@@ -43,6 +43,27 @@ _SYN_ACK: Final = 0x12
 _RST: Final = 0x04
 _HEADER: Final = struct.Struct("!HHIIHHHH")
 _REPLY: Final = struct.Struct("!HHIIH")
+_NAME: Final = struct.Struct("=H2x4s8x")  # struct sockaddr_in, port 0
+_IP: Final = struct.Struct("!B11x4s")  # version/IHL, the source address
+_MSG_DONTWAIT: Final = 0x40
+BATCH: Final = 1024  # SYNs queued at most before a sendmmsg
+RECV_BATCH: Final = 256  # answers read by one recvmmsg
+RECV_SIZE: Final = 128  # bytes kept of each answer (IP and TCP headers)
+
+# sendmmsg/recvmmsg are not in Python's socket module; glibc has both. The message
+# vectors are built once (``_vectors``): a probe writes its header and address into
+# its slot, so a batch of SYNs costs one call and no allocation.
+_libc = ctypes.CDLL(None, use_errno=True)
+_sendmmsg = _libc.sendmmsg
+_sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
+_sendmmsg.restype = ctypes.c_int
+_recvmmsg = _libc.recvmmsg
+_recvmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
+_recvmmsg.restype = ctypes.c_int
+# struct mmsghdr on 64-bit Linux: msghdr (name, namelen, iov, iovlen, control,
+# controllen, flags) then msg_len, 64 bytes; struct iovec: base, len, 16 bytes.
+_MMSGHDR: Final = struct.Struct("=QI4xQQQQi4xI4x")
+_IOVEC: Final = struct.Struct("=QQ")
 
 # Classic BPF over an IPv4 packet (raw sockets see it from the IP header): keep TCP
 # segments whose destination port is in PORTS, drop the rest in the kernel.
@@ -78,6 +99,28 @@ def usable(key: CheckKey) -> bool:
     )
 
 
+def _vectors(
+    data: ctypes.Array[ctypes.c_char],
+    size: int,
+    names: ctypes.Array[ctypes.c_char] | None,
+    name_size: int,
+    n: int,
+) -> ctypes.Array[ctypes.c_char]:
+    """``n`` struct mmsghdr: message i on ``data[size*i:]``, address ``names[name_size*i:]``."""
+    iov = ctypes.create_string_buffer(_IOVEC.size * n)
+    mmsg = ctypes.create_string_buffer(_MMSGHDR.size * n)
+    base, iov_base = ctypes.addressof(data), ctypes.addressof(iov)
+    name_base = ctypes.addressof(names) if names is not None else 0
+    for i in range(n):
+        _IOVEC.pack_into(iov, _IOVEC.size * i, base + size * i, size)
+        name = name_base + name_size * i if names is not None else 0
+        _MMSGHDR.pack_into(
+            mmsg, _MMSGHDR.size * i, name, name_size, iov_base + _IOVEC.size * i, 1, 0, 0, 0, 0
+        )
+    mmsg._iov = iov  # type: ignore[attr-defined]  # kept alive with the vector
+    return mmsg
+
+
 class SynProber:
     """Connect checks as SYNs on two raw sockets; driven by its owner's tick like BatchProber.
 
@@ -86,6 +129,8 @@ class SynProber:
     """
 
     def __init__(self, on_result: Callable[[object, bool, str, float], None]):
+        if struct.calcsize("P") != 8:
+            raise OSError("raw SYN probes need a 64-bit struct mmsghdr")
         self._on_result = on_result
         self._send = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
         try:
@@ -104,12 +149,23 @@ class SynProber:
         except OSError:
             self.close()
             raise
+        self._send_fd = self._send.fileno()
+        self._recv_fd = self._recv.fileno()
+        self._out = ctypes.create_string_buffer(20 * BATCH)
+        self._names = ctypes.create_string_buffer(16 * BATCH)
+        self._mmsg = _vectors(self._out, 20, self._names, 16, BATCH)
+        self._mmsg_addr = ctypes.addressof(self._mmsg)
+        self._idents: list[tuple[bytes, int, int]] = [(b"", 0, 0)] * BATCH
+        self._queued = 0
+        self._in = ctypes.create_string_buffer(RECV_SIZE * RECV_BATCH)
+        self._in_mmsg = _vectors(self._in, RECV_SIZE, None, 0, RECV_BATCH)
+        self._in_mmsg_addr = ctypes.addressof(self._in_mmsg)
+        self._lens = struct.Struct("=" + "56xI4x" * RECV_BATCH)
         # (target address bytes, target port, our port) -> seq, start, token, address
         self._pending: dict[tuple[bytes, int, int], tuple[int, float, object, str]] = {}
         self._fifos: dict[float, deque[tuple[float, tuple[bytes, int, int], int]]] = {}
         self._partial: dict[tuple[str, int], tuple[int, bytes]] = {}
         self._port = random.randrange(len(PORTS))
-        self._out = bytearray(20)
         self._rng = random.Random()
 
     @property
@@ -130,6 +186,7 @@ class SynProber:
         return _words(pseudo) + port + 0x5002 + 0xFFFF, dst
 
     def start(self, key: CheckKey, token: object, now: float) -> None:
+        """Queue a probe's SYN; it leaves with the others at the next ``flush`` (or ``reap``)."""
         t = key.target
         target = (t.address, t.port)
         prepared = self._partial.get(target)
@@ -145,48 +202,77 @@ class SynProber:
                     break
             else:
                 raise OSError("no free probe port")
-            sport = ident[2]
-            seq = self._rng.getrandbits(32)
-            check = ~_fold(partial + sport + (seq >> 16) + (seq & 0xFFFF)) & 0xFFFF
-            _HEADER.pack_into(self._out, 0, sport, t.port, seq, 0, 0x5002, 0xFFFF, check, 0)
-            self._send.sendto(self._out, (t.address, 0))
         except OSError as e:
             from agent.health.probes import reason_of
 
             self._on_result(token, False, reason_of(e), 0.0)
             return
+        sport = ident[2]
+        seq = self._rng.getrandbits(32)
+        check = ~_fold(partial + sport + (seq >> 16) + (seq & 0xFFFF)) & 0xFFFF
+        i = self._queued
+        _HEADER.pack_into(self._out, 20 * i, sport, t.port, seq, 0, 0x5002, 0xFFFF, check, 0)
+        _NAME.pack_into(self._names, 16 * i, socket.AF_INET, dst)
+        self._idents[i] = ident
+        self._queued = i + 1
         self._pending[ident] = (seq, now, token, t.address)
         timeout = key.check.timeout
         fifo = self._fifos.get(timeout)
         if fifo is None:
             fifo = self._fifos[timeout] = deque()
         fifo.append((now + timeout, ident, seq))
+        if self._queued == BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every queued SYN: one ``sendmmsg`` per ``BATCH``; a SYN not sent fails its probe."""
+        count, done = self._queued, 0
+        self._queued = 0
+        while done < count:
+            sent = _sendmmsg(self._send_fd, self._mmsg_addr + 64 * done, count - done, 0)
+            if sent > 0:
+                done += sent
+                continue
+            # the first message not sent failed with errno: report it, go on with the rest
+            from agent.health.probes import errno_reason
+
+            code = ctypes.get_errno() if sent < 0 else 0
+            entry = self._pending.pop(self._idents[done], None)
+            if entry is not None:
+                self._on_result(entry[2], False, errno_reason(code) if code else "send", 0.0)
+            done += 1
 
     def reap(self, now: float) -> None:
         """Report every probe answered (SYN-ACK: pass; RST: refused)."""
+        if self._queued:
+            self.flush()
         pending = self._pending
-        recv = self._recv.recv
+        buf, lens, ip = self._in, self._lens, _IP.unpack_from
+        reply = _REPLY.unpack_from
         while pending:
-            try:
-                pkt = recv(128)
-            except BlockingIOError:
+            got = _recvmmsg(self._recv_fd, self._in_mmsg_addr, RECV_BATCH, _MSG_DONTWAIT, None)
+            if got <= 0:
+                return  # nothing more (EAGAIN) or an error: the rest waits for the next tick
+            sizes = lens.unpack_from(self._in_mmsg)
+            for i in range(got):
+                o = RECV_SIZE * i
+                vihl, src = ip(buf, o)
+                ihl = (vihl & 0x0F) * 4
+                if sizes[i] < ihl + 14:
+                    continue
+                sport, dport, _seq, ack, flags = reply(buf, o + ihl)
+                ident = (src, sport, dport)
+                entry = pending.get(ident)
+                if entry is None or ack != (entry[0] + 1) & 0xFFFFFFFF:
+                    continue  # not an answer to a probe in flight
+                if flags & _SYN_ACK == _SYN_ACK:
+                    del pending[ident]
+                    self._on_result(entry[2], True, "ok", now - entry[1])
+                elif flags & _RST:
+                    del pending[ident]
+                    self._on_result(entry[2], False, "refused", now - entry[1])
+            if got < RECV_BATCH:
                 return
-            except OSError:
-                return
-            ihl = (pkt[0] & 0x0F) * 4
-            if len(pkt) < ihl + 14:
-                continue
-            sport, dport, _seq, ack, flags = _REPLY.unpack_from(pkt, ihl)
-            ident = (pkt[12:16], sport, dport)
-            entry = pending.get(ident)
-            if entry is None or ack != (entry[0] + 1) & 0xFFFFFFFF:
-                continue  # not an answer to a probe in flight
-            if flags & _SYN_ACK == _SYN_ACK:
-                del pending[ident]
-                self._on_result(entry[2], True, "ok", now - entry[1])
-            elif flags & _RST:
-                del pending[ident]
-                self._on_result(entry[2], False, "refused", now - entry[1])
 
     def expire(self, now: float) -> None:
         """Report as timed out every probe past its deadline (``reap`` first)."""
@@ -207,7 +293,8 @@ class SynProber:
         return min(firsts) if firsts else None
 
     def close(self) -> None:
-        """Stop: every pending probe is dropped without a result."""
+        """Stop: every pending probe is dropped without a result (queued SYNs are not sent)."""
+        self._queued = 0
         for attr in ("_pending", "_fifos"):
             getattr(self, attr, {}).clear()  # also after a failed __init__
         for s in (self._send, getattr(self, "_recv", None)):

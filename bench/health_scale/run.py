@@ -2,6 +2,9 @@
 
 ``sudo .venv/bin/python -m bench.health_scale [--seconds 60] [--tcp 10000] [--http 1000]``
 
+(``--vm``: keepalived's checker next to the engine in the lab VM, see ``keepalived_vm``;
+``--floor``: what a bare Python SYN loop costs per probe beside HAProxy, see ``floor``.)
+
 Two namespaces joined by a veth pair: ``hs-chk`` runs the checker, ``hs-tgt``
 answers for every target address at once (a ``local`` route for 10.200.0.0/15 on
 its loopback, so 11,000 addresses cost one route) with one plain epoll process
@@ -334,13 +337,42 @@ def in_checker(args: list[str]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--tcp", type=int, default=10000)
+    ap.add_argument("--seconds", type=float, default=None, help="60 (--vm: 20 per round)")
+    ap.add_argument("--tcp", type=int, default=None, help="10000 (--vm: 1000)")
     ap.add_argument("--http", type=int, default=1000)
+    ap.add_argument(
+        "--vm", action="store_true", help="keepalived's TCP_CHECK next to the engine, in the VM"
+    )
+    ap.add_argument(
+        "--floor", action="store_true", help="the bare SYN loops' CPU per probe beside HAProxy's"
+    )
+    ap.add_argument("--rounds", type=int, default=2, help="--vm, --floor: turns of each side")
     ap.add_argument("--profile-seconds", type=float, default=20.0)
-    ap.add_argument("--role", choices=["main", "targets", "engine", "profile"], default="main")
+    ap.add_argument(
+        "--role",
+        choices=["main", "targets", "engine", "profile", "floor-sendto", "floor-sendmmsg"],
+        default="main",
+    )
     ap.add_argument("--out", default="")
     args = ap.parse_args()
+    if args.vm:
+        from bench.health_scale.keepalived_vm import main as vm_main
+
+        if os.geteuid() != 0:
+            sys.exit("health_scale: needs root (network namespaces)")
+        sys.exit(vm_main(args.tcp or 1000, args.seconds or 20.0, args.rounds))
+    if args.role.startswith("floor-"):
+        from bench.health_scale.floor import loop
+
+        loop(args.role.removeprefix("floor-"), args.seconds, args.tcp, args.out)
+        return
+    if args.floor:
+        from bench.health_scale.floor import main as floor_main
+
+        floor_main(args.seconds or 10.0, args.tcp or 10000, args.rounds)
+        return
+    args.seconds = 60.0 if args.seconds is None else args.seconds
+    args.tcp = 10000 if args.tcp is None else args.tcp
     if args.role == "targets":
         serve_targets()
         return
