@@ -38,6 +38,7 @@ from agent.health.config import CheckKey
 PORT_LO: Final = 61000
 PORT_HI: Final = 65535
 PORTS: Final = range(PORT_LO, PORT_HI + 1)
+_NPORTS: Final = len(PORTS)
 SO_ATTACH_FILTER: Final = 26
 _SYN_ACK: Final = 0x12
 _RST: Final = 0x04
@@ -194,14 +195,10 @@ class SynProber:
             if prepared is None:
                 prepared = self._partial[target] = self._prepare(t.address, t.port)
             partial, dst = prepared
-            n = len(PORTS)
-            for _ in range(n):
-                self._port = (self._port + 1) % n
-                ident = (dst, t.port, PORT_LO + self._port)
-                if ident not in self._pending:
-                    break
-            else:
-                raise OSError("no free probe port")
+            port = self._port = (self._port + 1) % _NPORTS
+            ident = (dst, t.port, PORT_LO + port)
+            if ident in self._pending:  # rare: this target is still pending on that port
+                ident = self._free_port(dst, t.port)
         except OSError as e:
             from agent.health.probes import reason_of
 
@@ -209,7 +206,9 @@ class SynProber:
             return
         sport = ident[2]
         seq = self._rng.getrandbits(32)
-        check = ~_fold(partial + sport + (seq >> 16) + (seq & 0xFFFF)) & 0xFFFF
+        check = partial + sport + (seq >> 16) + (seq & 0xFFFF)
+        check = (check & 0xFFFF) + (check >> 16)  # twice folds any sum below 2**32
+        check = ~((check & 0xFFFF) + (check >> 16)) & 0xFFFF
         i = self._queued
         _HEADER.pack_into(self._out, 20 * i, sport, t.port, seq, 0, 0x5002, 0xFFFF, check, 0)
         _NAME.pack_into(self._names, 16 * i, socket.AF_INET, dst)
@@ -223,6 +222,14 @@ class SynProber:
         fifo.append((now + timeout, ident, seq))
         if self._queued == BATCH:
             self.flush()
+
+    def _free_port(self, dst: bytes, port: int) -> tuple[bytes, int, int]:
+        for _ in range(_NPORTS):
+            self._port = (self._port + 1) % _NPORTS
+            ident = (dst, port, PORT_LO + self._port)
+            if ident not in self._pending:
+                return ident
+        raise OSError("no free probe port")
 
     def flush(self) -> None:
         """Send every queued SYN: one ``sendmmsg`` per ``BATCH``; a SYN not sent fails its probe."""

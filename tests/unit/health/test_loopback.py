@@ -7,6 +7,8 @@ import os
 import socket
 import time
 
+import pytest
+
 from agent.health.config import Check, check_key
 from agent.health.core import Result
 from agent.health.probes import BatchProber, probe
@@ -203,3 +205,62 @@ def test_syn_probes_on_loopback_or_the_fallback_without_raw_sockets() -> None:
         prober.close()
         listener.close()
     assert results == {"open": (True, "ok"), "closed": (False, "refused")}
+
+
+def test_syn_probes_to_one_target_at_once_take_different_ports() -> None:
+    from agent.health.syn import PORT_LO, SynProber
+
+    results: dict[str, tuple[bool, str]] = {}
+    try:
+        prober = SynProber(lambda t, ok, reason, _d: results.__setitem__(str(t), (ok, reason)))
+    except PermissionError:  # no CAP_NET_RAW: covered by the fallback test above
+        return
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        now = time.monotonic()
+        prober._port = 41  # the next probe takes PORT_LO + 42 ...
+        prober.start(check_key(Check("tcp", timeout=2.0), "127.0.0.1", port), "a", now)
+        prober._port = 41  # ... and so would this one, to the same target: it moves on
+        prober.start(check_key(Check("tcp", timeout=3.0), "127.0.0.1", port), "b", now)
+        assert sorted(i[2] for i in prober._pending) == [PORT_LO + 42, PORT_LO + 43]
+        for _ in range(400):
+            if len(results) == 2:
+                break
+            time.sleep(0.005)
+            prober.reap(time.monotonic())
+    finally:
+        prober.close()
+        listener.close()
+    assert results == {"a": (True, "ok"), "b": (True, "ok")}
+
+
+def test_a_syn_the_kernel_refuses_fails_its_probe_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+    import errno
+
+    from agent.health import syn
+
+    results: dict[str, tuple[bool, str]] = {}
+    try:
+        prober = syn.SynProber(lambda t, ok, reason, _d: results.__setitem__(str(t), (ok, reason)))
+    except PermissionError:  # no CAP_NET_RAW: covered by the fallback test above
+        return
+    answers = iter([1, -1, 1])  # the first SYN leaves, the second is refused, then the third
+
+    def sendmmsg(_fd: int, _vec: int, _n: int, _flags: int) -> int:
+        ctypes.set_errno(errno.EPERM)  # what an nftables output drop answers
+        return next(answers)
+
+    monkeypatch.setattr(syn, "_sendmmsg", sendmmsg)
+    try:
+        now = time.monotonic()
+        for name in ("a", "b", "c"):
+            prober.start(check_key(Check("tcp"), "127.0.0.1", free_port()), name, now)
+        prober.flush()
+        assert results == {"b": (False, "eperm")}
+        assert prober.in_flight == 2
+    finally:
+        prober.close()
