@@ -354,8 +354,10 @@ def agent_reload(
         )
         time.sleep(1.0)  # the reload's own log lines
         for line in log.read_text().splitlines():
-            if "reload" in line or "reconcile" in line:
-                print(f"       | {line[:160]}", flush=True)
+            if "reload" in line or "reconcile" in line or "worker" in line:
+                # warnings whole: a worker's traceback is one line of them
+                shown = line if line.startswith(("WARNING", "ERROR")) else line[:200]
+                print(f"       | {shown}", flush=True)
         return took
     finally:
         proc.send_signal(signal.SIGTERM)
