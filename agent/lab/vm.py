@@ -109,7 +109,7 @@ def _bundle(src: Path, out: Path, keep) -> Path:  # type: ignore[no-untyped-def]
     if out.exists() and stamp.exists() and stamp.read_text() == want:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")  # two VMs may start at once
     with tarfile.open(tmp, "w") as tar:
         for entry in sorted(src.iterdir()):
             tar.add(str(entry), arcname=entry.name, filter=keep)
@@ -136,7 +136,10 @@ def runtime_bundles(cache: Path) -> list[tuple[Path, Path]]:
                 site,
                 _bundle(
                     site,
-                    cache / "site-packages.tar",
+                    # One per venv: VMs booted at once from several checkouts must each
+                    # get their own packages (and their own editable path entries).
+                    cache
+                    / f"site-packages-{hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]}.tar",
                     _filtered(_VENV_SKIP_PREFIX, set(), _VENV_SKIP_SUFFIX),
                 ),
             )
