@@ -658,6 +658,7 @@ class Agent:
             len(edited),
             time.monotonic() - started,
         )
+        warn_unmatched(config)
         sd_notify("READY=1")
         return True
 
@@ -751,6 +752,18 @@ def log_steps(outcome: Outcome) -> None:
 
 def virtual_servers(count: int) -> str:
     return f"{count} virtual server{'' if count == 1 else 's'}"
+
+
+def warn_unmatched(config: Config) -> None:
+    """An ``include`` pattern that matches no file is allowed, never silent."""
+    for included in config.includes:
+        if not included.files:
+            log.warning(
+                "%s:%d: include pattern %r matches no file",
+                config.source,
+                included.line,
+                included.pattern,
+            )
 
 
 def setup_logging() -> None:
@@ -900,6 +913,7 @@ async def _main(config_path: str, config: Config) -> int:
         config.metrics_host,
         config.metrics_port,
     )
+    warn_unmatched(config)
     agent = Agent(config_path, config, kernel, metrics)
     try:
         await agent.run()

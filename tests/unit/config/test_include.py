@@ -260,3 +260,17 @@ def test_check_config_names_the_included_files_it_checked(tmp_path: Path) -> Non
     assert proc.stderr.startswith(
         f"{bad}:7: virtual_servers[1].name: duplicate virtual server name"
     )
+
+
+def test_the_daemon_logs_a_pattern_that_matches_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agent.daemon import warn_unmatched
+
+    main = split(tmp_path, files=1)
+    main.write_text(f"include:\n  - conf.d/*.yaml\n  - none.d/*.yaml\nstate_dir: {tmp_path}\n")
+    with caplog.at_level("WARNING"):
+        warn_unmatched(load_config(str(main)))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{main}:3: include pattern 'none.d/*.yaml' matches no file"
+    ]
