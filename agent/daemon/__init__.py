@@ -80,7 +80,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from agent.config import Config
-    from agent.daemon.health import HealthService
     from agent.daemon.syncd import SyncDaemons
     from agent.health import Scheduler
     from agent.ipvs.kernel import IpvsKernel
@@ -288,27 +287,18 @@ class Agent:
         log.info("status socket: %s", path)
         return server
 
-    def _health(self) -> HealthService | None:
-        """The daemon's health service once it runs one (``agent.daemon.health``)."""
-        health: HealthService | None = getattr(self, "health", None)
-        return health
-
     def health_scheduler(self) -> Scheduler | None:
         """The health checker, for the status view (None: no health checks run)."""
-        health = self._health()
-        return health.scheduler if health is not None else None
+        return self.health.scheduler
 
     def health_progressing(self) -> bool:
         """Whether the health checker makes progress (the systemd watchdog's second
         condition, beside the loop's own); True when no checks run."""
-        health = self._health()
-        return health.healthy() if health is not None else True
+        return self.health.healthy()
 
     def maintenance_changed(self) -> None:
         """The maintenance flags changed: the health overlay applies them (weight 0)."""
-        health = self._health()
-        if health is not None:
-            health.set_maintenance(self.maint.keys())
+        self.health.set_maintenance(self.maint.keys())
 
     def failover_all(self) -> list[str]:
         """``lvs-agent failover`` without an instance, and SIGUSR1: every lease held
