@@ -194,6 +194,21 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument(
         "--requests", type=int, help="requests to send (default 6, or 40 with VRRP failover)"
     )
+    lab.add_argument(
+        "--election",
+        choices=("vrrp", "quorum"),
+        default="vrrp",
+        help="vrrp (default): the failover demo above; quorum: two directors and a witness, "
+        "the master cut off from the others first with election: vrrp (split brain), then "
+        "with election: quorum (it gives the VIP up), then kill -9 of the holder; prints a "
+        "side-by-side summary (DR; --forwarding, --directors and --requests do not apply)",
+    )
+    lab.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="with --election quorum: also draw the timelines to a PNG (needs matplotlib: "
+        "pip install 'lvs-agent[plot]')",
+    )
     lab.add_argument("--in-vm", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -216,6 +231,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             requests=args.requests,
             in_vm=args.in_vm,
             directors=args.directors,
+            election=args.election,
+            plot=args.plot,
         )
     if command == "import-keepalived":
         return _import_keepalived(args.file, args.output, args.config_id)

@@ -308,13 +308,28 @@ def run_failover_lab(forwarding: str, directors: int, requests: int) -> int:
 
 
 def main(
-    forwarding: str = "nat", requests: int | None = None, in_vm: bool = False, directors: int = 2
+    forwarding: str = "nat",
+    requests: int | None = None,
+    in_vm: bool = False,
+    directors: int = 2,
+    election: str = "vrrp",
+    plot: str | None = None,
 ) -> int:
+    """The plain failover demo, or with ``election="quorum"`` the split-brain story (cap.py)."""
     if os.geteuid() != 0:
         print("lvs-agent lab: needs root (network namespaces, IPVS)", file=sys.stderr)
         return 1
+    if plot is not None and election != "quorum":
+        print("lvs-agent lab: --plot goes with --election quorum", file=sys.stderr)
+        return 1
+    if plot is not None:
+        plot = os.path.abspath(plot)
     count = requests if requests is not None else (6 if directors == 1 else 40)
     if ipvs_available():
+        if election == "quorum":
+            from agent.lab.cap import run_cap_lab
+
+            return run_cap_lab(plot)
         if directors == 1:
             return run_lab(forwarding, count)
         return run_failover_lab(forwarding, directors, count)
@@ -329,10 +344,11 @@ def main(
     )
     command = (
         f"cd {shlex.quote(os.getcwd())} && {shlex.quote(sys.executable)} -m agent lab "
-        f"--in-vm --forwarding {forwarding} --requests {count} --directors {directors}"
+        f"--in-vm --forwarding {forwarding} --requests {count} --directors {directors} "
+        f"--election {election}" + (f" --plot {shlex.quote(plot)}" if plot else "")
     )
     try:
-        return run_in_vm(command, rwdirs=[])
+        return run_in_vm(command, rwdirs=[os.path.dirname(plot)] if plot else [])
     except VMUnavailable as exc:
         print(f"lvs-agent lab: {exc}", file=sys.stderr)
         return 1

@@ -208,6 +208,13 @@ class Lab:
             time.sleep(0.05)
         raise RuntimeError(f"{host.ns} {ifname}: no usable IPv6 link-local address")
 
+    def add_client(self, name: str, address: str) -> Host:
+        """Another client on the front LAN (``address`` in 192.0.2.0/24), after ``build``."""
+        host = self._ns(name)
+        self._wire(host, "eth0", "front", address)
+        self._read_link(host, "eth0")
+        return host
+
     # ---- VRRP
 
     def vrrp_instances(
