@@ -11,16 +11,20 @@ looking at it:
   batching);
 - ``sendmmsg``: one ``sendmmsg`` and one ``recvmmsg`` per wake-up
   (``agent.health.syn``'s vectors);
+- ``engine``: the engine itself (``run.engine``), tcp checks only, every 1 s;
 - ``haproxy``: HAProxy alone on the tcp targets, ``check inter 1s``.
+
+The four take turns ``--rounds`` times, so a machine whose load changes
+meanwhile weighs on each alike; the table shows each one's median round.
 
 Whatever the engine spends above the ``sendmmsg`` loop is its own Python per
 probe (schedule, ports, sequence numbers, checksums, matching answers, state);
-the loop itself is what any Python prober pays at least.
+the loop itself is what any Python prober pays at least. Each round goes to
+``results-floor.json`` beside this file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import socket
@@ -35,7 +39,7 @@ from typing import Any
 import psutil
 
 from bench.health_scale.run import (
-    CHK,
+    HERE,
     ROOT,
     TCP_NET,
     TGT,
@@ -45,6 +49,8 @@ from bench.health_scale.run import (
     topology_down,
     topology_up,
 )
+
+MODES = ("sendto", "sendmmsg", "engine", "haproxy")
 
 
 def packets(n: int) -> list[tuple[bytes, str]]:
@@ -147,8 +153,17 @@ def main(seconds: float, n: int, rounds: int) -> None:
     try:
         assert targets.stdout is not None and targets.stdout.readline().strip() == "ready"
         for _ in range(rounds):
-            for mode in ("sendto", "sendmmsg", "haproxy"):
-                if mode == "haproxy":
+            for mode in MODES:
+                if mode == "engine":
+                    out = tmp / "engine.json"
+                    args = ["--role", "engine", "--out", str(out), "--seconds", str(seconds)]
+                    args += ["--tcp", str(n), "--http", "0"]
+                    subprocess.run(in_checker(args), cwd=ROOT, check=True)
+                    e = json.loads(out.read_text())
+                    r = {"mode": mode, "sent": e["probes"]} | {
+                        k: e[k] for k in ("cpu_s", "cpu_user_s", "cpu_system_s")
+                    }
+                elif mode == "haproxy":
                     h = run_haproxy(seconds, n, 0, tmp)
                     r = {"mode": mode, "sent": int(seconds * n)} | {
                         k: h[k] for k in ("cpu_s", "cpu_user_s", "cpu_system_s")
@@ -167,11 +182,12 @@ def main(seconds: float, n: int, rounds: int) -> None:
     finally:
         targets.kill()
         targets.wait()
-        with contextlib.suppress(Exception):
-            subprocess.run(["ip", "netns", "pids", CHK], capture_output=True)
         topology_down()
+    (HERE / "results-floor.json").write_text(
+        json.dumps({"date": time.strftime("%Y-%m-%d"), "rounds": rows}, indent=1) + "\n"
+    )
     print(f"{'loop':>10} {'µs/probe':>9} {'user':>6} {'system':>7}  (median of {rounds})")
-    for mode in ("sendto", "sendmmsg", "haproxy"):
+    for mode in MODES:
         mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["us_per_probe"])
         m = mine[len(mine) // 2]
         print(
