@@ -3,9 +3,11 @@
 This module owns the raw-socket tcp prober. A connect check asks one thing:
 does the target's kernel answer a SYN with a SYN-ACK (pass) or a RST (refused),
 or not at all in time (timeout). Asking it with a kernel socket costs socket,
-two setsockopt, connect, epoll_ctl and close per probe; here it costs one
-``sendto`` of a hand-built 20-byte TCP header and one ``recv`` of the answer.
-No socket on this host owns the probe's source port, so the kernel itself
+two setsockopt, connect, epoll_ctl and close per probe; here a hand-built
+20-byte TCP header is queued, and every SYN queued in one tick of the scheduler
+leaves in one ``sendmmsg`` (``flush``); answers come back by ``recvmmsg``, up to
+``RECV_BATCH`` per call (both glibc's, through ctypes: Python's socket module
+has neither). No socket on this host owns the probe's source port, so the kernel itself
 answers the SYN-ACK with a RST, as HAProxy's half-open checks end: the
 target's application never sees the probe.
 
@@ -16,11 +18,12 @@ busy director's traffic is not copied to it); or decide health.
 
 IPv4 only, and only for checks without ``source_address``: the scheduler keeps
 those on ``probes.BatchProber``, as it does everything when raw sockets cannot
-be opened (no CAP_NET_RAW). The TCP checksum needs the source address the
-kernel will use for each target; it is learned once per target from a
-connected UDP socket and forgotten when a probe to that target times out (a
-changed route costs at most one failed probe, below any ``fall``). ICMP errors
-are not read: an unreachable target times out instead of failing at once.
+be opened (no CAP_NET_RAW) or the C library lacks ``sendmmsg``. The TCP
+checksum needs the source address the kernel will use for each target; it is
+learned once per target from a connected UDP socket and forgotten when a probe
+to that target times out (a changed route costs at most one failed probe, below
+any ``fall``). ICMP errors are not read: an unreachable target times out
+instead of failing at once.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from agent.health.config import CheckKey
 
@@ -54,13 +57,25 @@ RECV_SIZE: Final = 128  # bytes kept of each answer (IP and TCP headers)
 # sendmmsg/recvmmsg are not in Python's socket module; glibc has both. The message
 # vectors are built once (``_vectors``): a probe writes its header and address into
 # its slot, so a batch of SYNs costs one call and no allocation.
-_libc = ctypes.CDLL(None, use_errno=True)
-_sendmmsg = _libc.sendmmsg
-_sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
-_sendmmsg.restype = ctypes.c_int
-_recvmmsg = _libc.recvmmsg
-_recvmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
-_recvmmsg.restype = ctypes.c_int
+# A C library without them: SynProber refuses to start and kernel sockets run the checks.
+_sendmmsg: Any = None
+_recvmmsg: Any = None
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _sendmmsg, _recvmmsg = _libc.sendmmsg, _libc.recvmmsg
+except (OSError, AttributeError):
+    pass
+else:
+    _sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
+    _sendmmsg.restype = ctypes.c_int
+    _recvmmsg.argtypes = (
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_void_p,
+    )
+    _recvmmsg.restype = ctypes.c_int
 # struct mmsghdr on 64-bit Linux: msghdr (name, namelen, iov, iovlen, control,
 # controllen, flags) then msg_len, 64 bytes; struct iovec: base, len, 16 bytes.
 _MMSGHDR: Final = struct.Struct("=QI4xQQQQi4xI4x")
@@ -130,8 +145,8 @@ class SynProber:
     """
 
     def __init__(self, on_result: Callable[[object, bool, str, float], None]):
-        if struct.calcsize("P") != 8:
-            raise OSError("raw SYN probes need a 64-bit struct mmsghdr")
+        if struct.calcsize("P") != 8 or _sendmmsg is None or _recvmmsg is None:
+            raise OSError("raw SYN probes need sendmmsg, recvmmsg and a 64-bit struct mmsghdr")
         self._on_result = on_result
         self._send = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
         try:

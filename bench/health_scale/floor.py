@@ -1,11 +1,11 @@
 """The floor under a Python SYN prober: CPU per probe with no scheduling and no parsing.
 
-``sudo .venv/bin/python -m bench.health_scale --floor [--seconds 10] [--tcp 10000]``
+``sudo .venv/bin/python -m bench.health_scale --floor [--seconds 10] [--tcp 10000] [--http 0]``
 
-In the benchmark's namespaces, three loops wake every 5 ms and send the SYNs
-due in that slice (``--tcp`` targets, each once a second, packets built once
-before the clock starts) from one raw socket, then read every answer without
-looking at it:
+In the benchmark's namespaces, two bare loops wake every 5 ms and send the
+SYNs due in that slice (``--tcp`` targets, each once a second, packets built
+once before the clock starts) from one raw socket, then read every answer
+without looking at it; beside them, the engine and HAProxy on the same targets:
 
 - ``sendto``: one ``sendto`` and one ``recv`` per probe (the engine before
   batching);
@@ -14,8 +14,10 @@ looking at it:
 - ``engine``: the engine itself (``run.engine``), tcp checks only, every 1 s;
 - ``haproxy``: HAProxy alone on the tcp targets, ``check inter 1s``.
 
-The four take turns ``--rounds`` times, so a machine whose load changes
-meanwhile weighs on each alike; the table shows each one's median round.
+With ``--http N``, two more: the engine and HAProxy each on N HTTP targets
+(``GET /``, every 2 s) alone. They all take turns ``--rounds`` times, so a
+machine whose load changes meanwhile weighs on each alike; the table shows each
+one's median round.
 
 Whatever the engine spends above the ``sendmmsg`` loop is its own Python per
 probe (schedule, ports, sequence numbers, checksums, matching answers, state);
@@ -140,7 +142,8 @@ def in_target() -> list[str]:
     return ["ip", "netns", "exec", TGT, sys.executable, "-m", "bench.health_scale"]
 
 
-def main(seconds: float, n: int, rounds: int) -> None:
+def main(seconds: float, n: int, n_http: int, rounds: int) -> None:
+    modes = MODES + (("engine-http", "haproxy-http") if n_http else ())
     topology_up()
     targets = subprocess.Popen(
         [*in_target(), "--role", "targets"],
@@ -153,8 +156,22 @@ def main(seconds: float, n: int, rounds: int) -> None:
     try:
         assert targets.stdout is not None and targets.stdout.readline().strip() == "ready"
         for _ in range(rounds):
-            for mode in MODES:
-                if mode == "engine":
+            for mode in modes:
+                if mode == "engine-http":
+                    out = tmp / "engine.json"
+                    args = ["--role", "engine", "--out", str(out), "--seconds", str(seconds)]
+                    args += ["--tcp", "0", "--http", str(n_http)]
+                    subprocess.run(in_checker(args), cwd=ROOT, check=True)
+                    e = json.loads(out.read_text())
+                    r = {"mode": mode, "sent": e["probes"]} | {
+                        k: e[k] for k in ("cpu_s", "cpu_user_s", "cpu_system_s")
+                    }
+                elif mode == "haproxy-http":
+                    h = run_haproxy(seconds, 0, n_http, tmp)
+                    r = {"mode": mode, "sent": int(seconds * n_http / 2)} | {
+                        k: h[k] for k in ("cpu_s", "cpu_user_s", "cpu_system_s")
+                    }
+                elif mode == "engine":
                     out = tmp / "engine.json"
                     args = ["--role", "engine", "--out", str(out), "--seconds", str(seconds)]
                     args += ["--tcp", str(n), "--http", "0"]
@@ -186,11 +203,11 @@ def main(seconds: float, n: int, rounds: int) -> None:
     (HERE / "results-floor.json").write_text(
         json.dumps({"date": time.strftime("%Y-%m-%d"), "rounds": rows}, indent=1) + "\n"
     )
-    print(f"{'loop':>10} {'µs/probe':>9} {'user':>6} {'system':>7}  (median of {rounds})")
-    for mode in MODES:
+    print(f"{'loop':>12} {'µs/probe':>9} {'user':>6} {'system':>7}  (median of {rounds})")
+    for mode in modes:
         mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["us_per_probe"])
         m = mine[len(mine) // 2]
         print(
-            f"{mode:>10} {m['us_per_probe']:9.1f} {m['user_us_per_probe']:6.1f} "
+            f"{mode:>12} {m['us_per_probe']:9.1f} {m['user_us_per_probe']:6.1f} "
             f"{m['system_us_per_probe']:7.1f}"
         )

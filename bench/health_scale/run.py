@@ -339,7 +339,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=None, help="60 (--vm: 20 per round)")
     ap.add_argument("--tcp", type=int, default=None, help="10000 (--vm: 1000)")
-    ap.add_argument("--http", type=int, default=1000)
+    ap.add_argument("--http", type=int, default=None, help="1000 (--floor: 0, --vm: none)")
     ap.add_argument(
         "--vm", action="store_true", help="keepalived's TCP_CHECK next to the engine, in the VM"
     )
@@ -369,10 +369,11 @@ def main() -> None:
     if args.floor:
         from bench.health_scale.floor import main as floor_main
 
-        floor_main(args.seconds or 10.0, args.tcp or 10000, args.rounds)
+        floor_main(args.seconds or 10.0, args.tcp or 10000, args.http or 0, args.rounds)
         return
     args.seconds = 60.0 if args.seconds is None else args.seconds
     args.tcp = 10000 if args.tcp is None else args.tcp
+    args.http = 1000 if args.http is None else args.http
     if args.role == "targets":
         serve_targets()
         return
