@@ -280,4 +280,4 @@ def main(n: int, seconds: float, rounds: int) -> int:
         f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m bench.health_scale "
         f"--vm --tcp {n} --seconds {seconds} --rounds {rounds}"
     )
-    return run_in_vm(cmd, rwdirs=[str(ROOT)], memory="2G", timeout=900)
+    return run_in_vm(cmd, rwdirs=[str(ROOT)], memory="2G", timeout=780)
