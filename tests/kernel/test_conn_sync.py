@@ -28,6 +28,8 @@ def test_the_codec_starts_reads_and_stops_sync_daemons(ns: str) -> None:
     netns.ip("link", "add", "sy0", "type", "veth", "peer", "name", "sy1", netns=ns)
     for ifname in ("sy0", "sy1"):
         netns.ip("link", "set", ifname, "up", netns=ns)
+    # the master daemon binds its socket to the interface's address
+    netns.ip("addr", "add", "10.99.0.1/24", "dev", "sy0", netns=ns)
     with netns.entered(ns):
         kernel = IpvsKernel()
     with kernel:
