@@ -131,14 +131,15 @@ def record(cells: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
     section = f"""## conn_survival
 
 `python -m bench.conn_survival` inside the VM (`agent.lab.vm`) — {meta.get("day")};
-2-core host, virtme-ng VM (qemu TCG, 2 vCPUs) booting {meta.get("machine")}.
+2-core host, virtme-ng VM (qemu TCG for the kernel tier): {meta.get("machine")}.
 Connections per cell: {meta.get("connections")}; VRRP v3, 1 s adverts; d1 master
 (priority 150), d2 backup (100); sync on the front interface, defaults otherwise
 (`sync_threshold` 3 50). Share = connections that echoed data sent during the
 takeover and again after it, over those open and echoing before the fault. "synced"
 = the client's ESTABLISHED entries in the backup's table (`ipvsadm -Lnc`) just before
 the fault. Crash = kill -9 of the agent (keepalived: all its processes) and the
-master's links cut; planned = SIGTERM.
+master's links cut; planned = SIGTERM. Takeover = from the fault until the backup
+holds the VIP (polled every 50 ms). "–": a cell not run.
 
 {table(cells)}
 """
