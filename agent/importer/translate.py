@@ -756,9 +756,9 @@ def _vrrp_instance(t: _Translator, s: Statement, out: Seq, used_scripts: set[str
             elif k == "track_script":
                 for x in c.children:
                     script = _track_script(t, x, s)
+                    used_scripts.add(x.keyword)  # reported here if it could not be tracked
                     if script is not None:
                         scripts.add(script, x.where)
-                        used_scripts.add(x.keyword)
             elif k == "notify":
                 inst.add("notify", _arg(c), c.where)
             elif k in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
@@ -854,6 +854,7 @@ def _track_script(t: _Translator, x: Statement, instance: Statement) -> Map | No
     entry = Map()
     entry.add("name", _safe_name(x.keyword), x.where)
     weight: tuple[int, str] | None = None
+    reverse: Statement | None = None  # "weight N reverse": the script's result inverted
     for d in definition.children:
         try:
             k = d.keyword
@@ -864,9 +865,8 @@ def _track_script(t: _Translator, x: Statement, instance: Statement) -> Map | No
             elif k in ("rise", "fall"):
                 entry.add(k, _int(d), d.where)
             elif k == "weight":
-                if len(d.args) > 1:
-                    t.skip(d, NOT_SUPPORTED, "weight reverse")
                 weight = (_int(d), d.where)
+                reverse = d if len(d.args) > 1 else None
             elif k == "init_fail":
                 entry.add("init_fail", True, d.where)
             elif k == "user":
@@ -880,8 +880,11 @@ def _track_script(t: _Translator, x: Statement, instance: Statement) -> Map | No
             weight = (_int(x, 1), x.where)
         except _Bad as exc:
             t.skip(x, NOT_SUPPORTED, str(exc), _words(x))
-        if len(x.args) > 2:
-            t.skip(x, NOT_SUPPORTED, "weight reverse", _words(x))
+        reverse = x if len(x.args) > 2 else None
+    if reverse is not None:
+        why = "weight ... reverse (an inverted script result): the script is not tracked"
+        t.skip(reverse, NOT_SUPPORTED, why, _words(reverse))
+        return None
     if weight is not None:
         entry.add("weight", _weight(t, instance, weight[0]), weight[1])
     if not entry.has("script"):

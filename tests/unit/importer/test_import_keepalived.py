@@ -388,3 +388,17 @@ def test_keepalived_corrections_are_carried_over(tmp_path: Path) -> None:
     assert vs["hysteresis"] == 1 and "one_packet" not in vs
     assert [(s.keyword, s.why) for s in result.skipped] == [("ops", "differs")]
     checked(result.yaml)
+
+
+def test_a_reversed_script_weight_is_not_tracked(tmp_path: Path) -> None:
+    conf = tmp_path / "k.conf"
+    conf.write_text(
+        'vrrp_script chk {\n  script "/bin/true"\n  weight 10 reverse\n}\n'
+        "vrrp_instance v {\n  interface eth0\n  virtual_router_id 9\n"
+        "  virtual_ipaddress {\n    192.0.2.9/24\n  }\n  track_script {\n    chk\n  }\n}\n"
+    )
+    result = import_keepalived(str(conf), "x")
+    (instance,) = yaml.safe_load(result.yaml)["vrrp_instances"]
+    assert "track_scripts" not in instance
+    assert [(s.line, s.why) for s in result.skipped] == [(3, "not supported")]
+    checked(result.yaml)
