@@ -82,7 +82,7 @@ def main() -> int:
         ):
             t_full, config = best(lambda p=path: (PARTS.clear(), load_config(str(p)))[1])
             base = worker._Base()
-            worker._answer(base, ("prime", 1, config.virtual_servers))
+            worker._answer(base, ("prime", 1, worker._chunks(config.virtual_servers), str(path)))
             t_table = best(lambda c=config: desired_table(c.virtual_servers))[0]
             answers = []
 
