@@ -43,6 +43,7 @@ class SyncDaemons:
         self._vrrp = vrrp
         self._started: set[int] = set()  # roles this process started
         self._kick = asyncio.Event()
+        self._pass = asyncio.Lock()  # one read-plan-apply at a time (the task, the stop)
         self.running: dict[int, SyncDaemon] = {}
 
     def kick(self) -> None:
@@ -68,6 +69,10 @@ class SyncDaemons:
 
     async def step(self) -> None:
         """One pass: read, plan, apply. Errors are logged and counted, never raised."""
+        async with self._pass:
+            await self._step()
+
+    async def _step(self) -> None:
         sync = self._config().ipvs.sync
         if sync is None and not self._started:
             return  # nothing configured, nothing of ours: never even read
