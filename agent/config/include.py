@@ -217,12 +217,13 @@ def included_bytes(path: str, data: bytes) -> dict[str, bytes] | None:
         return None
 
 
-def total_size(path: str) -> int:
+def total_size(path: str, limit: int | None = None) -> int:
     """Bytes of the main file and of the files it includes (OSError: the main file
-    cannot be read)."""
+    cannot be read). ``limit``: a main file of this size or more is not looked into
+    (the caller only asks whether the whole is smaller)."""
     size = os.stat(path).st_size
-    if size > 4 * 1024 * 1024:
-        return size  # large enough on its own
+    if limit is not None and size >= limit:
+        return size
     files = included_files(path, _read(path)) or []
     total = size
     for name in files:

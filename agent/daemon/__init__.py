@@ -550,7 +550,7 @@ class Agent:
         from agent.daemon.worker import SMALL_FILE
 
         try:
-            if total_size(self.config_path) < SMALL_FILE:
+            if total_size(self.config_path, SMALL_FILE) < SMALL_FILE:
                 return
         except OSError:
             return

@@ -347,7 +347,7 @@ class ConfigWorker:
 
         try:
             # the included files count too (their sizes: a stat each, off the loop)
-            small = await self._run(lambda: total_size(path) < SMALL_FILE)
+            small = await self._run(lambda: total_size(path, SMALL_FILE) < SMALL_FILE)
         except OSError as exc:
             raise LoadRefused([], exc.strerror or str(exc)) from None
         if small:

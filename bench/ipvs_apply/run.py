@@ -338,7 +338,7 @@ def agent_reload(
         from agent.daemon.worker import SMALL_FILE
 
         idle = ["reconcile: "]
-        if total_size(str(config)) >= SMALL_FILE:
+        if total_size(str(config), SMALL_FILE) >= SMALL_FILE:
             idle.append("configuration worker ready")
         while not all(line in log.read_text() for line in idle):
             if proc.poll() is not None or time.perf_counter() - start > timeout:

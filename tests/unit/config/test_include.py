@@ -213,6 +213,8 @@ def test_total_size_and_included_files(tmp_path: Path) -> None:
     plain.write_text(vs_text(range(2)))
     assert included_files(str(plain), plain.read_bytes()) == []
     assert total_size(str(plain)) == plain.stat().st_size
+    # at or past the limit the main file alone answers (its includes are not looked for)
+    assert total_size(str(main), limit=10) == main.stat().st_size
 
 
 def test_the_configuration_cache_key_covers_the_included_files(
