@@ -273,13 +273,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _maint(config, args.virtual_server, args.real_server, args.state == "on")
     from agent.status import AgentUnavailable, ask, render_status
 
+    fallback = ""
     try:
         answer = ask(config.state_dir, {"command": "status"})
     except AgentUnavailable as exc:
-        print(
-            f"lvs-agent: no running agent answered ({exc}): showing the kernel's IPVS table only",
-            file=sys.stderr,
-        )
+        fallback = f"no running agent answered ({exc})"
     else:
         if not answer.get("ok"):
             print(f"lvs-agent: {answer.get('error')}", file=sys.stderr)
@@ -294,12 +292,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if config.lock is not None and not args.json:
         _lock_status(config)
         if not config.virtual_servers:
+            if fallback:
+                print(f"lvs-agent: {fallback}: showing the lock's last state only", file=sys.stderr)
             return EXIT_OK
     from agent.ipvs.configcache import CompiledConfig
 
     return _with_kernel(
         "status-json" if args.json else command,
         CompiledConfig(config.state_dir, config.ipvs, {}),
+        fallback,
     )
 
 
@@ -576,7 +577,8 @@ def _cache_key(data: bytes, included: dict[str, bytes]) -> bytes:
     return b"".join(parts)
 
 
-def _with_kernel(command: str, config: CompiledConfig) -> int:
+def _with_kernel(command: str, config: CompiledConfig, fallback: str = "") -> int:
+    """``fallback``: why ``status`` shows the kernel alone (no agent answered), said once."""
     from pathlib import Path
 
     from agent.ipvs.kernel import IpvsKernel, IpvsUnavailable
@@ -586,8 +588,11 @@ def _with_kernel(command: str, config: CompiledConfig) -> int:
     try:
         kernel = IpvsKernel()
     except IpvsUnavailable as exc:
-        print(f"lvs-agent: {exc}", file=sys.stderr)
+        # One sentence: the kernel's own problem is what the operator acts on.
+        print(f"lvs-agent: {fallback + ', and ' if fallback else ''}{exc}", file=sys.stderr)
         return EXIT_ERROR
+    if fallback:
+        print(f"lvs-agent: {fallback}: showing the kernel's IPVS table only", file=sys.stderr)
     store = OwnershipStore(Path(config.state_dir) / "ipvs-state.json")
     lock = None
     if command == "apply":
