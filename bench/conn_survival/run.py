@@ -47,7 +47,11 @@ def key(cell: dict[str, Any]) -> str:
 
 
 def run_cells(
-    drivers: list[str], forwardings: list[str], faults: list[str], connections: int
+    drivers: list[str],
+    forwardings: list[str],
+    faults: list[str],
+    connections: int,
+    done: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     from agent.lab.connsync import Survival, measure
 
@@ -57,6 +61,8 @@ def run_cells(
             for driver, sync in VARIANTS:
                 if driver not in drivers or (driver == "keepalived" and fault == "handover"):
                     continue  # keepalived has no hand-over command
+                if f"{driver}/{forwarding}/{fault}/{int(sync)}" in done:
+                    continue
                 started = time.monotonic()
                 try:
                     r = measure(forwarding, fault, sync, connections, driver=driver)
@@ -160,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default="planned,crash")
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
     parser.add_argument("--from-json", action="store_true", help="record the saved cells only")
+    parser.add_argument(
+        "--missing", action="store_true", help="run only the cells results.json does not hold"
+    )
     args = parser.parse_args(argv)
     saved: dict[str, Any] = {"cells": {}, "meta": {}}
     if RESULTS_JSON.exists():
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.from_json:
         cells = run_cells(
             args.drivers.split(","), args.forwarding.split(","), args.faults.split(","),
-            args.connections,
+            args.connections, frozenset(saved["cells"]) if args.missing else frozenset(),
         )  # fmt: skip
         for cell in cells:
             saved["cells"][key(cell)] = cell
