@@ -41,6 +41,7 @@ from agent.lab.agents import LabAgent
 from agent.lab.demo import lab_config, vrrp_config, wait_for_table
 from agent.lab.topology import CLIENT, Host, Lab
 
+FAULTS = ("crash", "planned")
 SYNC_INTERFACE = "eth0"  # the front LAN: present on both directors in DR and NAT
 
 
@@ -342,6 +343,8 @@ def measure(
     driver: str = "agent",
 ) -> Survival:
     """One run: build, settle, open, check the backup, fail the master, count."""
+    if fault not in FAULTS:
+        raise ValueError(f"fault must be one of {', '.join(FAULTS)}, not {fault!r}")
     result = Survival(forwarding, fault, sync, connections)
 
     def say(text: str) -> None:
