@@ -150,7 +150,7 @@ def _converge(lab: Lab, settled: Callable[[list[str]], bool] = lambda v: True) -
     deadline = time.monotonic() + SETTLE
     while True:
         ka_view, ag_view = _ipvs_view(lab.ka), _ipvs_view(lab.ag)
-        filled = sum(line.startswith("-A") for line in ag_view) >= 2
+        filled = any(line.startswith("-A") for line in ag_view)
         if ka_view == ag_view and filled and settled(ag_view):
             return ag_view
         if time.monotonic() > deadline:
