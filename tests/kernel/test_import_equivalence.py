@@ -7,7 +7,8 @@ namespace and lvs-agent the import in another, each director with its own copy o
 the real servers (same addresses) answering every check. ``ipvsadm -S -n`` (and the
 connection timeouts) of the two must be equal, lines in any order: after ``apply``;
 and with ``run`` checking, both with every check passing and after one checked real
-server starts refusing in both copies (drained with inhibit_on_failure, else removed).
+server starts refusing in both copies (removed, as keepalived does without
+inhibit_on_failure).
 """
 
 from __future__ import annotations
@@ -219,15 +220,14 @@ def test_keepalived_and_the_import_program_the_same_table(lab: Lab, name: str) -
 
 
 # A real server each file's checks watch, made to refuse its checks in both copies:
-# nat_web drains it (inhibit_on_failure), the others remove it (keepalived's default).
+# both files remove it (keepalived's default without inhibit_on_failure).
 FAILING = {
-    "nat_web.conf": ("10.90.1.11", 8080),
     "dr_mixed.conf": ("10.91.1.12", 443),
     "layered.conf": ("10.92.1.11", 8080),
 }
 
 
-@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("name", list(FAILING))
 def test_both_checkers_take_a_failing_real_server_out_alike(lab: Lab, name: str) -> None:
     """``lvs-agent run`` with the imported checks against keepalived's checkers: the same
     table with every check passing, and again after one real server starts refusing."""
@@ -244,7 +244,7 @@ def test_both_checkers_take_a_failing_real_server_out_alike(lab: Lab, name: str)
     address, port = FAILING[name]
     target = f"-r {address}:"
     try:
-        # every real server in at its weight (alpha starts them at 0 in both)
+        # every real server in at its weight
         _converge(lab, lambda view: not any(ZERO.search(line) for line in view))
         refuse = f"ip daddr {address} tcp dport {port} reject with tcp reset"
         for rs in lab.real.values():
@@ -254,10 +254,7 @@ def test_both_checkers_take_a_failing_real_server_out_alike(lab: Lab, name: str)
                 f"add rule inet h15 input {refuse}",
             ):
                 subprocess.run(netns.exec_argv(rs, ["nft", command]), check=True, timeout=30)
-        if name == "nat_web.conf":  # inhibit_on_failure: weight 0
-            _converge(lab, lambda view: any(target in v and ZERO.search(v) for v in view))
-        else:  # removed
-            _converge(lab, lambda view: not any(target in v for v in view))
+        _converge(lab, lambda view: not any(target in v for v in view))
     finally:
         _stop(agent)
         _stop(keepalived)
