@@ -1,7 +1,6 @@
 """Health checking at scale on this machine's kernel: the agent's engine next to HAProxy.
 
 ``sudo .venv/bin/python -m bench.health_scale [--seconds 60] [--tcp 10000] [--http 1000]``
-``... -m bench.health_scale --anchor keepalived --tcp 1000`` (in the VM: IPVS)
 
 (``--vm``: keepalived's checker next to the engine in the lab VM, see ``keepalived_vm``;
 ``--floor``: what a bare Python SYN loop costs per probe beside HAProxy, see ``floor``.)
@@ -17,12 +16,6 @@ from outside with psutil: CPU seconds, peak RSS, open fds; the engine also
 records every probe's lateness against its schedule. A short cProfile run of the
 engine says where its time goes. Results print as a table and go to
 ``results.json`` beside this file.
-
-``--anchor keepalived`` compares with keepalived's checker instead (its TCP_CHECK
-programs IPVS, so it runs where IPVS is: the VM): the engine checks ``--tcp``
-targets every 1 s, then keepalived (``-C``, ``delay_loop 1``, ``connect_timeout
-1``) checks the same targets, each measured for ``--seconds`` once every real
-server is up; results go to ``results-keepalived.json``.
 """
 
 from __future__ import annotations
@@ -338,149 +331,8 @@ def run_haproxy(seconds: float, n_tcp: int, n_http: int, tmp: Path) -> dict[str,
             proc.wait()
 
 
-# -- keepalived (in the VM: its checker programs IPVS) --------------------------------
-
-
-def keepalived_config(n_tcp: int, tmp: Path) -> str:
-    """One virtual server with ``n_tcp`` real servers, each a TCP_CHECK every 1 s."""
-    lines = [
-        "global_defs {",
-        "  router_id health_scale",
-        "  lvs_flush",  # the checker namespace is the benchmark's own
-        "}",
-        "virtual_server 10.99.0.1 80 {",
-        "  delay_loop 1",
-        "  lb_algo rr",
-        "  lb_kind NAT",
-        "  protocol TCP",
-    ]
-    for a in addresses(TCP_NET, n_tcp):
-        lines += [
-            f"  real_server {a} 80 {{",
-            "    weight 1",
-            "    TCP_CHECK {",
-            "      connect_timeout 1",
-            "    }",
-            "  }",
-        ]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def alive_in_ipvs() -> int:
-    out = subprocess.run(
-        ["ip", "netns", "exec", CHK, "ipvsadm", "-L", "-n"], capture_output=True, text=True
-    ).stdout
-    return sum(1 for line in out.splitlines() if line.strip().startswith("->") and ":80" in line)
-
-
-def run_keepalived(seconds: float, n_tcp: int, tmp: Path) -> dict[str, Any]:
-    cfg = tmp / "keepalived.conf"
-    cfg.write_text(keepalived_config(n_tcp, tmp))
-    argv = ["keepalived", "-C", "-n", "-l", "-f", str(cfg)]
-    argv += ["-p", str(tmp / "k.pid"), "-c", str(tmp / "kc.pid")]
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", CHK, *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while alive_in_ipvs() < n_tcp:  # every real server checked up once
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"keepalived did not bring {n_tcp} real servers up")
-            time.sleep(1.0)
-        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        procs = [p for p in procs if p.name() == "keepalived"]
-
-        def cpu() -> tuple[float, float]:
-            times = [p.cpu_times() for p in procs]
-            return sum(t.user for t in times), sum(t.system for t in times)
-
-        u0, s0 = cpu()
-        rss, fds = [], []
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            time.sleep(1.0)
-            rss.append(sum(p.memory_info().rss for p in procs))
-            fds.append(sum(p.num_fds() for p in procs))
-        u1, s1 = cpu()
-        return {
-            "cpu_s": (u1 - u0) + (s1 - s0),
-            "cpu_user_s": u1 - u0,
-            "cpu_system_s": s1 - s0,
-            "peak_rss_mb": max(rss) / 2**20,
-            "max_fds": max(fds),
-            "alive_at_end": alive_in_ipvs(),
-            "processes": len(procs),
-            "version": subprocess.run(
-                ["keepalived", "--version"], capture_output=True, text=True
-            ).stderr.splitlines()[0],
-        }
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(20)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def main_keepalived(args: argparse.Namespace) -> None:
-    """In the VM: the engine and keepalived's checker, each on ``--tcp`` targets."""
-    if shutil.which("keepalived") is None or shutil.which("ipvsadm") is None:
-        sys.exit("health_scale --anchor keepalived: needs keepalived and ipvsadm")
-    topology_up()
-    targets = subprocess.Popen(
-        in_checker(["--role", "targets"], TGT), cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    tmp = Path(tempfile.mkdtemp(prefix="health-scale-"))
-    try:
-        assert targets.stdout is not None and targets.stdout.readline().strip() == "ready"
-        common = ["--seconds", str(args.seconds), "--tcp", str(args.tcp), "--http", "0"]
-        subprocess.run(
-            in_checker(["--role", "engine", "--out", str(tmp / "engine.json"), *common]),
-            cwd=ROOT,
-            check=True,
-        )
-        eng = json.loads((tmp / "engine.json").read_text())
-        kad = run_keepalived(args.seconds, args.tcp, tmp)
-    finally:
-        targets.kill()
-        targets.wait()
-        topology_down()
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "host": {
-            "nproc": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-        },
-        "params": {"seconds": args.seconds, "tcp": args.tcp},
-        "engine": eng,
-        "keepalived": kad,
-    }
-    (HERE / "results-keepalived.json").write_text(json.dumps(result, indent=1) + "\n")
-    e, k = eng, kad
-    checks = args.seconds * args.tcp
-    print(f"engine    : {e['probes']} checks, failures {e['failures']}")
-    print(
-        f"keepalived: {k['alive_at_end']} of {args.tcp} real servers alive at the end "
-        f"({k['version']}, {k['processes']} processes)"
-    )
-    print(f"{'':24} {'engine':>10} {'keepalived':>10} {'ratio':>7}")
-    for name, a, b in (
-        ("CPU seconds", e["cpu_s"], k["cpu_s"]),
-        ("CPU µs per check due", 1e6 * e["cpu_s"] / checks, 1e6 * k["cpu_s"] / checks),
-        ("peak RSS MB", e["peak_rss_mb"], k["peak_rss_mb"]),
-        ("max open fds", e["max_fds"], k["max_fds"]),
-    ):
-        print(f"{name:24} {a:10.2f} {b:10.2f} {a / b if b else float('nan'):7.2f}")
-    print(f"engine lateness p50 {e['lateness_p50_ms']:.2f} ms, p99 {e['lateness_p99_ms']:.2f} ms")
-
-
-def in_checker(args: list[str], ns: str = CHK) -> list[str]:
-    return ["ip", "netns", "exec", ns, sys.executable, "-m", "bench.health_scale", *args]
+def in_checker(args: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", CHK, sys.executable, "-m", "bench.health_scale", *args]
 
 
 def main() -> None:
@@ -502,12 +354,6 @@ def main() -> None:
         default="main",
     )
     ap.add_argument("--out", default="")
-    ap.add_argument(
-        "--anchor",
-        choices=["haproxy", "keepalived"],
-        default="haproxy",
-        help="keepalived: its TCP_CHECK beside the engine on --tcp targets (in the VM, IPVS)",
-    )
     args = ap.parse_args()
     if args.vm:
         from bench.health_scale.keepalived_vm import main as vm_main
@@ -536,9 +382,6 @@ def main() -> None:
         return
     if os.geteuid() != 0:
         sys.exit("health_scale: needs root (network namespaces)")
-    if args.anchor == "keepalived":
-        main_keepalived(args)
-        return
     if shutil.which("haproxy") is None:
         sys.exit("health_scale: needs haproxy (scripts/bootstrap installs it)")
     topology_up()
