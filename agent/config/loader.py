@@ -136,6 +136,17 @@ def _parse_config(
     return config
 
 
+# The director's keys that ``lvs-agent witness`` has no use for (``include`` is refused
+# too: it only holds virtual servers).
+WITNESS_REFUSES = (
+    "reconcile_interval",
+    "ipvs",
+    "virtual_servers",
+    "vrrp_instances",
+    "vrrp_sync_groups",
+)
+
+
 def _read_root(
     root: Section,
     source: str,
@@ -167,6 +178,13 @@ def _read_root(
                 per_real_server = _per_real_server(per_rs_item) or per_real_server
         metrics.finish()
 
+    if witness:
+        # A witness is a lock acceptor only: what a director would do with these keys,
+        # a witness would silently not do. Refused, so that nothing is ignored.
+        for key in WITNESS_REFUSES:
+            unused = root.item(key)
+            if unused is not None:
+                unused.error(f"a witness runs no IPVS or VRRP; remove {key}")
     reconcile_interval = root.get(
         "reconcile_interval", lambda i: i.as_duration(minimum=0.1, maximum=86400), 30.0
     )
