@@ -10,7 +10,9 @@ master fails:
 
 - ``crash``: SIGKILL of its agent and its links cut (its switch-side veths down);
 - ``planned``: SIGTERM (the agent leaves VRRP with priority 0, its master sync
-  daemon stops, the backup takes over at once).
+  daemon stops, the backup takes over at once);
+- ``handover``: ``lvs-agent failover vip`` (the agent stays up: it leaves MASTER,
+  stops its master sync daemon and keeps its backup daemon; agent directors only).
 
 Data sent on every connection during the takeover must come back (echoed, so both
 ways) within ``deadline`` seconds; the ones that do are counted as survivors.
@@ -37,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from agent.lab import netns
-from agent.lab.agents import LabAgent
+from agent.lab.agents import REPO, LabAgent
 from agent.lab.demo import lab_config, vrrp_config, wait_for_table
 from agent.lab.topology import CLIENT, Host, Lab
 
@@ -54,7 +56,10 @@ class Survival:
     opened: int = 0  # established and echoing before the fault
     synced: int = 0  # the client's ESTABLISHED entries in the backup's table before it
     survived: int = 0  # echoed after the fault
-    takeover: float = 0.0  # seconds from the fault to the backup reporting MASTER
+    takeover: float = 0.0  # seconds from the fault to the backup holding the VIP
+    #: with sync: the new master runs the master sync daemon after the takeover (and,
+    #: but after a crash, the old one runs only the backup daemon)
+    master_moved: bool = False
     note: str = ""
 
     @property
@@ -384,12 +389,27 @@ def measure(
                 ifaces = ["eth0", "eth1"] if forwarding == "nat" else ["eth0"]
                 for ifname in ifaces:
                     netns.ip("link", "set", f"d1-{ifname}", "down", netns=lab.hosts["sw"].ns)
+            elif fault == "handover":
+                assert isinstance(d1, LabAgent)
+                handover(d1)
             else:
                 d1.signal(signal.SIGTERM)
             clients.send(tag)  # in flight during the takeover
             if _wait(lambda: "d2" in lab.holders(), 60, 0.05):
                 result.takeover = time.monotonic() - start
             survivors = clients.collect(tag, start + deadline)
+            if sync:
+                d1_ns, d2_ns = lab.director(1).ns, lab.director(2).ns
+
+                def moved() -> bool:
+                    if "master sync daemon" not in daemons(d2_ns):
+                        return False
+                    if fault == "crash":
+                        return True  # the old master's daemon runs on without its agent
+                    shown = daemons(d1_ns)
+                    return "master sync daemon" not in shown and "backup sync daemon" in shown
+
+                result.master_moved = _wait(moved, 30, 0.5)
             # and once more, after the dust settled: data still moves both ways
             tag += 1
             result.survived = len(clients.round(tag, 20.0) & survivors)
@@ -402,6 +422,22 @@ def measure(
             for agent in agents.values():
                 agent.stop()
     return result
+
+
+def handover(agent: LabAgent) -> None:
+    """``lvs-agent failover vip`` against d1's running agent (it stays up, as a backup)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    argv = [sys.executable, "-m", "agent", "failover", "-c", str(agent.config), "vip"]
+    done = subprocess.run(
+        netns.exec_argv(agent.host.ns, argv),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"lvs-agent failover: {done.returncode}: {done.stdout}{done.stderr}")
 
 
 def _wait(check: object, timeout: float, step: float = 0.25) -> bool:

@@ -4,8 +4,9 @@ Two directors with real IPVS (each in its own namespace, so each its own table),
 client and two echo real servers, DR and NAT (agent.lab.connsync). 200 long-lived TCP
 connections move data through the master; the backup's table (read with ``ipvsadm
 -Lnc``) must hold them before the fault; then the master crashes (SIGKILL of its agent
-and its links cut) or hands over (SIGTERM), and the connections must keep carrying
-data both ways through the new master. The sync daemons themselves are checked with
+and its links cut) or is handed over (SIGTERM; ``lvs-agent failover vip`` with the
+agent staying up), and the connections must keep carrying data both ways through the
+new master, which now runs the master sync daemon. The sync daemons themselves are checked with
 ``ipvsadm -L --daemon`` and read back through the agent's own GET_DAEMON decoder.
 """
 
@@ -55,12 +56,13 @@ def test_the_codec_starts_reads_and_stops_sync_daemons(ns: str) -> None:
         assert daemons(ns).strip() == ""
 
 
-@pytest.mark.parametrize("fault", ["crash", "planned"])
+@pytest.mark.parametrize("fault", ["crash", "planned", "handover"])
 @pytest.mark.parametrize("forwarding", ["dr", "nat"])
 def test_established_connections_survive_a_failover(forwarding: str, fault: str) -> None:
     r = measure(forwarding, fault, sync=True, connections=CONNECTIONS)
     assert r.opened >= CONNECTIONS * 0.98, r
     assert r.synced >= r.opened, r  # the backup held every one before the fault
     assert r.takeover > 0, r
-    want = 0.99 if fault == "planned" else 0.95
+    assert r.master_moved, r
+    want = 0.95 if fault == "crash" else 0.99
     assert r.share >= want, r
