@@ -43,7 +43,7 @@ from agent.lab.agents import REPO, LabAgent
 from agent.lab.demo import lab_config, vrrp_config, wait_for_table
 from agent.lab.topology import CLIENT, Host, Lab
 
-FAULTS = ("crash", "planned")
+FAULTS = ("crash", "planned", "handover")
 SYNC_INTERFACE = "eth0"  # the front LAN: present on both directors in DR and NAT
 
 
