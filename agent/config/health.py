@@ -155,7 +155,7 @@ def _min_healthy(item: Item) -> MinHealthy | None:
 
 def _sorry_server(s: Section, vs_port: int) -> SorryServer | None:
     before = len(s.problems.found)
-    address = _address(s.item("address", required=True))
+    address = quick.unicast_item(s.item("address", required=True))
     # a fwmark service (no port of its own) may forward to port 0: the client's port
     port = s.get("port", lambda i: i.as_int(0 if not vs_port else 1, 65535), vs_port)
     weight = s.get("weight", lambda i: i.as_int(1, 65535), 1)
@@ -164,19 +164,6 @@ def _sorry_server(s: Section, vs_port: int) -> SorryServer | None:
         return None
     assert port is not None and weight is not None
     return SorryServer(address, port, weight)
-
-
-def _address(item: Item | None) -> str | None:
-    if item is None:
-        return None
-    text = item.as_str()
-    if text is None:
-        return None
-    try:
-        return quick.unicast_address(text)
-    except ValueError as exc:
-        item.error(str(exc))
-        return None
 
 
 # --- checks ------------------------------------------------------------------------
@@ -244,9 +231,9 @@ def _check(s: Section) -> Check | None:
     fall = s.get("fall", lambda i: i.as_int(1, MAX_RISE_FALL), defaults.fall)
     fast_interval = s.get("fast_interval", _interval, None)
     down_interval = s.get("down_interval", _interval, None)
-    connect_address = _address(s.item("connect_address"))
+    connect_address = quick.unicast_item(s.item("connect_address"))
     connect_port = s.get("connect_port", lambda i: i.as_int(1, 65535), 0)
-    source_address = _address(s.item("source_address"))
+    source_address = quick.unicast_item(s.item("source_address"))
     send = s.get("send", _send, b"")
     expect = s.get("expect", _regex, None)
     method = s.get("method", _method, "GET")

@@ -296,20 +296,6 @@ def _host_port(item: Item) -> tuple[str, int] | None:
     return host, int(port_text)
 
 
-def _address(item: Item | None) -> str | None:
-    """A unicast IPv4 or IPv6 address in canonical (inet_ntop) spelling."""
-    if item is None:
-        return None
-    text = item.as_str()
-    if text is None:
-        return None
-    try:
-        return quick.unicast_address(text)
-    except ValueError as exc:
-        item.error(str(exc))
-        return None
-
-
 # --- ipvs ------------------------------------------------------------------------
 
 
@@ -531,7 +517,7 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
     before = len(vs.problems.found)
     name = vs.get("name", _name, None, required=True)
     address_item = vs.item("address")
-    address = _address(address_item)
+    address = quick.unicast_item(address_item)
     port = vs.get("port", lambda i: i.as_int(1, 65535), None)
     fwmark = vs.get("fwmark", lambda i: i.as_int(1, 2**32 - 1), None)
     family_item = vs.item("family")
@@ -764,7 +750,7 @@ def _real_server(
     vs_checks: tuple[Check, ...] = (),
 ) -> RealServer | None:
     before = len(rs.problems.found)
-    address = _address(rs.item("address", required=True))
+    address = quick.unicast_item(rs.item("address", required=True))
     port_item = rs.item("port")
     port = port_item.as_int(0 if fwmark else 1, 65535) if port_item else None
     weight = rs.get("weight", lambda i: i.as_int(0, 65535), 1)

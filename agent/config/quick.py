@@ -10,7 +10,8 @@ duplicate — so that the general reader, which words every problem with its lin
 and key path, reads that entry instead. It never reports a problem itself and
 accepts nothing the general reader would refuse; tests/unit/config/test_fast_readers.py
 holds the two readers to the same results. The address rules both readers apply
-(``unicast_address``, ``address_family``) live here.
+(``unicast_address``, ``address_family``; ``unicast_item`` words a bad one as a
+problem on its item for the general readers) live here.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from agent.config.model import (
 )
 from agent.config.reader import (
     STR_TAG,
+    Item,
     MappingNode,
     Node,
     ScalarNode,
@@ -308,3 +310,17 @@ def unicast_address(text: str) -> str:
     if unusable:
         raise ValueError(f"{text} cannot be used here (unspecified, multicast or broadcast)")
     return socket.inet_ntop(af, packed)
+
+
+def unicast_item(item: Item | None) -> str | None:
+    """``unicast_address`` for the general readers: the item's text, or a problem on it."""
+    if item is None:
+        return None
+    text = item.as_str()
+    if text is None:
+        return None
+    try:
+        return unicast_address(text)
+    except ValueError as exc:
+        item.error(str(exc))
+        return None
