@@ -479,6 +479,7 @@ def _lock_status(config: Config) -> None:
     from pathlib import Path
 
     from agent.daemon import LOCK_STATUS_FILE
+    from agent.status.render import lease_holder
 
     path = Path(config.state_dir) / LOCK_STATUS_FILE
     try:
@@ -492,14 +493,8 @@ def _lock_status(config: Config) -> None:
         f"({', '.join(st['reachable'])})" + (", quarantined" if st["quarantined"] else "")
     )
     for ls in st["leases"]:
-        if ls["holder"]:
-            who = f"held here, term {ls['term']}"
-        elif ls["known_holder"]:
-            who = f"held by {ls['known_holder']}, term {ls['known_term']}"
-        else:
-            who = "no known holder"
         print(
-            f"  lease {ls['name']}: {who}; priority {ls['priority']}"
+            f"  lease {ls['name']}: {lease_holder(ls)}; priority {ls['priority']}"
             f"{'' if ls['campaigning'] else ' (not campaigning)'}; acquisitions "
             f"{ls['acquisitions']}, losses {ls['losses']}, releases {ls['releases']}"
         )

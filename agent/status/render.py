@@ -58,15 +58,17 @@ def _lock(lock: Mapping[str, Any] | None) -> list[str]:
         f"{'reachable' if lock['quorum_reachable'] else 'NOT reachable'}"
         f" ({', '.join(lock['reachable'])})" + (", quarantined" if lock["quarantined"] else "")
     ]
-    for ls in lock["leases"]:
-        if ls["holder"]:
-            who = f"held here, term {ls['term']}"
-        elif ls["known_holder"]:
-            who = f"held by {ls['known_holder']}, term {ls['known_term']}"
-        else:
-            who = "no known holder"
-        lines.append(f"  lease {ls['name']}: {who}")
+    lines += [f"  lease {ls['name']}: {lease_holder(ls)}" for ls in lock["leases"]]
     return lines
+
+
+def lease_holder(lease: Mapping[str, Any]) -> str:
+    """Who holds a lease, from its status entry (the socket's and lock-status.json's)."""
+    if lease["holder"]:
+        return f"held here, term {lease['term']}"
+    if lease["known_holder"]:
+        return f"held by {lease['known_holder']}, term {lease['known_term']}"
+    return "no known holder"
 
 
 def _services(status: Mapping[str, Any]) -> list[str]:
