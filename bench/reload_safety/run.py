@@ -94,6 +94,28 @@ def lag_summary(before: str, after: str) -> dict[str, Any]:
     }
 
 
+def bare_summary(raw: dict[str, Any]) -> dict[str, Any]:
+    """bare_probe.py's record in lag_summary's terms, with its exact worst wake."""
+    cum = sorted((float(le), float(n)) for le, n in raw["le"].items())
+    count = cum[-1][1] if cum else 0.0
+
+    def quantile(q: float) -> float:
+        for le, n in cum:
+            if n >= q * count:
+                return le
+        return float("inf")
+
+    return {
+        "wakes": count,
+        "p50_le": quantile(0.5),
+        "p99_le": quantile(0.99),
+        "max_le": quantile(1.0),
+        "max_s": raw["max_s"],
+        "over_25ms": count - dict(cum).get(0.025, 0.0),
+        "over_50ms": count - dict(cum).get(0.05, 0.0),
+    }
+
+
 def wait(what: str, check: Any, timeout: float, cluster: Cluster) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -148,6 +170,10 @@ def run_cluster(
             res["start_s"] = round(wait("the cluster to settle", settled, 1800, cluster), 2)
             print(f"cluster up in {res['start_s']}s (both tables programmed)", flush=True)
             time.sleep(5)
+            bare_out = work / "bare-probe.json"
+            bare = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("bare_probe.py")), str(bare_out)]
+            )
             before = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2))}
             took: list[float] = []
             for n in range(reloads):
@@ -169,6 +195,9 @@ def run_cluster(
                 time.sleep(gap)
             time.sleep(2)
             after = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2))}
+            bare.send_signal(signal.SIGTERM)
+            bare.wait(timeout=60)
+            res["bare_loop"] = bare_summary(json.loads(bare_out.read_text()))
             res["reload_seconds"] = [round(t, 3) for t in took]
             res["reload_median_s"] = round(statistics.median(took), 3)
             res["reload_max_s"] = round(max(took), 3)
@@ -316,6 +345,12 @@ def main() -> int:
             f"p50 <= {ms(lag['p50_le'])}, p99 <= {ms(lag['p99_le'])}, max <= {ms(lag['max_le'])}"
             f" ({lag['wakes']:g} wakes, {lag['over_50ms']:g} over 50 ms)"
         )
+    bare = a["bare_loop"]
+    print(
+        f"bare Python loop beside them (the machine's floor): p50 <= {ms(bare['p50_le'])}, "
+        f"p99 <= {ms(bare['p99_le'])}, max {ms(bare['max_s'])} ({bare['wakes']:g} wakes, "
+        f"{bare['over_50ms']:g} over 50 ms)"
+    )
     print(
         f"SIGHUP -> weight in the kernel: median {a['reload_median_s']} s, max "
         f"{a['reload_max_s']} s; keepalived {results['keepalived_reload_s']} s"
