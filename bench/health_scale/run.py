@@ -338,7 +338,9 @@ def in_checker(args: list[str]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=None, help="60 (--vm: 20 per round)")
-    ap.add_argument("--tcp", type=int, default=None, help="10000 (--vm: 1000)")
+    ap.add_argument(
+        "--tcp", default=None, help="10000 (--vm: 1000, or a list like 200,1000: each in turn)"
+    )
     ap.add_argument("--http", type=int, default=None, help="1000 (--floor: 0, --vm: none)")
     ap.add_argument(
         "--vm", action="store_true", help="keepalived's TCP_CHECK next to the engine, in the VM"
@@ -360,7 +362,9 @@ def main() -> None:
 
         if os.geteuid() != 0:
             sys.exit("health_scale: needs root (network namespaces)")
-        sys.exit(vm_main(args.tcp or 1000, args.seconds or 20.0, args.rounds))
+        counts = [int(c) for c in (args.tcp or "1000").split(",")]
+        sys.exit(vm_main(counts, args.seconds or 20.0, args.rounds))
+    args.tcp = None if args.tcp is None else int(args.tcp)
     if args.role.startswith("floor-"):
         from bench.health_scale.floor import loop
 
