@@ -23,6 +23,7 @@ never a failing probe.
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Final
 
 from agent.config import quick
@@ -88,6 +89,9 @@ def read_policy(vs: Section, port: int) -> PoolPolicy | None:
     sorry_section = vs.section("sorry_server")
     sorry = _sorry_server(sorry_section, port) if sorry_section is not None else None
     initial = vs.get("initial", lambda i: i.as_choice(INITIAL), "up")
+    no_command: tuple[str, ...] = ()
+    quorum_up = vs.get("quorum_up", _command, no_command)
+    quorum_down = vs.get("quorum_down", _command, no_command)
     if quorum is not None and hysteresis is not None and hysteresis > quorum:
         vs.error(
             f"hysteresis {hysteresis} is above quorum {quorum}: the pool could never "
@@ -98,6 +102,7 @@ def read_policy(vs: Section, port: int) -> PoolPolicy | None:
         return None
     assert on_failure is not None and slow_start is not None and initial is not None
     assert quorum is not None and hysteresis is not None
+    assert quorum_up is not None and quorum_down is not None
     return PoolPolicy(
         on_failure=on_failure,
         slow_start=slow_start,
@@ -106,6 +111,8 @@ def read_policy(vs: Section, port: int) -> PoolPolicy | None:
         hysteresis=hysteresis,
         sorry_server=sorry,
         initial=initial,
+        quorum_up=quorum_up,
+        quorum_down=quorum_down,
     )
 
 
@@ -124,6 +131,8 @@ def read_quietly(
     policy = read_policy(vs, port)
     if scratch.found or checks is None or policy is None:
         return None
+    if not checks and (policy.quorum_up or policy.quorum_down):
+        return None  # refused by the general reader (``check_commands``)
     return policy, checks
 
 
@@ -137,6 +146,21 @@ def check_sorry_family(
     got = quick.address_family(policy.sorry_server.address)
     if got != family:
         vs.error(f"{got} sorry server in an {family} virtual server", "sorry_server")
+
+
+def check_commands(vs: Section, policy: PoolPolicy | None, checked: bool) -> None:
+    """``quorum_up``/``quorum_down`` run when checks move the quorum: a virtual
+    server that declares no ``health_checks`` (nor any of its real servers) never
+    changes its quorum, so its commands would never run."""
+    if policy is None or checked:
+        return
+    for key in ("quorum_up", "quorum_down"):
+        if getattr(policy, key):
+            vs.error(
+                f"{key} runs when health checks change the quorum; neither this virtual "
+                "server nor its real servers declare health_checks",
+                key,
+            )
 
 
 def _min_healthy(item: Item) -> MinHealthy | None:
@@ -417,6 +441,28 @@ def _argv(item: Item) -> tuple[str, ...] | None:
     if any(a is None for a in argv):
         return None
     return tuple(a for a in argv if a is not None)
+
+
+def _command(item: Item) -> tuple[str, ...] | None:
+    """A notify command: an argv list, or one command line split into words as a
+    shell would split it (as the VRRP ``notify`` key is); run without a shell."""
+    if item.scalar_tag == "":
+        return _argv(item)
+    text = item.as_str()
+    if text is None:
+        return None
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        item.error(f"cannot be split into words like a shell would: {exc}")
+        return None
+    if not words:
+        item.error("must be a command line or a list (the program and its arguments), not empty")
+        return None
+    if any("\0" in w for w in words):
+        item.error("must not contain NUL characters")
+        return None
+    return tuple(words)
 
 
 def _word(item: Item) -> str | None:

@@ -63,6 +63,8 @@ HEALTH_KEYS: Final = frozenset(
         "hysteresis",
         "sorry_server",
         "initial",
+        "quorum_up",
+        "quorum_down",
     )
 )
 

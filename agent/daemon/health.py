@@ -17,6 +17,12 @@ rules apply. A change that comes while a reconcile is running is applied at once
 and again after that reconcile, measured against the table it programmed: a
 reconcile that read health before the change can never leave the older weight.
 
+A virtual server's ``quorum_up``/``quorum_down`` command (when to run one:
+``agent.health.notify``) runs off the loop's critical path as a task, one after the
+other per virtual server, through ``agent.vrrp.command`` (no shell, a timeout, the
+whole process tree killed). One that cannot start, fails or times out is logged and
+counted (``lvs_agent_errors_total{kind="quorum_command"}``); nothing waits for it.
+
 With no health checks and no maintenance flag nothing runs: the reconcile gets
 the configured table itself.
 """
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from agent.health.overlay import MaintKey, adjust_service, adjust_table
@@ -33,6 +40,7 @@ from agent.health.overlay import MaintKey, adjust_service, adjust_table
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.health.config import Pool, PoolPolicy
+    from agent.health.core import PoolDecision, PoolState
     from agent.health.metrics import HealthCollector
     from agent.health.scheduler import Scheduler
     from agent.ipvs.model import DesiredService, DesiredTable, EditDest, ServiceKey
@@ -44,6 +52,10 @@ log = logging.getLogger("agent.health")
 #: progress: logged, counted, and ``healthy()`` turns False (the systemd watchdog)
 STALLED: Final = 30.0
 WATCH_EVERY: Final = 5.0  # seconds between two looks at the checker's progress
+COMMAND_TIMEOUT: Final = 30.0  # a quorum command still running then is killed, with its tree
+
+# (virtual server, event, argv, environment) of a quorum command to run
+Command = tuple[str, str, tuple[str, ...], dict[str, str]]
 
 
 class HealthService:
@@ -82,6 +94,10 @@ class HealthService:
         self._watch: asyncio.Task[None] | None = None
         self._stalled = False
         self.changes = 0  # health changes sent to the kernel (direct edits and partials)
+        self._queued: list[Command] = []  # quorum commands due before the loop ran
+        self._commands: dict[str, asyncio.Task[None]] = {}  # the last one per virtual server
+        self.commands_run = 0  # quorum commands that ran (or could not start)
+        self.commands_failed = 0
 
     # -- configuration ------------------------------------------------------------
 
@@ -90,6 +106,7 @@ class HealthService:
         pools with at least one check run), ``desired`` the configured table."""
         checked = [p for p in pools if any(m.checks for m in p.members)]
         self._policies = {p.name: p.policy for p in checked}
+        self._set_base(desired)  # first: quorum commands name the service
         if checked:
             if self.scheduler is None:
                 self.scheduler = self._new_scheduler(checked)
@@ -116,28 +133,30 @@ class HealthService:
             self.scheduler.set_maintenance(self._maint)
         if self.collector is not None:
             self.collector.scheduler = self.scheduler
-        self._set_base(desired)
+        self._run_queued()
 
     def _new_scheduler(self, pools: Sequence[Pool]) -> Scheduler:
         if self._factory is not None:
-            return self._factory(pools, on_change=self._on_change)
+            return self._factory(pools, on_change=self._on_change, on_quorum=self._on_quorum)
         from agent.health.scheduler import Scheduler
 
-        return Scheduler(pools, on_change=self._on_change)
+        return Scheduler(pools, on_change=self._on_change, on_quorum=self._on_quorum)
 
     def start(self) -> None:
         """On the loop: start probing (``configure`` before the loop ran defers it here)."""
         if self.scheduler is not None and self._watch is None:
             self.scheduler.start()
             self._start_watch()
+        self._run_queued()
 
     def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
-        for task in (self._task, self._watch):
+        for task in (self._task, self._watch, *self._commands.values()):
             if task is not None:
-                task.cancel()
+                task.cancel()  # a quorum command still running: its tree is killed
         self._task = self._watch = None
+        self._commands = {}
 
     def set_maintenance(self, keys: Collection[MaintKey]) -> None:
         """The operator's maintenance flags (``MaintenanceStore.keys()``): weight 0."""
@@ -265,6 +284,59 @@ class HealthService:
             self._task = None
             if self._pending and _loop_running():
                 self._task = asyncio.ensure_future(self._apply())
+
+    # -- quorum commands ----------------------------------------------------------
+
+    def _on_quorum(self, pool: Pool, prev: PoolState, decision: PoolDecision) -> None:
+        """The scheduler's call when a pool's quorum is first decided or flips."""
+        from agent.health.notify import quorum_command, quorum_env, quorum_event
+
+        event = quorum_event(pool, prev, decision)
+        if event is None:
+            return
+        argv = quorum_command(pool, event)
+        if not argv:
+            return
+        env = quorum_env(pool, decision, self._index.get(pool.name))
+        self._queued.append((pool.name, event, argv, env))
+        self._run_queued()
+
+    def _run_queued(self) -> None:
+        if not self._queued or not _loop_running():
+            return
+        queued, self._queued = self._queued, []
+        for command in queued:
+            name = command[0]
+            task = asyncio.ensure_future(self._run_command(command, self._commands.get(name)))
+            self._commands[name] = task
+            task.add_done_callback(partial(self._command_done, name))
+
+    def _command_done(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._commands.get(name) is task:
+            del self._commands[name]
+
+    async def _run_command(self, command: Command, before: asyncio.Task[None] | None) -> None:
+        """Run one quorum command after the virtual server's previous one ended."""
+        from agent.vrrp.command import run_status
+
+        name, event, argv, env = command
+        if before is not None and not before.done():
+            await asyncio.wait({before})
+        try:
+            status, reason = await run_status(list(argv), COMMAND_TIMEOUT, env)
+        except Exception as e:  # never let a command stop anything
+            status, reason = None, str(e)
+        self.commands_run += 1
+        if status == 0:
+            log.info("virtual server %s: %s command %s ran", name, event, argv[0])
+            return
+        self.commands_failed += 1
+        why = f"exit {status}" if status is not None else reason
+        if reason == "timeout":
+            why = f"still running after {COMMAND_TIMEOUT:g}s; killed its process tree"
+        log.warning("virtual server %s: %s command %s: %s", name, event, argv[0], why)
+        if self._on_error is not None:
+            self._on_error("quorum_command")
 
     def _start_watch(self) -> None:
         if self._watch is None and _loop_running():

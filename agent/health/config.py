@@ -173,6 +173,8 @@ class PoolPolicy:
     hysteresis: int = 0
     sorry_server: SorryServer | None = None
     initial: str = "up"  # state of a real server's checks before their first result
+    quorum_up: tuple[str, ...] = ()  # argv run when the quorum is regained; (): none
+    quorum_down: tuple[str, ...] = ()  # argv run when the quorum is lost; (): none
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,12 +204,16 @@ class Scheduler:
         syn_probes: bool = True,
         on_change: Callable[[set[str]], None] | None = None,
         on_start: Callable[[CheckKey, float], None] | None = None,
+        on_quorum: Callable[[Pool, PoolState, PoolDecision], None] | None = None,
         rng: random.Random | None = None,
     ):
         self.max_in_flight = max_in_flight
         self.spread = spread
         self.on_change = on_change
         self.on_start = on_start  # (key, lateness) per probe started: benchmarks, tests
+        # (pool, previous state, decision) for a pool's first decision and every
+        # decision that flips its quorum: the quorum_up/quorum_down commands
+        self.on_quorum = on_quorum
         self.stats = HealthStats()
         self._rng = rng or random.Random()
         self._pools: dict[str, Pool] = {}
@@ -578,6 +582,8 @@ class Scheduler:
                 health[key] = replace(h, up=False, maint=True, reason="maint")
         d = core.decide(pool, health, prev, now)
         self._decisions[pool.name] = d
+        if self.on_quorum is not None and d.quorum_up != prev.quorum_up:
+            self.on_quorum(pool, prev, d)
         for event in d.events:
             # a lost quorum matters when something acts on it (a sorry server); the floor always
             level = (

@@ -110,6 +110,20 @@ def _arg(s: Statement, index: int = 0) -> str:
     return s.args[index]
 
 
+def _command_line(s: Statement) -> str:
+    """A keepalived notify script as one command line (the agent splits it into words,
+    as keepalived does): its one argument, or its several words joined."""
+    if not s.args:
+        raise _Bad("expects a command")
+    line = s.args[0] if len(s.args) == 1 else shlex.join(s.args)
+    try:
+        if shlex.split(line):
+            return line
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
+    raise _Bad("expects a command")
+
+
 def _dur(seconds: float) -> str:
     return format_duration(seconds)
 
@@ -356,6 +370,7 @@ class _ServiceBody:
         self.flags: list[str] = []
         self.inhibit: Statement | None = None
         self.real_servers: list[Statement] = []
+        self.commands: list[tuple[str, str, Statement]] = []  # quorum_up/_down: key, line
         self.fwmark = s.args[:1] == ["fwmark"]
         protocol_stmt: Statement | None = None
         for c in s.children:
@@ -433,7 +448,7 @@ class _ServiceBody:
         elif k == "virtualhost":
             t.skip(c, NO_EQUIVALENT, "set host on the http checks it is meant for")
         elif k in ("quorum_up", "quorum_down"):
-            t.skip(c, NOT_SUPPORTED, "quorum change commands are not read from the file yet")
+            self.commands.append((k, _command_line(c), c))
         elif k == "sorry_server_inhibit":
             t.skip(c, DIFFERS, "the sorry server is added with its weight while quorum is lost")
         elif k == "ha_suspend":
@@ -454,6 +469,9 @@ class _ServiceBody:
                 vs.add(key, max(quorum - 1, 0), where, [note])
             else:
                 vs.add(key, value, where, notes)  # type: ignore[arg-type]
+        if any(_checkers(r) for r in self.real_servers):
+            for key, command, c in self.commands:  # else refused in report()
+                vs.add(key, command, c.where)
         if flags.elements:
             vs.add("scheduler_flags", flags)
         if self.persistence is not None:
@@ -482,6 +500,11 @@ class _ServiceBody:
         vs.add("real_servers", real_servers)
 
     def report(self) -> None:
+        if self.commands and not any(_checkers(r) for r in self.real_servers):
+            for _, _, c in self.commands:
+                self.t.skip(
+                    c, NOT_SUPPORTED, "no checker on any real server: the quorum never changes"
+                )
         if self.real_servers and self.inhibit is None:
             marks = [_has(r, "inhibit_on_failure") for r in self.real_servers if _checkers(r)]
             if any(marks) and not all(marks):

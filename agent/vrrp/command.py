@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -53,8 +54,12 @@ async def run_command(argv: list[str], timeout: float) -> bool:
     return status == 0
 
 
-async def run_status(argv: list[str], timeout: float) -> tuple[int | None, str]:
+async def run_status(
+    argv: list[str], timeout: float, env: Mapping[str, str] | None = None
+) -> tuple[int | None, str]:
     """Run ``argv`` (no shell): ``(exit status, "")``, or ``(None, reason)``.
+
+    ``env`` adds variables to the agent's own environment for this command.
 
     The reason is ``timeout`` (the whole tree was killed) or why the command
     could not start. A command killed by a signal has a negative status. On
@@ -67,6 +72,7 @@ async def run_status(argv: list[str], timeout: float) -> tuple[int | None, str]:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
     except (OSError, ValueError) as e:
         return None, e.strerror or str(e) if isinstance(e, OSError) else str(e)

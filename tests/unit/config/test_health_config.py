@@ -210,6 +210,23 @@ def test_policy_values() -> None:
     )
 
 
+def test_quorum_commands_are_a_list_or_a_command_line() -> None:
+    vs = load(
+        _vs(
+            "health_checks: [{type: tcp}]\n"
+            "quorum_up: [/usr/local/bin/notify, up, 'two words']\n"
+            "quorum_down: /usr/local/bin/notify down 'two words' 5"
+        )
+    ).virtual_servers[0]
+    assert vs.health.quorum_up == ("/usr/local/bin/notify", "up", "two words")
+    assert vs.health.quorum_down == ("/usr/local/bin/notify", "down", "two words", "5")
+    # checks declared on a real server only are enough
+    vs = load(
+        _vs("quorum_up: [/bin/up]", "{address: 10.0.1.1, health_checks: [{type: tcp}]}")
+    ).virtual_servers[0]
+    assert vs.health.quorum_up == ("/bin/up",) and vs.health.quorum_down == ()
+
+
 def _vs(keys: str, rs: str = "{address: 10.0.1.1}") -> str:
     return (
         "virtual_servers:\n"
@@ -296,6 +313,20 @@ BAD = [
     (_hc("{type: tcp, command: [/bin/true]}"), 6, "health_checks[0].command", "for exec"),
     (_hc("{type: exec, command: [/x], connect_port: 1}"), 6, "connect_port", "not a key of exec"),
     (_hc("{type: tcp, intervall: 2s}"), 6, "intervall", "did you mean 'interval'"),
+    # quorum commands
+    (_vs("health_checks: [{type: tcp}]\nquorum_up: ''"), 6, "quorum_up", "not empty"),
+    (_vs("health_checks: [{type: tcp}]\nquorum_up: []"), 6, "quorum_up", "the program"),
+    (_vs("health_checks: [{type: tcp}]\nquorum_up: 'a \"b'"), 6, "quorum_up", "split into"),
+    (_vs("health_checks: [{type: tcp}]\nquorum_down: [/x, null]"), 6, "quorum_down[1]", "string"),
+    (_vs("health_checks: [{type: tcp}]\nquorum_down: {a: 1}"), 6, "quorum_down", "a list"),
+    (_vs("quorum_up: /bin/up"), 5, "virtual_servers[0].quorum_up", "declare health_checks"),
+    (
+        _vs("health_checks: [{type: tcp}]\nquorum_down: /bin/down", "{address: 10.0.1.1}")
+        .replace("health_checks: [{type: tcp}]", "health_checks: []"),
+        6,
+        "virtual_servers[0].quorum_down",
+        "declare health_checks",
+    ),
     (
         _vs("health_checks:\n  - {type: tcp}\n  - {type: tcp}"),
         7,
@@ -422,6 +453,7 @@ QUICK_CASES = [
     _vs("health_checks: []"),
     _vs("health_checks: null"),
     _hc("{type: exec, command: [/bin/true], dynamic_weight: true}"),
+    _vs("health_checks: [{type: tcp}]\nquorum_up: [/bin/up, 1]\nquorum_down: /bin/down 'a b'"),
 ]
 
 
@@ -451,6 +483,7 @@ def test_the_quick_reader_reads_the_virtual_servers_health_keys(text: str) -> No
 QUICK_DECLINED = [
     # bad values: the general reader reports them
     (_vs("quorum: -1"), "quorum"),
+    (_vs("quorum_up: /bin/up"), "declare health_checks"),
     (_hc("{type: tcp, rise: 0}"), "rise"),
     (_vs("sorry_server: {address: 'fd00::9'}"), "sorry server"),
     (

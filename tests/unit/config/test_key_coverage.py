@@ -270,6 +270,8 @@ CASES: dict[tuple[str, str], Case | object] = {
     (VS, "hysteresis"): Case(1),
     (VS, "sorry_server"): SUB,
     (VS, "initial"): Case("down"),
+    (VS, "quorum_up"): Case(["/usr/local/bin/up"]),
+    (VS, "quorum_down"): Case("/usr/local/bin/down now"),
     (f"{VS}.sorry_server", "address"): Case("10.0.9.8", KEEP),
     (f"{VS}.sorry_server", "port"): Case(8080),
     (f"{VS}.sorry_server", "weight"): Case(5),

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from agent.config import load_config
 from agent.daemon.health import STALLED, HealthService, pools_for
@@ -261,3 +264,137 @@ virtual_servers:
 """
     )
     assert [p.name for p in pools_for(load_config(str(path)))] == ["checked"]
+
+
+class FakeRunner:
+    """``run_status`` as the health service calls it, recording each command."""
+
+    def __init__(self, status: int | None = 0, reason: str = "") -> None:
+        self.calls: list[tuple[list[str], dict[str, str]]] = []
+        self.result = (status, reason)
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(
+        self, argv: list[str], timeout: float, env: dict[str, str] | None = None
+    ) -> tuple[int | None, str]:
+        assert env is not None and timeout > 0
+        self.calls.append((argv, env))
+        if self.gate is not None:
+            await self.gate.wait()
+        return self.result
+
+
+QUORUM = PoolPolicy(quorum=20, quorum_up=("/bin/up", "x"), quorum_down=("/bin/down",))
+
+
+def test_quorum_commands_run_once_per_real_change_with_the_service_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner = FakeRunner()
+    monkeypatch.setattr("agent.vrrp.command.run_status", runner)
+
+    async def main() -> None:
+        h = Harness(QUORUM)
+        await settle()
+        assert runner.calls == []  # quorum met at start: nothing
+        h.scheduler.fail("10.0.1.2")
+        await settle()
+        h.scheduler.fail("10.0.1.1")  # still down: nothing more
+        await settle()
+        h.scheduler.recover("10.0.1.1")
+        h.scheduler.recover("10.0.1.2")
+        await settle()
+        assert [argv for argv, _ in runner.calls] == [["/bin/down"], ["/bin/up", "x"]]
+        env = runner.calls[0][1]
+        assert env["LVS_VIRTUAL_SERVER"] == "web" and env["LVS_VIRTUAL_ADDRESS"] == "192.0.2.1"
+        assert env["LVS_VIRTUAL_PORT"] == "80" and env["LVS_QUORUM_STATE"] == "down"
+        assert env["LVS_HEALTHY_WEIGHT"] == "10" and env["LVS_QUORUM"] == "20"
+        assert runner.calls[1][1]["LVS_QUORUM_STATE"] == "up"
+        assert h.health.commands_run == 2 and not h.errors
+        # a reload that keeps the pool runs nothing
+        h.health.configure(pools(QUORUM), h.desired)
+        await settle()
+        assert len(runner.calls) == 2
+        h.health.stop()
+
+    asyncio.run(main())
+
+
+def test_quorum_commands_of_a_pool_run_in_order_and_failures_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner = FakeRunner(None, "No such file or directory")
+    runner.gate = asyncio.Event()
+    monkeypatch.setattr("agent.vrrp.command.run_status", runner)
+
+    async def main() -> None:
+        h = Harness(QUORUM)
+        h.scheduler.fail("10.0.1.2")
+        await settle()
+        h.scheduler.recover("10.0.1.2")
+        await settle()
+        # the second waits for the first, which is still running; checking goes on
+        assert [argv for argv, _ in runner.calls] == [["/bin/down"]]
+        h.scheduler.fail("10.0.1.1")
+        await settle()
+        assert h.kernel.applied  # the kernel followed meanwhile
+        assert runner.gate is not None
+        runner.gate.set()
+        await settle()
+        assert [argv[0] for argv, _ in runner.calls] == ["/bin/down", "/bin/up", "/bin/down"]
+        assert h.health.commands_failed == 3 and h.errors == ["quorum_command"] * 3
+        h.health.stop()
+
+    asyncio.run(main())
+
+
+def test_quorum_down_at_start_only_with_a_sorry_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = FakeRunner()
+    monkeypatch.setattr("agent.vrrp.command.run_status", runner)
+
+    async def main() -> None:
+        Harness(replace(QUORUM, quorum=30))
+        await settle()
+        assert runner.calls == []
+        Harness(replace(QUORUM, quorum=30, sorry_server=SorryServer("10.0.9.9", 80)))
+        await settle()
+        assert [argv for argv, _ in runner.calls] == [["/bin/down"]]
+
+    asyncio.run(main())
+
+
+def test_quorum_commands_due_before_the_loop_runs_wait_for_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner = FakeRunner()
+    monkeypatch.setattr("agent.vrrp.command.run_status", runner)
+    policy = replace(QUORUM, quorum=30, sorry_server=SorryServer("10.0.9.9", 80))
+    health = HealthService(FakeKernel(), lambda keys: settle(), scheduler_factory=QuietScheduler)
+    health.configure(pools(policy), table())  # no loop yet: the start's quorum_down waits
+
+    async def main() -> None:
+        health.start()
+        await settle()
+        assert [argv for argv, _ in runner.calls] == [["/bin/down"]]
+        health.stop()
+
+    asyncio.run(main())
+
+
+def test_a_real_quorum_command_runs_with_its_environment(tmp_path: Path) -> None:
+    marker = tmp_path / "down"
+    script = f'echo "$LVS_VIRTUAL_SERVER $LVS_QUORUM_STATE $LVS_HEALTHY_WEIGHT" > {marker}'
+    policy = replace(QUORUM, quorum_down=("/bin/sh", "-c", script))
+
+    async def main() -> None:
+        h = Harness(policy)
+        h.scheduler.fail("10.0.1.2")
+        for _ in range(200):  # bounded: 10 s
+            if marker.exists() and h.health.commands_run:
+                break
+            await asyncio.sleep(0.05)
+        assert marker.read_text() == "web down 10\n"
+        assert h.health.commands_failed == 0
+        h.health.stop()
+
+    asyncio.run(main())

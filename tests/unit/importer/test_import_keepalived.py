@@ -292,7 +292,6 @@ def test_refused_keywords_are_listed_with_line_and_reason() -> None:
         ("digest", "not supported"),
         ("SMTP_CHECK", "not supported"),
         ("warmup", "differs"),
-        ("quorum_up", "not supported"),
         ("inhibit_on_failure", "differs"),
         ("10.94.0.100/24", "not supported"),
         ("10.94.0.102/24", "differs"),
@@ -300,6 +299,30 @@ def test_refused_keywords_are_listed_with_line_and_reason() -> None:
         assert expected in got
     state = next(s for s in result.skipped if s.keyword == "state")
     assert str(state).startswith("refused.conf:") and state.line == 20
+    checked(result.yaml)
+
+
+def test_quorum_commands_are_translated_as_command_lines(tmp_path: Path) -> None:
+    conf = tmp_path / "k.conf"
+    check = "    TCP_CHECK {\n    }\n"
+    conf.write_text(
+        "virtual_server 192.0.2.1 80 {\n"
+        '  quorum_up "/usr/local/bin/up vs1"\n'
+        "  quorum_down /usr/local/bin/down now\n"
+        f"  real_server 10.0.0.1 80 {{\n{check}  }}\n"
+        "}\n"
+        "virtual_server 192.0.2.2 80 {\n"
+        "  quorum_up /usr/local/bin/up\n"
+        "  real_server 10.0.0.1 80 {\n  }\n"
+        "}\n"
+    )
+    result = import_keepalived(str(conf), "x")
+    first, second = yaml.safe_load(result.yaml)["virtual_servers"]
+    assert first["quorum_up"] == "/usr/local/bin/up vs1"
+    assert first["quorum_down"] == "/usr/local/bin/down now"
+    assert "quorum_up" not in second  # no checker: the quorum never changes
+    (skip,) = [s for s in result.skipped if s.keyword.startswith("quorum_up")]
+    assert skip.why == "not supported" and "no checker" in str(skip)
     checked(result.yaml)
 
 
