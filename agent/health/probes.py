@@ -370,10 +370,28 @@ async def _agent(key: CheckKey) -> Result:
         sock.close()
 
 
+def exec_env(key: CheckKey) -> dict[str, str]:
+    """What an exec check's command is told about its target (added to the agent's
+    environment), so one script serves many real servers.
+
+    Only the target: one probe serves every virtual server that declares the same
+    check against it, so nothing names a virtual server. An exec check takes no
+    ``connect_address``/``connect_port``, so the address checked is the real
+    server's; both pairs are given, as for the other types' targets.
+    """
+    address, port = key.target.address, str(key.target.port)
+    return {
+        "LVS_RS_ADDRESS": address,
+        "LVS_RS_PORT": port,
+        "LVS_CHECK_ADDRESS": address,
+        "LVS_CHECK_PORT": port,
+    }
+
+
 async def _exec(key: CheckKey) -> Result:
     # The timeout is run_status's own (it kills the tree); the probe's outer one is
     # a backstop that only fires if reaping the tree itself hangs.
-    status, reason = await run_status(list(key.check.command), key.check.timeout)
+    status, reason = await run_status(list(key.check.command), key.check.timeout, exec_env(key))
     if status is None:
         return Result(False, reason if reason == "timeout" else f"exec: {reason}")
     if status < 0:

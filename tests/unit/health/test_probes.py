@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
+from agent.health.config import Check, check_key
 from agent.health.core import Result
-from agent.health.probes import _with_grace
+from agent.health.probes import _with_grace, probe
 
 
 async def answer_after(delay: float) -> Result:
@@ -41,3 +43,19 @@ def test_the_grace_is_bounded() -> None:
 
     with pytest.raises(TimeoutError):
         asyncio.run(run())
+
+
+def test_an_exec_check_is_told_its_target_and_nothing_of_a_virtual_server(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "env"
+    script = f"env | grep -E '^LVS_(RS|CHECK|VIRTUAL|QUORUM)' | sort > {out}; exit 3"
+    check = Check("exec", command=("/bin/sh", "-c", script), timeout=5.0, dynamic_weight=True)
+    result = asyncio.run(probe(check_key(check, "fd00::21", 8443)))
+    assert result.ok and result.reason == "exit 3"  # misc_dynamic: weight 1
+    assert out.read_text().splitlines() == [
+        "LVS_CHECK_ADDRESS=fd00::21",
+        "LVS_CHECK_PORT=8443",
+        "LVS_RS_ADDRESS=fd00::21",
+        "LVS_RS_PORT=8443",
+    ]
