@@ -30,6 +30,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
@@ -41,6 +42,7 @@ from agent.health.wire import (
     dns_query,
     dns_reply,
     request,
+    status_code,
     status_matches,
 )
 from agent.vrrp.command import REAP_TIMEOUT, run_status
@@ -48,7 +50,9 @@ from agent.vrrp.command import REAP_TIMEOUT, run_status
 READ_LIMIT: Final = 4096  # bytes read for a tcp/udp expect or an agent answer
 _LINGER_RST: Final = struct.pack("ii", 1, 0)  # close() sends RST: no TIME_WAIT per probe
 _EPOLL_CONNECT: Final = select.EPOLLOUT | select.EPOLLONESHOT
+_EPOLL_HTTP: Final = select.EPOLLOUT | select.EPOLLIN | select.EPOLLET  # connect, then answer
 _EPOLL_FAILED: Final = select.EPOLLERR | select.EPOLLHUP
+_EPOLL_ANSWER: Final = select.EPOLLIN | _EPOLL_FAILED
 
 
 def reason_of(e: BaseException) -> str:
@@ -418,20 +422,35 @@ def batchable(key: CheckKey) -> bool:
     return check.type == "http"
 
 
+@dataclass(frozen=True, slots=True)
+class HttpPlan:
+    """What a plain-HTTP check's probes share, made once per check: no work per probe.
+
+    ``passing`` holds every status ``expect_status`` accepts, so judging a
+    status is one set lookup; ``status_only``: the status line decides alone
+    (no body check), read straight from the first bytes when they hold it.
+    """
+
+    check: Check
+    request: bytes
+    status_only: bool
+    passing: frozenset[int]
+
+
 @lru_cache(maxsize=65536)
-def _request_of(key: CheckKey) -> bytes:
-    return request(key.check.method, key.check.path, _host_header(key))
-
-
-class _Http:
-    """A plain-HTTP probe in flight: its request, then its response reader."""
-
-    __slots__ = ("check", "request", "response")
-
-    def __init__(self, key: CheckKey):
-        self.check = key.check
-        self.request: bytes | None = _request_of(key)
-        self.response = _response(key.check)
+def http_plan(key: CheckKey) -> HttpPlan:
+    check = key.check
+    passing = frozenset(
+        code
+        for lo, hi in check.expect_status
+        for code in range(max(lo, 100), min(hi, 999) + 1)  # a status line holds 100-999
+    )
+    return HttpPlan(
+        check,
+        request(check.method, check.path, _host_header(key)),
+        check.expect_body is None,
+        passing,
+    )
 
 
 class BatchProber:
@@ -439,8 +458,9 @@ class BatchProber:
 
     One asyncio transport, task or future per probe costs most of a core at
     10,000 targets a second. Here a tcp probe is socket, connect, one
-    ``epoll_ctl`` and close, an HTTP probe adds one send, one ``epoll_ctl``
-    and its reads; the prober is passive: its owner calls ``reap`` and
+    ``epoll_ctl`` and close, an HTTP probe adds one send and its reads (it is
+    registered once, edge-triggered, for both its connect and its answer); the
+    prober is passive: its owner calls ``reap`` and
     ``expire`` from its own timer, every few milliseconds while probes are
     pending, so one wake-up of the asyncio loop serves every probe that made
     progress meanwhile (no asyncio callback per probe). A connect's outcome is
@@ -464,7 +484,9 @@ class BatchProber:
     def __init__(self, on_result: Callable[[object, bool, str, float], None]):
         self._on_result = on_result
         self._ep = select.epoll()
-        # fd -> socket, start, token, HTTP state (None: tcp), stall count at start, grace left
+        # fd -> socket, start, token, HttpPlan (None: tcp), stall count at start,
+        # grace left; HTTP adds the request bytes not sent yet (b"": all sent) and
+        # the response reader (None until the status line needs more than one read)
         self._pending: dict[int, list[Any]] = {}
         self._fifos: dict[float, deque[tuple[float, int, _socket.socket]]] = {}
 
@@ -472,10 +494,21 @@ class BatchProber:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def start(self, key: CheckKey, token: object, now: float, stalled: float = 0.0) -> None:
-        """Start one probe at ``now``; ``on_result`` is called once for ``token``."""
+    def start(
+        self,
+        key: CheckKey,
+        token: object,
+        now: float,
+        stalled: float = 0.0,
+        plan: HttpPlan | None = None,
+    ) -> None:
+        """Start one probe at ``now``; ``on_result`` is called once for ``token``.
+
+        ``plan``: the HTTP check's ``http_plan(key)``, if its caller keeps it.
+        """
         t = key.target
-        http = key.check.type == "http"
+        if plan is None and key.check.type == "http":
+            plan = http_plan(key)
         try:
             sock = _socket.socket(_family(t.address), _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK)
         except OSError as e:
@@ -483,7 +516,7 @@ class BatchProber:
             return
         try:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_RST)
-            if not http:
+            if plan is None:
                 sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_QUICKACK, 0)
             if t.source_address:
                 sock.bind((t.source_address, 0))
@@ -497,16 +530,22 @@ class BatchProber:
             self._on_result(token, False, errno_reason(err), time.monotonic() - now)
             return
         fd = sock.fileno()
-        self._ep.register(fd, select.EPOLLOUT if http else _EPOLL_CONNECT)
         timeout = key.check.timeout
-        self._pending[fd] = [
-            sock,
-            now,
-            token,
-            _Http(key) if http else None,
-            stalled,
-            timeout * STALL_GRACE,
-        ]
+        if plan is None:
+            self._ep.register(fd, _EPOLL_CONNECT)
+            self._pending[fd] = [sock, now, token, None, stalled, timeout * STALL_GRACE]
+        else:
+            self._ep.register(fd, _EPOLL_HTTP)
+            self._pending[fd] = [
+                sock,
+                now,
+                token,
+                plan,
+                stalled,
+                timeout * STALL_GRACE,
+                plan.request,
+                None,
+            ]
         fifo = self._fifos.get(timeout)
         if fifo is None:
             fifo = self._fifos[timeout] = deque()
@@ -523,50 +562,72 @@ class BatchProber:
                 if entry is None:
                     continue
                 sock = entry[0]
-                http: _Http | None = entry[3]
-                if http is None or http.request is not None:  # connecting
+                if entry[3] is None:  # tcp: connected or failed
                     if mask & _EPOLL_FAILED:
                         err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
                         self._finish(fd, False, errno_reason(err) if err else "reset", now)
-                    elif http is None:
+                    else:
                         del pending[fd]
                         sock.close()
                         report(entry[2], True, "ok", now - entry[1])
-                    else:
-                        self._send(fd, sock, http, now)
                     continue
-                self._read(fd, sock, http, now)
+                if entry[6]:  # HTTP, the request not sent yet: the connect's outcome
+                    if mask & _EPOLL_FAILED:
+                        err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+                        self._finish(fd, False, errno_reason(err) if err else "reset", now)
+                        continue
+                    if not mask & select.EPOLLOUT or not self._send(fd, sock, entry, now):
+                        continue
+                    # edge-triggered: what the server sent before the request was read
+                    # is not announced again
+                if mask & _EPOLL_ANSWER:
+                    self._read(fd, sock, entry, now)
             if len(events) < 8192:
                 break
 
-    def _send(self, fd: int, sock: _socket.socket, http: _Http, now: float) -> None:
-        assert http.request is not None
+    def _send(self, fd: int, sock: _socket.socket, entry: list[Any], now: float) -> bool:
+        """Send what is left of the request; True once all of it is sent."""
         try:
-            sent = sock.send(http.request)
+            sent = sock.send(entry[6])
         except OSError as e:
             self._finish(fd, False, reason_of(e), now)
-            return
-        if sent < len(http.request):  # a request is far below any socket buffer
-            http.request = http.request[sent:]
-            return
-        http.request = None
-        self._ep.modify(fd, select.EPOLLIN)
+            return False
+        # a request is far below any socket buffer; a short send waits for EPOLLOUT
+        entry[6] = entry[6][sent:]
+        return not entry[6]
 
-    def _read(self, fd: int, sock: _socket.socket, http: _Http, now: float) -> None:
-        response = http.response
-        try:
-            data = sock.recv(65536)
-            if not data:
-                response.eof()
-            elif not response.feed(data):
+    def _read(self, fd: int, sock: _socket.socket, entry: list[Any], now: float) -> None:
+        """Read until the answer is judged or the socket has nothing more (edge-triggered)."""
+        plan: HttpPlan = entry[3]
+        while True:
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
                 return
-        except BlockingIOError:
+            except OSError as e:
+                self._finish(fd, False, reason_of(e), now)
+                return
+            response: ResponseReader | None = entry[7]
+            try:
+                if response is None:
+                    if plan.status_only:
+                        end = data.find(b"\r\n")
+                        if end >= 0:  # the common case: the status line in one read
+                            status = status_code(data[:end])
+                            ok = status in plan.passing
+                            self._finish(fd, ok, f"status {status}", now)
+                            return
+                    response = entry[7] = _response(plan.check)
+                if not data:
+                    response.eof()
+                elif not response.feed(data):
+                    continue
+            except ProtocolError as e:
+                self._finish(fd, False, reason_of(e), now)
+                return
+            result = _judge(plan.check, response)
+            self._finish(fd, result.ok, result.reason, now)
             return
-        except (OSError, ProtocolError) as e:
-            self._finish(fd, False, reason_of(e), now)
-            return
-        result = _judge(http.check, response)
-        self._finish(fd, result.ok, result.reason, now)
 
     def _finish(self, fd: int, ok: bool, reason: str, now: float) -> None:
         entry = self._pending.pop(fd)

@@ -49,7 +49,7 @@ from typing import Final
 from agent.health import core
 from agent.health.config import CheckKey, Member, Pool
 from agent.health.core import CheckState, MemberHealth, PoolDecision, PoolState, Result
-from agent.health.probes import BatchProber, batchable, probe
+from agent.health.probes import BatchProber, batchable, http_plan, probe
 from agent.health.syn import SynProber, usable
 
 log = logging.getLogger("agent.health")
@@ -154,6 +154,7 @@ class _Entry:
         "inconclusive",
         "key",
         "ok_key",
+        "plan",
         "pools",
         "running",
         "started",
@@ -164,6 +165,7 @@ class _Entry:
     def __init__(self, key: CheckKey, state: CheckState):
         self.key = key
         self.batch = batchable(key)
+        self.plan = http_plan(key) if self.batch and key.check.type == "http" else None
         self.syn = usable(key)
         self.ok_key = (key.check.type, True)
         self.started = 0.0
@@ -228,7 +230,8 @@ class Scheduler:
         self._syn: SynProber | None = None
         self.syn_probes = syn_probes
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer_at = math.inf  # when the timer fires; inf: none armed, -inf: ticking
+        self._ticking = False
         self._ramp_timer: asyncio.TimerHandle | None = None
         self._dirty: set[str] = set()
         self._stalled_at = -math.inf  # when the loop last woke STALL late or more
@@ -336,6 +339,7 @@ class Scheduler:
             if timer is not None:
                 timer.cancel()
         self._timer = self._ramp_timer = None
+        self._timer_at = math.inf
         self._heap.clear()
 
     # -- internals -----------------------------------------------------------------
@@ -374,6 +378,8 @@ class Scheduler:
         heapq.heappush(self._heap, (due, self._seq, entry))
 
     def _arm(self, now: float | None = None) -> None:
+        if self._ticking:
+            return  # the tick arms the timer when it ends
         heap = self._heap
         while heap and (heap[0][2].gone or heap[0][2].due != heap[0][0]):
             heapq.heappop(heap)
@@ -401,6 +407,26 @@ class Scheduler:
         self._timer = None
         now = time.monotonic()
         lag = now - self._timer_at
+        # The probes this pass finishes schedule their next checks; arming the timer
+        # for each would wake the loop again at once for checks this same pass then
+        # starts. While it runs nothing arms the timer; it is armed once, at the end.
+        self._timer_at = -math.inf
+        self._ticking = True
+        try:
+            capped = self._pass(now, lag)
+        finally:
+            self._ticking = False
+            self._timer_at = math.inf
+        if capped:
+            # at the cap: wake when a probe may have finished, no sooner than TICK
+            if self._loop is not None:
+                self._timer_at = now + TICK
+                self._timer = self._loop.call_at(self._timer_at, self._tick)
+            return
+        self._arm(now)
+
+    def _pass(self, now: float, lag: float) -> bool:
+        """One tick's work: reap, expire, start what is due; True if held at the cap."""
         self.stats.loop_lag.observe(lag)
         if lag > LAG_COUNTED:
             self._stalled_total += lag - TICK
@@ -423,13 +449,7 @@ class Scheduler:
             self._launch(entry, now, now - due)
         if syn is not None:
             syn.flush()  # this tick's SYNs leave together
-        if heap and self._in_flight >= self.max_in_flight and heap[0][0] <= limit:
-            # at the cap: wake when a probe may have finished, no sooner than TICK
-            if self._loop is not None:
-                self._timer_at = now + TICK
-                self._timer = self._loop.call_at(self._timer_at, self._tick)
-            return
-        self._arm(now)
+        return bool(heap) and self._in_flight >= self.max_in_flight and heap[0][0] <= limit
 
     def _launch(self, entry: _Entry, now: float, late: float) -> None:
         late = max(0.0, late)
@@ -446,7 +466,7 @@ class Scheduler:
             return
         if entry.batch and self._tcp is not None:
             entry.started = now
-            self._tcp.start(entry.key, entry, now, self._stalled_total)
+            self._tcp.start(entry.key, entry, now, self._stalled_total, entry.plan)
             return
         task = asyncio.ensure_future(probe(entry.key, self._stalled))
         self._tasks.add(task)
@@ -487,7 +507,7 @@ class Scheduler:
             now = started + duration
             due = started + check.interval * (1.0 + self.spread * (2.0 * self._rng.random() - 1.0))
             self._push(entry, due if due > now else now)
-            if self._timer is None or entry.due < self._timer_at:
+            if entry.due < self._timer_at:
                 self._arm(now)
             return
         self._done(entry, entry.started, Result(ok, reason, duration))
@@ -540,7 +560,7 @@ class Scheduler:
         # from the real start: a late probe pushes the next one back (stretch, no burst)
         due = started + interval
         self._push(entry, due if due > now else now)
-        if self._timer is None or entry.due < self._timer_at:
+        if entry.due < self._timer_at:
             self._arm(now)
 
     def _changed(self, names: Iterable[str], now: float) -> None:

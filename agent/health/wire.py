@@ -117,12 +117,8 @@ class ResponseReader:
             self._until_close = True
 
     def _parse_status(self, line: bytes) -> None:
+        self.status = status_code(line)
         parts = line.split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise ProtocolError("bad status line")
-        self.status = int(parts[1])
-        if not 100 <= self.status <= 999:
-            raise ProtocolError("bad status code")
         self.reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
 
     def _take(self, n: int) -> None:
@@ -177,6 +173,17 @@ class ResponseReader:
                     raise ProtocolError("bad chunk end")
                 del self._buf[:2]
                 self._chunk_state = "size"
+
+
+def status_code(line: bytes) -> int:
+    """The status code of an HTTP/1.x status line (without its CRLF)."""
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise ProtocolError("bad status line")
+    status = int(parts[1])
+    if not 100 <= status <= 999:
+        raise ProtocolError("bad status code")
+    return status
 
 
 def request(method: str, path: str, host: str) -> bytes:

@@ -96,6 +96,63 @@ def test_batched_tcp_and_http_outcomes() -> None:
     assert len(os.listdir("/proc/self/fd")) <= before
 
 
+async def serve_raw(
+    pieces: list[bytes], *, eager: bool = False, pause: float = 0.05, hold: float = 0.2
+) -> tuple[asyncio.Server, int]:
+    """A server that writes ``pieces`` with pauses between them, before reading the
+    request when ``eager``, and closes ``hold`` seconds after."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if not eager:
+                await reader.readuntil(b"\r\n\r\n")
+            for i, piece in enumerate(pieces):
+                if i:
+                    await asyncio.sleep(pause)
+                writer.write(piece)
+                await writer.drain()
+            await asyncio.sleep(hold)  # the prober judges before the close
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_batched_http_answers_in_pieces_or_before_the_request() -> None:
+    """The edge-triggered HTTP probe reads an answer that came before its request was
+    sent (it is not announced again) and a status line split across reads."""
+
+    async def run() -> dict[str, tuple[bool, str]]:
+        # open past the probe's timeout: nothing after the answer announces it again
+        eager, eager_port = await serve_raw([HTTP_OK], eager=True, hold=1.0)
+        split, split_port = await serve_raw([b"HTTP/1.1 20", b"4 No Content\r\n\r\n"])
+        body, body_port = await serve_raw(
+            [b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nhea", b"lthy"]
+        )
+        try:
+            return await batch(
+                {
+                    "eager": (Check("http", timeout=0.5), eager_port),
+                    "split": (Check("http", expect_status=((204, 204),)), split_port),
+                    "split 2xx only 200": (Check("http", expect_status=((200, 200),)), split_port),
+                    "body in pieces": (Check("http", expect_body="healthy"), body_port),
+                }
+            )
+        finally:
+            for s in (eager, split, body):
+                s.close()
+
+    assert asyncio.run(run()) == {
+        "eager": (True, "status 200"),
+        "split": (True, "status 204"),
+        "split 2xx only 200": (False, "status 204"),
+        "body in pieces": (True, "status 200"),
+    }
+
+
 def test_udp_silence_is_health_and_an_icmp_error_is_not() -> None:
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
@@ -122,6 +179,39 @@ def test_udp_silence_is_health_and_an_icmp_error_is_not() -> None:
     assert (quiet.ok, quiet.reason) == (True, "no reply")
     assert (refused.ok, refused.reason) == (False, "icmp unreachable")
     assert (expected.ok, expected.reason) == (False, "timeout")
+
+
+def test_the_loop_wakes_once_a_tick_while_probes_finish_and_start() -> None:
+    """Probes a tick finishes do not arm the timer for checks that same tick starts:
+    with checks due in every tick, the scheduler still wakes once per TICK, no more."""
+    from agent.health.config import Pool, member
+    from agent.health.scheduler import TICK, Scheduler
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1024)
+    port = server.getsockname()[1]
+    check = Check("tcp", interval=0.05, timeout=0.5)
+    pools = [Pool(f"p{i}", (member(f"127.0.0.{i + 1}", port, 1, (check,)),)) for i in range(100)]
+    server.close()
+    server = socket.socket()
+    server.bind(("0.0.0.0", port))  # every 127.0.0.x answers
+    server.listen(1024)
+
+    async def run() -> tuple[int, float, int]:
+        s = Scheduler(pools, syn_probes=False)
+        s.start()
+        start = time.monotonic()
+        await asyncio.sleep(0.5)
+        s.stop()
+        return s.stats.loop_lag.n, time.monotonic() - start, sum(s.stats.probes.values())
+
+    try:
+        ticks, wall, probes = asyncio.run(run())
+    finally:
+        server.close()
+    assert probes >= 200  # probes finished and started tick after tick
+    assert ticks <= wall / TICK + 2  # a slow loop wakes less often, never more
 
 
 def test_a_live_scheduler_probes_a_shared_check_once_and_keeps_it_over_a_reload() -> None:
