@@ -14,8 +14,11 @@ without looking at it; beside them, the engine and HAProxy on the same targets:
 - ``engine``: the engine itself (``run.engine``), tcp checks only, every 1 s;
 - ``haproxy``: HAProxy alone on the tcp targets, ``check inter 1s``.
 
-With ``--http N``, two more: the engine and HAProxy each on N HTTP targets
-(``GET /``, every 2 s) alone. They all take turns ``--rounds`` times, so a
+With ``--http N``, three more on N HTTP targets (``GET /``, every 2 s) alone:
+``http``, a bare loop waking every 5 ms that makes each due probe's syscalls
+(socket, SO_LINGER, connect, one edge-triggered ``epoll_ctl``, send, recv,
+close: the engine's HTTP probe) with the request built once and no parsing,
+then the engine and HAProxy. They all take turns ``--rounds`` times, so a
 machine whose load changes meanwhile weighs on each alike; the table shows each
 one's median round.
 
@@ -70,8 +73,82 @@ def packets(n: int) -> list[tuple[bytes, str]]:
     return out
 
 
+def http_loop(seconds: float, n: int) -> tuple[int, int]:
+    """Each of ``n`` targets probed every 2 s with the engine's HTTP syscalls, nothing more."""
+    import errno
+    import select
+
+    from bench.health_scale.run import HTTP_NET
+
+    req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    linger = struct.pack("ii", 1, 0)
+    targets = [(a, 8080) for a in addresses(HTTP_NET, n)]
+    ep = select.epoll()
+    mask = select.EPOLLOUT | select.EPOLLIN | select.EPOLLET
+    pending: dict[int, list[Any]] = {}  # fd -> socket, request sent
+    tick = 0.005
+    quota = 0.0  # probes due and not started yet (n / 2 a second)
+    sent = got = i = 0
+    start = time.monotonic()
+    next_at = start
+    while next_at - start < seconds:
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        next_at += tick
+        for fd, ev in ep.poll(0, 8192):
+            entry = pending.get(fd)
+            if entry is None:
+                continue
+            s = entry[0]
+            if not entry[1] and ev & select.EPOLLOUT:
+                s.send(req)
+                entry[1] = True
+            elif entry[1] and ev & select.EPOLLIN:
+                s.recv(65536)
+                got += 1
+                del pending[fd]
+                s.close()
+        quota += n / 2 * tick
+        per_tick = int(quota)
+        quota -= per_tick
+        for t in targets[i : i + per_tick]:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            if s.connect_ex(t) not in (0, errno.EINPROGRESS):
+                s.close()
+                continue
+            ep.register(s.fileno(), mask)
+            pending[s.fileno()] = [s, False]
+            sent += 1
+        i = (i + per_tick) % n
+    for entry in pending.values():
+        entry[0].close()
+    ep.close()
+    return sent, got
+
+
 def loop(mode: str, seconds: float, n: int, out: str) -> None:
     from agent.health import syn
+
+    if mode == "http":
+        me = psutil.Process()
+        cpu0 = me.cpu_times()
+        sent, got = http_loop(seconds, n)
+        cpu1 = me.cpu_times()
+        Path(out).write_text(
+            json.dumps(
+                {
+                    "mode": mode,
+                    "sent": sent,
+                    "answers": got,
+                    "cpu_user_s": cpu1.user - cpu0.user,
+                    "cpu_system_s": cpu1.system - cpu0.system,
+                    "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+                }
+            )
+        )
+        return
 
     pkts = packets(n)
     send = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
@@ -143,7 +220,7 @@ def in_target() -> list[str]:
 
 
 def main(seconds: float, n: int, n_http: int, rounds: int) -> None:
-    modes = MODES + (("engine-http", "haproxy-http") if n_http else ())
+    modes = MODES + (("http", "engine-http", "haproxy-http") if n_http else ())
     topology_up()
     targets = subprocess.Popen(
         [*in_target(), "--role", "targets"],
@@ -188,7 +265,7 @@ def main(seconds: float, n: int, n_http: int, rounds: int) -> None:
                 else:
                     out = tmp / f"{mode}.json"
                     args = ["--role", f"floor-{mode}", "--out", str(out)]
-                    args += ["--seconds", str(seconds), "--tcp", str(n)]
+                    args += ["--seconds", str(seconds), "--tcp", str(n), "--http", str(n_http)]
                     subprocess.run(in_checker(args), cwd=ROOT, check=True)
                     r = json.loads(out.read_text())
                 r["us_per_probe"] = 1e6 * r["cpu_s"] / max(1, r["sent"])

@@ -352,7 +352,15 @@ def main() -> None:
     ap.add_argument("--profile-seconds", type=float, default=20.0)
     ap.add_argument(
         "--role",
-        choices=["main", "targets", "engine", "profile", "floor-sendto", "floor-sendmmsg"],
+        choices=[
+            "main",
+            "targets",
+            "engine",
+            "profile",
+            "floor-sendto",
+            "floor-sendmmsg",
+            "floor-http",
+        ],
         default="main",
     )
     ap.add_argument("--out", default="")
@@ -368,7 +376,8 @@ def main() -> None:
     if args.role.startswith("floor-"):
         from bench.health_scale.floor import loop
 
-        loop(args.role.removeprefix("floor-"), args.seconds, args.tcp, args.out)
+        mode = args.role.removeprefix("floor-")
+        loop(mode, args.seconds, args.http if mode == "http" else args.tcp, args.out)
         return
     if args.floor:
         from bench.health_scale.floor import main as floor_main
