@@ -470,7 +470,9 @@ class BatchProber:
     holds back the handshake's last ACK and the close (SO_LINGER 0) answers
     the SYN-ACK with a RST: the target's application never sees the probe, and
     the director keeps no TIME_WAIT. A SYN-ACK proves the port listens, which
-    is all a connect check asks. HTTP probes close with a RST too.
+    is all a connect check asks. An HTTP probe's socket has it off too: the
+    handshake's last ACK rides on the request (one packet less for both
+    ends), and it closes with a RST too.
 
     Timeouts sit in one FIFO per timeout value. Call ``reap`` before
     ``expire``: an answer that arrived while the loop was busy then counts. A
@@ -516,8 +518,7 @@ class BatchProber:
             return
         try:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_RST)
-            if plan is None:
-                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_QUICKACK, 0)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_QUICKACK, 0)
             if t.source_address:
                 sock.bind((t.source_address, 0))
             err = sock.connect_ex((t.address, t.port))
