@@ -167,6 +167,12 @@ class Agent:
 
         self.started = time.monotonic()
         self.loop_ticks = 0  # wakes of the loop-lag probe: the watchdog's sign of progress
+        from agent.daemon.lag import StallWatch
+
+        self.stalls = StallWatch(  # where a late loop was held up; collections timed
+            self._lag_threshold,
+            lambda gen, took: metrics.gc_duration.labels(generation=str(gen)).observe(took),
+        )
         # The kernel table of the last full reconcile and when it was read (monotonic).
         self.last_dump: tuple[KernelTable, float] | None = None
         self.maint = MaintenanceStore(
@@ -197,6 +203,8 @@ class Agent:
         loop.add_signal_handler(signal.SIGUSR1, self._on_failover_signal)
         from agent.daemon.lag import probe
         from agent.daemon.supervise import set_failure_hook, supervise
+
+        self.stalls.start()
 
         set_failure_hook(lambda name: self.metrics.errors.labels(kind="task").inc())
         from agent.daemon.control import notify_loop
@@ -239,6 +247,7 @@ class Agent:
                 status_server.close()
             await self.worker.aclose()
             self.offload.close()
+            self.stalls.stop()
             if self.lock is not None:
                 self.lock.close()
                 self.metrics.lock.transports = {}
@@ -246,6 +255,7 @@ class Agent:
         log.info("stopping; the IPVS table stays as it is")
 
     def _on_lag(self, lag: float) -> None:
+        self.stalls.beat(time.monotonic())
         self.loop_ticks += 1
         self.metrics.loop_lag.observe(lag)
 
@@ -722,8 +732,13 @@ class Agent:
             log.error("failed: %s", error)
         if only is None:
             self._kick_sync()  # after a reload too: ipvs.sync may have changed
+            old = [self.last_dump[0]] if self.last_dump is not None else []
             self.last_dump = (outcome.kernel, started)
             self.metrics.observe_reconcile(outcome, elapsed)
+            if old:  # the previous dump: freed off the loop (agent.daemon.offload)
+                from agent.daemon.offload import dismantle
+
+                await self.offload(lambda: dismantle(old))
             count = len(outcome.plan.steps) + len(outcome.sysctls)
             if count:
                 log.info("reconcile: %d operations in %.3fs", count, elapsed)

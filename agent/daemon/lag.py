@@ -8,19 +8,26 @@ guard, min(100 ms, lease/4)) is logged, at most once per ``LOG_EVERY`` seconds w
 the count and worst lag of the wakes not logged meanwhile.
 
 ``lag_threshold`` and ``LagLog`` are pure (a clock is passed in); ``probe`` is the
-thin asyncio part.
+thin asyncio part. ``StallWatch`` (a thread) says where a late loop was held up, and
+times every garbage collection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from agent.config import Config
 
 log = logging.getLogger("lvs-agent")
@@ -89,3 +96,107 @@ async def probe(
         line = logger.late(lag, now)
         if line is not None:
             log.warning("%s", line)
+
+
+# ------------------------------------------------------------ where a late loop was
+
+
+def where(frame: FrameType | None, depth: int = 4) -> str:
+    """The innermost ``depth`` frames of a stack, innermost first: ``file:line fn``."""
+    parts: list[str] = []
+    while frame is not None and len(parts) < depth:
+        code = frame.f_code
+        file = "/".join(code.co_filename.split("/")[-2:])
+        parts.append(f"{file}:{frame.f_lineno} {code.co_name}")
+        frame = frame.f_back
+    return " < ".join(parts) or "?"
+
+
+class StallWatch:
+    """Says where the loop was when it stalled, and how long collections took.
+
+    The probe above only learns that a wake was late once the loop runs again. This
+    watch is a thread that wakes every ``period`` and compares the probe's last wake
+    with the clock: when the loop has not woken for more than the threshold, it logs
+    the main thread's stack (the frames that hold the loop up). When the watch itself
+    woke late by more than the threshold, something held the interpreter lock (one
+    long C call, a collection, freeing a large table): it logs where the main thread
+    is right after, which names the statement that just ran. Both at most once per
+    ``LOG_EVERY``.
+
+    Collections: every garbage collection's duration goes to ``observe_gc`` (generation,
+    seconds); one longer than the threshold is logged with its generation and the
+    thread that ran it.
+    """
+
+    def __init__(
+        self,
+        threshold: Callable[[], float],
+        observe_gc: Callable[[int, float], None],
+        *,
+        period: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.observe_gc = observe_gc
+        self.period = period
+        self.clock = clock
+        self.beat_at = clock()
+        self._gc_start = 0.0
+        self._last_log = -LOG_EVERY
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._main = threading.main_thread().ident
+
+    def beat(self, now: float) -> None:
+        """The loop woke (called by the probe's observer)."""
+        self.beat_at = now
+
+    def start(self) -> None:
+        gc.callbacks.append(self._on_gc)
+        self._thread = threading.Thread(target=self._run, name="lvs-agent-stallwatch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+        self._stop.set()
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_start = now
+            return
+        took = now - self._gc_start
+        generation = int(info.get("generation", 0))
+        self.observe_gc(generation, took)
+        if took > self.threshold():
+            log.warning(
+                "garbage collection of generation %d took %.0f ms (on thread %s)",
+                generation,
+                took * 1000,
+                threading.current_thread().name,
+            )
+
+    def _run(self) -> None:
+        last = self.clock()
+        while not self._stop.wait(self.period):
+            now = self.clock()
+            threshold = self.threshold()
+            own = now - last - self.period
+            last = now
+            silent = now - self.beat_at
+            if (own <= threshold and silent <= threshold) or now - self._last_log < LOG_EVERY:
+                continue
+            self._last_log = now
+            frame = sys._current_frames().get(self._main or 0)
+            if own > threshold:
+                log.warning(
+                    "the interpreter lock was held %.0f ms; then the loop was at: %s",
+                    own * 1000,
+                    where(frame),
+                )
+            else:
+                log.warning(
+                    "the loop has not woken for %.0f ms; it is at: %s", silent * 1000, where(frame)
+                )

@@ -20,7 +20,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from agent.gcpause import paused_gc, settle
 
@@ -53,6 +53,21 @@ def _quietly(fn: Callable[[], T]) -> T:
             return fn()
     finally:
         settle()
+
+
+def dismantle(box: list[dict[Any, Any]]) -> None:
+    """Free a large table entry by entry, on the worker thread (``offload(lambda:
+    dismantle(box))``). Dropping its last reference at once frees it in one cascade of
+    C-level deallocations (about 9 ms for a 10,000-service dump on hardware, ten or
+    more times that under emulation) that holds the interpreter lock, and so the loop,
+    from start to end; here the lock changes hands between entries. ``box`` holds the
+    only reference the caller had; a table somebody else still holds is left to them.
+    """
+    table = box.pop()
+    if sys.getrefcount(table) > 2:  # this name and getrefcount's argument
+        return
+    while table:
+        table.popitem()
 
 
 async def inline(fn: Callable[[], T]) -> T:

@@ -500,6 +500,13 @@ class AgentMetrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.gc_duration = Histogram(
+            f"{PREFIX}_gc_collection_seconds",
+            "How long each garbage collection held the interpreter, by generation.",
+            ["generation"],
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         info = Gauge(f"{PREFIX}_build_info", "Build information.", ["version"], registry=r)
         info.labels(version=_version()).set(1)
         self.ipvs = IpvsCollector()

@@ -64,3 +64,72 @@ def test_one_line_per_period_with_what_was_not_reported_meanwhile() -> None:
     assert log.late(0.5, now=10.5) is None
     line = log.late(0.06, now=20.0)
     assert line is not None and "1 more since the last report, worst 500 ms" in line
+
+
+def test_where_names_the_innermost_frames_first() -> None:
+    import sys
+
+    from agent.daemon.lag import where
+
+    def inner() -> str:
+        return where(sys._getframe(), depth=2)
+
+    line = inner()
+    assert line.startswith("daemon/test_lag.py:")
+    assert " inner < " in line and line.endswith("test_where_names_the_innermost_frames_first")
+
+
+def test_every_collection_is_timed_by_generation() -> None:
+    import gc
+
+    from agent.daemon.lag import StallWatch
+
+    seen: list[tuple[int, float]] = []
+    watch = StallWatch(lambda: 10.0, lambda gen, took: seen.append((gen, took)))
+    watch.start()
+    try:
+        gc.collect()
+    finally:
+        watch.stop()
+    gc.collect()  # after stop: no longer observed
+    assert [gen for gen, _ in seen] == [2]
+    assert seen[0][1] >= 0.0
+
+
+def test_a_silent_loop_is_logged_with_where_the_main_thread_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import time
+
+    from agent.daemon.lag import StallWatch
+
+    watch = StallWatch(lambda: 0.05, lambda gen, took: None, period=0.01)
+    watch.beat(time.monotonic())
+    watch.start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and "has not woken" not in caplog.text:
+            time.sleep(0.02)  # no beat: the loop looks stalled here
+    finally:
+        watch.stop()
+    assert "the loop has not woken for" in caplog.text
+    assert "test_lag.py" in caplog.text  # this test's own frame: where it was held up
+
+
+def test_dismantle_frees_a_table_only_its_box_held() -> None:
+    from agent.daemon.offload import dismantle
+
+    table = {i: [i] for i in range(100)}
+    box = [table]
+    kept = table
+    del table
+    dismantle(box)
+    assert box == [] and len(kept) == 100  # somebody else holds it: left whole
+    box = [{i: [i] for i in range(100)}]
+    inner = box[0]
+    dismantle(box)
+    assert box == [] and len(inner) == 100  # `inner` holds it too
+    del inner
+    box = [{i: [i] for i in range(100)}]
+    dismantle(box)
+    assert box == []
