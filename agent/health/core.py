@@ -3,7 +3,9 @@
 This module owns every rule that turns probe results into what the kernel should
 carry: HAProxy's rise/fall counting and its three intervals, dynamic weights,
 "healthy only when every check passes", ``on_failure``, the slow-start ramp, the
-pool floor, and keepalived's quorum with hysteresis. It is fed results and
+pool floor, and keepalived's quorum with hysteresis (lost below ``quorum -
+hysteresis``, regained at ``quorum + hysteresis``, and at start met only at
+``quorum + hysteresis``, as keepalived's ``set_quorum_states`` does). It is fed results and
 ``now`` (a monotonic time in seconds) and returns new frozen values; it must
 never do I/O, read a clock, log, or keep mutable state of its own, so the
 scheduler, ``check-health`` and the tests drive it alike.
@@ -299,7 +301,8 @@ def decide(
     elif prev.held and not held_set:
         events.append("floor_released")
     if prev.quorum_up is None:
-        quorum_up = healthy_weight >= policy.quorum
+        # keepalived's start (``set_quorum_states``): met only at ``quorum + hysteresis``
+        quorum_up = healthy_weight >= policy.quorum + policy.hysteresis
         if not quorum_up:
             events.append("quorum_down")
     elif prev.quorum_up:

@@ -11,7 +11,8 @@ an imported configuration behaves the same:
 - A command runs on a real change of the quorum: ``quorum_down`` when the healthy
   weight falls below ``quorum - hysteresis``, ``quorum_up`` when it is back at
   ``quorum + hysteresis``.
-- At start nothing runs while the quorum is met. With the quorum not met at start
+- At start nothing runs while the quorum is met (met at start only at ``quorum +
+  hysteresis``: ``agent.health.core.decide``). With the quorum not met at start
   ``quorum_down`` runs only when a ``sorry_server`` is configured (keepalived's
   "Starting with quorum down", which comes with adding the sorry server); without
   one nothing runs until the quorum is first gained (then ``quorum_up``).

@@ -222,6 +222,30 @@ def test_quorum_lost_at_start_is_an_event() -> None:
     assert not d.sorry  # no sorry server configured
 
 
+def test_quorum_at_start_needs_quorum_plus_hysteresis_as_keepalived() -> None:
+    # keepalived's set_quorum_states: at start the quorum is met only at quorum + hysteresis
+    policy = PoolPolicy(quorum=25, hysteresis=5, sorry_server=SorryServer("10.0.9.9", 80))
+    p = pool(4, policy)  # 4 x 10
+    d = decide(p, health(p, {0: None, 1: None}), PoolState(), 0.0)  # 20: >= 25 - 5, < 25 + 5
+    assert not d.quorum_up and d.sorry and d.events == ("quorum_down",)
+    d = decide(p, health(p, {0: None}), d.state, 1.0)  # 30 = 25 + 5: regained
+    assert d.quorum_up and not d.sorry and d.events == ("quorum_up",)
+    d = decide(p, health(p, {0: None, 1: 2.0}), d.state, 2.0)  # 20 = 25 - 5: kept
+    assert d.quorum_up and d.events == ()
+    d = decide(p, health(p, {0: None}), PoolState(), 3.0)  # 30 at start: met
+    assert d.quorum_up and d.events == ()
+    # a pool new on a reload starts the same way
+    d = decide(p, health(p, {0: None, 1: None, 2: None}), PoolState(), 4.0)
+    assert not d.quorum_up and d.events == ("quorum_down",)
+
+
+def test_zero_real_servers_get_the_sorry_server() -> None:
+    # keepalived programs the sorry server of a virtual server with no real servers
+    p = Pool("vs", (), PoolPolicy(sorry_server=SorryServer("10.0.9.9", 80)))
+    d = decide(p, {}, PoolState(), 0.0)
+    assert not d.quorum_up and d.sorry and d.healthy_weight == 0
+
+
 def test_slow_start_ramps_linearly_from_recovery() -> None:
     assert ramp(100, None, 30.0, 5.0) == (100, None)  # up since start: no ramp
     assert ramp(100, 0.0, 30.0, 0.0) == (1, 1.0)  # one change a second at most
