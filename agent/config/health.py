@@ -4,7 +4,9 @@ Owns the rules for ``health_checks`` (of a virtual server and of a real server),
 ``on_failure``, ``slow_start``, ``min_healthy``, ``quorum``, ``hysteresis``,
 ``sorry_server`` and ``initial``, and the rule that merges a real server's checks
 with its virtual server's. It reports every problem with file:line:key like the
-rest of the loader and never runs a check, opens a socket or reads a file.
+rest of the loader and never runs a check, opens a socket or reads a file. A pool
+key that would do nothing because no check is declared is refused
+(``check_unchecked``), so every key takes effect or is refused.
 
 Merging: a real server without ``health_checks`` has its virtual server's checks.
 A real server's list replaces the virtual server's checks of the types it names
@@ -131,8 +133,9 @@ def read_quietly(
     policy = read_policy(vs, port)
     if scratch.found or checks is None or policy is None:
         return None
-    if not checks and (policy.quorum_up or policy.quorum_down):
-        return None  # refused by the general reader (``check_commands``)
+    check_unchecked(vs, policy, bool(checks))  # real servers' checks are not read here
+    if scratch.found:
+        return None  # refused: the general reader reports it
     return policy, checks
 
 
@@ -148,17 +151,47 @@ def check_sorry_family(
         vs.error(f"{got} sorry server in an {family} virtual server", "sorry_server")
 
 
-def check_commands(vs: Section, policy: PoolPolicy | None, checked: bool) -> None:
-    """``quorum_up``/``quorum_down`` run when checks move the quorum: a virtual
-    server that declares no ``health_checks`` (nor any of its real servers) never
-    changes its quorum, so its commands would never run."""
+# Why a pool-policy key set on a virtual server without health checks would do nothing
+# (``check_unchecked``); None: it takes effect anyway.
+_NEEDS_CHECKS: Final = {
+    "min_healthy": "min_healthy holds in real servers whose checks fail (maintenance is "
+    "never held)",
+    "slow_start": "slow_start ramps up real servers that recover from failing checks",
+    "initial": "initial is the state of checks before they answer",
+}
+_QUORUM_ACTS = "the quorum is acted on by health checks, a sorry_server, quorum_up or quorum_down"
+
+
+def check_unchecked(vs: Section, policy: PoolPolicy | None, checked: bool) -> None:
+    """Every pool-policy key takes effect or is refused; ``checked`` says whether the
+    virtual server or any of its real servers declares ``health_checks``.
+
+    Without checks no real server ever fails: only ``lvs-agent maint`` takes one out
+    (weight 0, never held by the floor, never ramped). So ``min_healthy``,
+    ``slow_start`` and ``initial`` would do nothing and are refused. The quorum is
+    still tracked when something acts on it (``PoolPolicy.watches_quorum``): a
+    ``sorry_server`` (serving from the start when the real servers' weights do not
+    reach ``quorum + hysteresis``, e.g. with no real servers, as keepalived does, and
+    when maintenance takes the weight below ``quorum - hysteresis``), ``quorum_up``
+    or ``quorum_down``; ``quorum`` and ``hysteresis`` need one of these, and
+    ``on_failure`` (how the real servers leave while the sorry server serves) needs
+    the sorry server.
+    """
     if policy is None or checked:
         return
-    for key in ("quorum_up", "quorum_down"):
-        if getattr(policy, key):
+    why = dict(_NEEDS_CHECKS)
+    if not policy.watches_quorum:
+        why["quorum"] = why["hysteresis"] = _QUORUM_ACTS
+    if policy.sorry_server is None:
+        why["on_failure"] = (
+            "on_failure applies to real servers whose checks fail and to those a "
+            "sorry_server replaces"
+        )
+    for key, reason in why.items():
+        if vs.has(key):
             vs.error(
-                f"{key} runs when health checks change the quorum; neither this virtual "
-                "server nor its real servers declare health_checks",
+                f"{reason}; neither this virtual server nor its real servers declare "
+                "health_checks",
                 key,
             )
 

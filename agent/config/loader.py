@@ -590,7 +590,7 @@ def _read_virtual_server(vs: Section) -> VirtualServer | None:
 
     if family is not None:
         health.check_sorry_family(vs, policy, family, forwarding)
-    health.check_commands(vs, policy, bool(checks) or any(rs.checks for rs in real_servers))
+    health.check_unchecked(vs, policy, bool(checks) or any(rs.checks for rs in real_servers))
 
     # Read after the family is known: a fwmark service without ``family`` takes its
     # real servers' family, and the persistence netmask depends on it.

@@ -23,7 +23,11 @@ other per virtual server, through ``agent.vrrp.command`` (no shell, a timeout, t
 whole process tree killed). One that cannot start, fails or times out is logged and
 counted (``lvs_agent_errors_total{kind="quorum_command"}``); nothing waits for it.
 
-With no health checks and no maintenance flag nothing runs: the reconcile gets
+A virtual server without checks is decided too when something acts on its quorum
+(a ``sorry_server``, ``quorum_up``/``quorum_down``): its real servers are always
+healthy, so only maintenance moves its quorum, and a sorry server is programmed from
+the start when their weights do not reach ``quorum + hysteresis`` (none at all, say).
+With no such virtual server and no maintenance flag nothing runs: the reconcile gets
 the configured table itself.
 """
 
@@ -36,6 +40,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from agent.health.overlay import MaintKey, adjust_service, adjust_table
+from agent.health.pools import decided
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -103,8 +108,9 @@ class HealthService:
 
     def configure(self, pools: Sequence[Pool], desired: DesiredTable) -> None:
         """Start or reload: ``pools`` as ``agent.health.pools_of`` builds them (only
-        pools with at least one check run), ``desired`` the configured table."""
-        checked = [p for p in pools if any(m.checks for m in p.members)]
+        those ``agent.health.pools.decided`` keeps run: a check, or a sorry server or
+        quorum command), ``desired`` the configured table."""
+        checked = [p for p in pools if decided(p)]
         self._policies = {p.name: p.policy for p in checked}
         self._set_base(desired)  # first: quorum commands name the service
         if checked:
@@ -359,13 +365,18 @@ class HealthService:
 
 
 def pools_for(config: Config) -> tuple[Pool, ...]:
-    """The pools of the virtual servers that have health checks (``pools_of`` of the
-    rest would cost an object per real server at every start and reload for nothing)."""
+    """The pools of the virtual servers that have health checks or something acting on
+    their quorum (``agent.health.pools.decided``; ``pools_of`` of the rest would cost an
+    object per real server at every start and reload for nothing)."""
     from dataclasses import replace
 
     from agent.health import pools_of
 
-    checked = tuple(vs for vs in config.virtual_servers if any(rs.checks for rs in vs.real_servers))
+    checked = tuple(
+        vs
+        for vs in config.virtual_servers
+        if vs.health.watches_quorum or any(rs.checks for rs in vs.real_servers)
+    )
     return pools_of(replace(config, virtual_servers=checked)) if checked else ()
 
 

@@ -176,6 +176,13 @@ class PoolPolicy:
     quorum_up: tuple[str, ...] = ()  # argv run when the quorum is regained; (): none
     quorum_down: tuple[str, ...] = ()  # argv run when the quorum is lost; (): none
 
+    @property
+    def watches_quorum(self) -> bool:
+        """Whether something acts on the quorum besides checks: a sorry server or a
+        quorum command. Such a pool is decided even without health checks (its
+        quorum can be unmet from the start, and ``lvs-agent maint`` moves it)."""
+        return self.sorry_server is not None or bool(self.quorum_up or self.quorum_down)
+
 
 @dataclass(frozen=True, slots=True)
 class Member:

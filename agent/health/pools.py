@@ -63,3 +63,11 @@ def pools_of(config: Config) -> tuple[Pool, ...]:
         )
         for vs in config.virtual_servers
     )
+
+
+def decided(pool: Pool) -> bool:
+    """Whether the pool needs health decisions: it has a check, or something acts on
+    its quorum (``PoolPolicy.watches_quorum``). A pool without either is left as
+    configured (maintenance aside: ``agent.health.overlay`` drains a flagged server
+    of any pool)."""
+    return pool.policy.watches_quorum or any(m.checks for m in pool.members)

@@ -371,6 +371,8 @@ class _ServiceBody:
         self.inhibit: Statement | None = None
         self.real_servers: list[Statement] = []
         self.commands: list[tuple[str, str, Statement]] = []  # quorum_up/_down: key, line
+        self.quorum: list[Statement] = []  # quorum, hysteresis
+        self.alpha: Statement | None = None
         self.fwmark = s.args[:1] == ["fwmark"]
         protocol_stmt: Statement | None = None
         for c in s.children:
@@ -437,7 +439,9 @@ class _ServiceBody:
             self.entries.append(("sorry_server", sorry, c.where, []))
         elif k in ("quorum", "hysteresis"):
             self.entries.append((k, _int(c), c.where, []))
+            self.quorum.append(c)
         elif k == "alpha":
+            self.alpha = c
             self.entries.append(
                 ("initial", "down", c.where, ["keepalived alpha: real servers start down"])
             )
@@ -461,7 +465,12 @@ class _ServiceBody:
             vs.add("protocol", self.protocol, self.s.where)
         flags = Seq()
         quorum = next((v for k, v, _, _ in self.entries if k == "quorum"), 1)
+        checked, watched = self.checked(), self.watched()
         for key, value, where, notes in self.entries:
+            if (key in ("quorum", "hysteresis") and not watched) or (
+                key == "initial" and not checked
+            ):
+                continue  # it would do nothing: left out in report()
             if key == "":
                 flags.add(value, where)  # type: ignore[arg-type]
             elif key == "hysteresis" and isinstance(quorum, int) and value >= quorum:  # type: ignore[operator]
@@ -469,8 +478,8 @@ class _ServiceBody:
                 vs.add(key, max(quorum - 1, 0), where, [note])
             else:
                 vs.add(key, value, where, notes)  # type: ignore[arg-type]
-        if any(_checkers(r) for r in self.real_servers):
-            for key, command, c in self.commands:  # else refused in report()
+        if watched:
+            for key, command, c in self.commands:  # else left out in report()
                 vs.add(key, command, c.where)
         if flags.elements:
             vs.add("scheduler_flags", flags)
@@ -481,9 +490,10 @@ class _ServiceBody:
         rs_inhibit = [
             self.inhibit is not None or _has(r, "inhibit_on_failure") for r in self.real_servers
         ]
-        checked = [r for r in self.real_servers if _checkers(r)]
-        if checked:
-            drain = self.inhibit is not None or all(rs_inhibit)
+        if checked or self.sorry():
+            # keepalived takes the real servers out the same way when the sorry server
+            # comes in (``perform_quorum_state``)
+            drain = self.inhibit is not None or (bool(rs_inhibit) and all(rs_inhibit))
             where = self.inhibit.where if self.inhibit is not None else self.s.where
             note = (
                 "keepalived inhibit_on_failure"
@@ -499,12 +509,29 @@ class _ServiceBody:
                 self.t.skip(r, NOT_SUPPORTED, str(exc))
         vs.add("real_servers", real_servers)
 
+    def checked(self) -> bool:
+        """A real server has a checker: its health can change."""
+        return any(_checkers(r) for r in self.real_servers)
+
+    def sorry(self) -> bool:
+        return any(key == "sorry_server" for key, _, _, _ in self.entries)
+
+    def watched(self) -> bool:
+        """Something acts on the quorum: a checker moves it, or a sorry server is added
+        at start when it is not met (keepalived runs ``quorum_down`` then)."""
+        return self.checked() or self.sorry()
+
     def report(self) -> None:
-        if self.commands and not any(_checkers(r) for r in self.real_servers):
+        if not self.watched():
+            why = "no checker on any real server and no sorry_server: the quorum never acts"
             for _, _, c in self.commands:
-                self.t.skip(
-                    c, NOT_SUPPORTED, "no checker on any real server: the quorum never changes"
-                )
+                self.t.skip(c, NO_EQUIVALENT, why)
+            for c in self.quorum:
+                self.t.skip(c, NO_EQUIVALENT, why)
+        if self.alpha is not None and not self.checked():
+            self.t.skip(
+                self.alpha, NO_EQUIVALENT, "no checker on any real server: none starts down"
+            )
         if self.real_servers and self.inhibit is None:
             marks = [_has(r, "inhibit_on_failure") for r in self.real_servers if _checkers(r)]
             if any(marks) and not all(marks):

@@ -78,6 +78,7 @@ def test_defaults_without_health_keys() -> None:
             address: 192.0.2.2
             port: 80
             quorum: 2
+            health_checks: [{type: tcp}]
             real_servers: [{address: 10.0.0.1}]
         """
     ).virtual_servers
@@ -196,6 +197,7 @@ def test_policy_values() -> None:
             hysteresis: 3
             initial: down
             sorry_server: {address: 10.0.9.9, weight: 5}
+            health_checks: [{type: tcp, connect_port: 80}]
             real_servers: [{address: 10.0.1.1}]
         """
     ).virtual_servers[0]
@@ -319,12 +321,23 @@ BAD = [
     (_vs("health_checks: [{type: tcp}]\nquorum_up: 'a \"b'"), 6, "quorum_up", "split into"),
     (_vs("health_checks: [{type: tcp}]\nquorum_down: [/x, null]"), 6, "quorum_down[1]", "string"),
     (_vs("health_checks: [{type: tcp}]\nquorum_down: {a: 1}"), 6, "quorum_down", "a list"),
-    (_vs("quorum_up: /bin/up"), 5, "virtual_servers[0].quorum_up", "declare health_checks"),
+    # keys that would do nothing without health checks
+    (_vs("min_healthy: 1"), 5, "virtual_servers[0].min_healthy", "declare health_checks"),
+    (_vs("slow_start: 10s"), 5, "virtual_servers[0].slow_start", "ramps up real servers"),
+    (_vs("initial: down"), 5, "virtual_servers[0].initial", "declare health_checks"),
+    (_vs("quorum: 2"), 5, "virtual_servers[0].quorum", "a sorry_server, quorum_up"),
+    (_vs("quorum: 3\nhysteresis: 1"), 6, "virtual_servers[0].hysteresis", "a sorry_server"),
+    (_vs("on_failure: remove"), 5, "virtual_servers[0].on_failure", "declare health_checks"),
     (
-        _vs("health_checks: [{type: tcp}]\nquorum_down: /bin/down", "{address: 10.0.1.1}")
-        .replace("health_checks: [{type: tcp}]", "health_checks: []"),
+        _vs("quorum_up: /bin/up\non_failure: drain"),
         6,
-        "virtual_servers[0].quorum_down",
+        "virtual_servers[0].on_failure",
+        "those a sorry_server replaces",
+    ),
+    (
+        _vs("health_checks: []\nquorum_down: /bin/down\nslow_start: 1s"),
+        7,
+        "virtual_servers[0].slow_start",
         "declare health_checks",
     ),
     (
@@ -448,8 +461,10 @@ def test_pools_of_builds_what_member_builds() -> None:
 QUICK_CASES = [
     ISSUE,
     _hc("{type: tcp, source_address: 10.0.0.254}"),
-    _vs("min_healthy: 2\nquorum: 3\nhysteresis: 1\ninitial: down\non_failure: remove"),
-    _vs("sorry_server: {address: 10.0.9.9, weight: 3}\nslow_start: 10s"),
+    _hc("{type: tcp}\nmin_healthy: 2\nquorum: 3\nhysteresis: 1\ninitial: down\non_failure: remove"),
+    _hc("{type: tcp}\nsorry_server: {address: 10.0.9.9, weight: 3}\nslow_start: 10s"),
+    _vs("sorry_server: {address: 10.0.9.9}\nquorum: 3\nhysteresis: 1\non_failure: remove"),
+    _vs("quorum_down: /bin/down\nquorum: 2"),
     _vs("health_checks: []"),
     _vs("health_checks: null"),
     _hc("{type: exec, command: [/bin/true], dynamic_weight: true}"),
@@ -483,7 +498,8 @@ def test_the_quick_reader_reads_the_virtual_servers_health_keys(text: str) -> No
 QUICK_DECLINED = [
     # bad values: the general reader reports them
     (_vs("quorum: -1"), "quorum"),
-    (_vs("quorum_up: /bin/up"), "declare health_checks"),
+    (_vs("quorum: 2"), "declare health_checks"),
+    (_vs("sorry_server: {address: 10.0.9.9}\nslow_start: 1s"), "declare health_checks"),
     (_hc("{type: tcp, rise: 0}"), "rise"),
     (_vs("sorry_server: {address: 'fd00::9'}"), "sorry server"),
     (

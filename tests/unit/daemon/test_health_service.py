@@ -219,6 +219,57 @@ def test_maintenance_without_checks_still_applies() -> None:
     assert weight(h.table(desired), OTHER, "10.0.1.2") == 0
 
 
+def bare_pool(name: str, policy: PoolPolicy, count: int = 2) -> Pool:
+    """A pool whose real servers have no checks."""
+    return Pool(name, tuple(member(f"10.0.1.{i}", 80, 10, ()) for i in range(1, count + 1)), policy)
+
+
+SORRY = SorryServer("10.0.9.9", 80)
+
+
+def test_a_sorry_server_without_checks_serves_while_maintenance_takes_the_quorum() -> None:
+    async def main() -> None:
+        partials: list[frozenset[ServiceKey]] = []
+
+        async def partial(keys: frozenset[ServiceKey]) -> None:
+            partials.append(keys)
+
+        h = HealthService(FakeKernel(), partial, scheduler_factory=QuietScheduler)
+        desired = table()
+        h.configure([bare_pool("web", PoolPolicy(quorum=20, sorry_server=SORRY))], desired)
+        assert h.scheduler is not None and h.scheduler.checks == 0
+        assert h.table(desired)[SVC] == desired[SVC]  # 20 >= 20: met, as configured
+        h.set_maintenance({("web", ("10.0.1.1", 80))})  # 10 < 20: lost
+        await settle()
+        t = h.table(desired)
+        assert weight(t, SVC, "10.0.9.9") == 1
+        assert weight(t, SVC, "10.0.1.1") == 0 and weight(t, SVC, "10.0.1.2") == 0
+        assert partials == [frozenset({SVC})]
+        h.set_maintenance(set())
+        await settle()
+        assert h.table(desired)[SVC] == desired[SVC]
+
+    asyncio.run(main())
+
+
+def test_a_sorry_server_without_checks_serves_from_the_start_below_quorum_plus_hysteresis() -> (
+    None
+):
+    h = HealthService(FakeKernel(), lambda keys: asyncio.sleep(0), scheduler_factory=QuietScheduler)
+    desired = table()
+    empty = ServiceKey(AF_INET, IPPROTO_TCP, "192.0.2.1", 82)
+    desired[empty] = DesiredService(Service(empty, "wrr"), {}, "empty")
+    policy = PoolPolicy(quorum=20, hysteresis=5, sorry_server=SORRY)
+    # 20 < 20 + 5 at start (keepalived's rule); no real servers at all: 0 < 1
+    h.configure(
+        [bare_pool("web", policy), bare_pool("empty", PoolPolicy(sorry_server=SORRY), 0)], desired
+    )
+    t = h.table(desired)
+    assert weight(t, SVC, "10.0.9.9") == 1 and weight(t, SVC, "10.0.1.1") == 0
+    assert weight(t, empty, "10.0.9.9") == 1 and len(t[empty].dests) == 1
+    assert t[OTHER] is desired[OTHER]
+
+
 def test_a_reload_keeps_check_state_and_dropping_checks_stops_the_scheduler() -> None:
     async def main() -> None:
         h = Harness()
@@ -244,7 +295,7 @@ def test_progress_says_when_checking_stalls() -> None:
     assert h.health.progress() >= STALLED and not h.health.healthy()
 
 
-def test_pools_for_builds_only_the_virtual_servers_with_checks(tmp_path: Path) -> None:
+def test_pools_for_builds_the_checked_and_quorum_watching_pools(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
         """\
@@ -261,9 +312,15 @@ virtual_servers:
     real_servers:
       - {address: 10.0.1.1, port: 80, health_checks: [{type: tcp}]}
       - {address: 10.0.1.2, port: 80}
+  - {name: sorry, address: 192.0.2.1, port: 82, protocol: tcp, scheduler: rr,
+     sorry_server: {address: 10.0.9.9}, real_servers: []}
+  - {name: notify, address: 192.0.2.1, port: 83, protocol: tcp, scheduler: rr,
+     quorum_down: /bin/down, real_servers: [{address: 10.0.1.1, port: 80}]}
 """
     )
-    assert [p.name for p in pools_for(load_config(str(path)))] == ["checked"]
+    pools = pools_for(load_config(str(path)))
+    assert [p.name for p in pools] == ["checked", "sorry", "notify"]
+    assert pools[1].members == () and pools[1].policy.sorry_server == SorryServer("10.0.9.9", 82)
 
 
 class FakeRunner:

@@ -322,7 +322,36 @@ def test_quorum_commands_are_translated_as_command_lines(tmp_path: Path) -> None
     assert first["quorum_down"] == "/usr/local/bin/down now"
     assert "quorum_up" not in second  # no checker: the quorum never changes
     (skip,) = [s for s in result.skipped if s.keyword.startswith("quorum_up")]
-    assert skip.why == "not supported" and "no checker" in str(skip)
+    assert skip.why == "no equivalent" and "no checker" in str(skip)
+    checked(result.yaml)
+
+
+def test_without_checkers_only_what_acts_is_written(tmp_path: Path) -> None:
+    """keepalived adds the sorry server of a virtual server without real servers (or
+    whose weights miss quorum + hysteresis) at start and runs quorum_down; without a
+    sorry server nor a checker, quorum, hysteresis, the commands and alpha do nothing."""
+    conf = tmp_path / "k.conf"
+    keys = "  quorum 2\n  hysteresis 1\n  alpha\n  quorum_down /bin/down\n"
+    conf.write_text(
+        "virtual_server 192.0.2.1 80 {\n  protocol TCP\n  sorry_server 10.0.9.9 80\n"
+        f"{keys}}}\n"
+        f"virtual_server 192.0.2.2 80 {{\n  protocol TCP\n{keys}"
+        "  real_server 10.0.0.1 80 {\n  }\n}\n"
+    )
+    result = import_keepalived(str(conf), "x")
+    sorry, bare = yaml.safe_load(result.yaml)["virtual_servers"]
+    assert sorry["sorry_server"] == {"address": "10.0.9.9", "port": 80}
+    assert (sorry["quorum"], sorry["hysteresis"], sorry["quorum_down"]) == (2, 1, "/bin/down")
+    assert sorry["on_failure"] == "remove" and sorry["real_servers"] == []
+    assert not {"quorum", "hysteresis", "quorum_down", "initial", "on_failure"} & set(bare)
+    skipped = sorted((s.line, s.keyword, s.why) for s in result.skipped)
+    assert skipped == [
+        (6, "alpha", "no equivalent"),  # no checker: nothing starts down
+        (11, "quorum", "no equivalent"),
+        (12, "hysteresis", "no equivalent"),
+        (13, "alpha", "no equivalent"),
+        (14, "quorum_down", "no equivalent"),
+    ], skipped
     checked(result.yaml)
 
 
@@ -404,7 +433,7 @@ def test_keepalived_corrections_are_carried_over(tmp_path: Path) -> None:
     conf = tmp_path / "k.conf"
     conf.write_text(
         "virtual_server 192.0.2.1 80 {\n  protocol TCP\n  ops\n  quorum 2\n  hysteresis 5\n"
-        "  real_server 10.0.0.1 80 {\n    weight 2\n  }\n}\n"
+        "  real_server 10.0.0.1 80 {\n    weight 2\n    TCP_CHECK {\n    }\n  }\n}\n"
     )
     result = import_keepalived(str(conf), "x")
     (vs,) = yaml.safe_load(result.yaml)["virtual_servers"]
