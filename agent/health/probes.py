@@ -659,8 +659,19 @@ class BatchProber:
             fifo.extend(later)  # judged when they reach the head: never early
 
     def next_deadline(self) -> float | None:
-        firsts = [f[0][0] for f in self._fifos.values() if f]
-        return min(firsts) if firsts else None
+        """The first deadline of a probe still pending (finished ones are dropped here)."""
+        pending = self._pending
+        first = None
+        for fifo in self._fifos.values():
+            while fifo:
+                deadline, fd, sock = fifo[0]
+                entry = pending.get(fd)
+                if entry is not None and entry[0] is sock:
+                    if first is None or deadline < first:
+                        first = deadline
+                    break
+                fifo.popleft()
+        return first
 
     def close(self) -> None:
         """Stop: every pending probe is closed without a result."""

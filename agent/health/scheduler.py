@@ -12,8 +12,9 @@ Overload never looks like failure. A due check that cannot start (the
 lateness (start time minus due time) goes to the lateness histogram and a
 warning is logged at most every ``LATE_LOG_EVERY`` seconds; nothing is counted
 against the target. Each probe's timeout runs from its real start, and the next
-probe is due one interval after the previous one really started, so a prober
-that falls behind stretches its intervals instead of bursting to catch up.
+probe is due one interval after the previous one really started (or was due,
+when a pass started it a little early), so a prober that falls behind
+stretches its intervals instead of bursting to catch up.
 The time the loop itself was seen stalled (its timer woke ``LAG_COUNTED`` or
 more late) is given back to the HTTP and other multi-step probes that were
 running meanwhile, bounded (``probes.STALL_GRACE``); a probe that still timed
@@ -21,7 +22,7 @@ out while the loop stalled ``STALL`` or more is inconclusive: not counted,
 probed again at once, at most ``fall`` times in a row. IPv4 connect checks
 run as bare SYNs (``syn.SynProber``) when raw sockets can be opened, other
 connect checks and plain HTTP on ``probes.BatchProber``, both driven by this
-module's ``TICK``.
+module's timer, which sleeps until something is due (``next_wake``).
 ``oldest_due`` is how late the most overdue check is right now: a loop that
 stops making progress shows it growing (the systemd watchdog can hang off it);
 ``stats.loop_lag`` is how late the loop woke.
@@ -56,12 +57,24 @@ log = logging.getLogger("agent.health")
 
 LATE_LOG_EVERY: Final = 10.0  # seconds between two "falling behind" warnings
 LATE_WARN: Final = 0.5  # a probe this late (seconds) is worth a warning
-# While probes are pending the scheduler wakes every TICK: it reaps finished
-# connects, expires timed-out ones and starts the checks due within the next
-# TICK, all in one pass of the loop. Lateness and connect durations are as
-# fine as TICK; far below any check interval, it keeps the loop's own cost per
-# probe small (one wake-up serves hundreds of probes at 10,000 checks a second).
-TICK: Final = 0.005
+# The scheduler's timer fires only on multiples of TICK (``next_wake``) and only
+# when something is due: the next check to start, the first timeout of a probe
+# still pending, or a look at the probes in flight. Each pass reaps finished
+# probes, expires timed-out ones and starts every check due within the next
+# TICK (up to a TICK early, well inside the interval's ``spread``; the next
+# probe is then due one interval after the due time, not the early start), so
+# work due within one TICK shares one wake-up: at 10,000 checks a second every
+# TICK carries 200 probes (one ``sendmmsg``), at 100 a second the loop wakes
+# fewer than 50 times a second. A wake-up of the asyncio loop costs about as
+# much CPU as a few connect checks, so at low rates the wake-ups are the cost.
+# Lateness, connect durations and timeouts are as fine as TICK.
+TICK: Final = 0.02
+# Probes in flight are looked at (their answers read, HTTP requests sent) in
+# the slot at or after REAP from the last pass, or at any earlier wake-up; a
+# probe that never answers costs a look every REAP or so until its timeout.
+# Sparse checks' durations are as fine as REAP; their timeouts are not affected
+# (a probe's answer is read before it is judged timed out).
+REAP: Final = 0.04
 LAG_COUNTED: Final = 0.02  # a wake-up this late (seconds) counts as the loop stalling
 STALL: Final = 0.1  # the loop woke this late (seconds): probes running meanwhile are suspect
 
@@ -177,6 +190,32 @@ class _Entry:
         self.pools: list[str] = []
 
 
+def next_wake(
+    due: float | None,
+    deadline: float | None,
+    look: float | None,
+    tick: float = TICK,
+) -> float | None:
+    """When the scheduler's timer should fire next: a multiple of ``tick``, or None.
+
+    ``due``: when the first check is due to start (a pass starts the checks due
+    within one ``tick`` after it, so the wake-up is the slot holding ``due``);
+    ``deadline``: the first timeout of a probe still in flight, never judged
+    early (the slot at or after it); ``look``: when the probes in flight must be
+    looked at (the slot at or after it). Whatever falls in one slot shares one
+    wake-up, so the loop never wakes more often than once per ``tick``.
+    """
+    at = math.inf
+    if due is not None:
+        at = math.floor(due / tick) * tick
+    for t in (deadline, look):
+        if t is not None:
+            slot = math.ceil(t / tick) * tick
+            if slot < at:
+                at = slot
+    return None if at == math.inf else at
+
+
 def _wanted(pools: Sequence[Pool]) -> list[tuple[CheckKey, bool]]:
     """Each identity once, with its initial state: down if any pool declaring it starts down."""
     initial: dict[CheckKey, bool] = {}
@@ -204,19 +243,25 @@ class Scheduler:
         max_in_flight: int = 4096,
         spread: float = 0.05,
         syn_probes: bool = True,
+        tick: float = TICK,
+        reap: float = REAP,
         on_change: Callable[[set[str]], None] | None = None,
         on_start: Callable[[CheckKey, float], None] | None = None,
         on_quorum: Callable[[Pool, PoolState, PoolDecision], None] | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.max_in_flight = max_in_flight
         self.spread = spread
+        self.tick = tick  # the timer's granularity (``next_wake``)
+        self.reap = reap  # probes in flight are looked at no later than this after a pass
         self.on_change = on_change
         self.on_start = on_start  # (key, lateness) per probe started: benchmarks, tests
         # (pool, previous state, decision) for a pool's first decision and every
         # decision that flips its quorum: the quorum_up/quorum_down commands
         self.on_quorum = on_quorum
         self.stats = HealthStats()
+        self._clock = clock  # the loop's clock: tests give a fake one with a fake loop
         self._rng = rng or random.Random()
         self._pools: dict[str, Pool] = {}
         self._entries: dict[CheckKey, _Entry] = {}
@@ -235,7 +280,7 @@ class Scheduler:
         self._ramp_timer: asyncio.TimerHandle | None = None
         self._dirty: set[str] = set()
         self._stalled_at = -math.inf  # when the loop last woke STALL late or more
-        self._stalled_total = 0.0  # seconds the loop woke late, summed (beyond TICK)
+        self._stalled_total = 0.0  # seconds the loop woke late, summed (beyond a tick)
         self._flush_pending = False
         self._last_late_log = -LATE_LOG_EVERY
         self._late_since_log = 0
@@ -281,7 +326,7 @@ class Scheduler:
 
     def oldest_due(self, now: float | None = None) -> float:
         """How late (seconds) the most overdue unstarted check is; 0 when none is."""
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         while self._heap and self._heap[0][2].gone:
             heapq.heappop(self._heap)
         return max(0.0, now - self._heap[0][0]) if self._heap else 0.0
@@ -295,7 +340,7 @@ class Scheduler:
         new = {name: frozenset(s) for name, s in by.items()}
         changed = {n for n in set(new) | set(self._maint) if new.get(n) != self._maint.get(n)}
         self._maint = new
-        self._changed(changed & set(self._pools), time.monotonic())
+        self._changed(changed & set(self._pools), self._clock())
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -305,7 +350,7 @@ class Scheduler:
                 self._syn = SynProber(self._tcp_done)
             except OSError as e:  # no CAP_NET_RAW: every tcp check on kernel sockets
                 log.info("tcp checks use kernel sockets (raw sockets: %s)", e)
-        now = time.monotonic()
+        now = self._clock()
         for entry in self._entries.values():
             self._first_due(entry, now)
         self._arm()
@@ -314,7 +359,7 @@ class Scheduler:
         """Swap the pools; unchanged check identities keep state and schedule."""
         old = self._entries
         self._install(pools, old)
-        now = time.monotonic()
+        now = self._clock()
         for key, entry in old.items():
             if key not in self._entries:
                 entry.gone = True
@@ -363,7 +408,7 @@ class Scheduler:
         self._entries = entries
         prev = self._decisions
         self._decisions = {}
-        now = time.monotonic()
+        now = self._clock()
         for pool in pools:
             old_d = prev.get(pool.name)
             self._decide(pool, old_d.state if old_d else PoolState(), now)
@@ -385,17 +430,20 @@ class Scheduler:
             heapq.heappop(heap)
         if self._loop is None:
             return
-        at = heap[0][0] if heap else None
+        if now is None:
+            now = self._clock()
+        deadline = look = None
         for prober in (self._tcp, self._syn):
             if prober is not None and prober.in_flight:
-                wake = (time.monotonic() if now is None else now) + TICK
-                deadline = prober.next_deadline()
-                if deadline is not None and deadline < wake:
-                    wake = deadline
-                if at is None or wake < at:
-                    at = wake
+                look = now + self.reap
+                first = prober.next_deadline()
+                if first is not None and (deadline is None or first < deadline):
+                    deadline = first
+        at = next_wake(heap[0][0] if heap else None, deadline, look, self.tick)
         if at is None:
             return
+        if at < now:
+            at = now  # overdue: at once (the loop's lag is measured from here)
         if self._timer is not None:
             if self._timer_at <= at:
                 return
@@ -405,7 +453,7 @@ class Scheduler:
 
     def _tick(self) -> None:
         self._timer = None
-        now = time.monotonic()
+        now = self._clock()
         lag = now - self._timer_at
         # The probes this pass finishes schedule their next checks; arming the timer
         # for each would wake the loop again at once for checks this same pass then
@@ -418,9 +466,9 @@ class Scheduler:
             self._ticking = False
             self._timer_at = math.inf
         if capped:
-            # at the cap: wake when a probe may have finished, no sooner than TICK
+            # at the cap: wake when a probe may have finished, a tick from now
             if self._loop is not None:
-                self._timer_at = now + TICK
+                self._timer_at = now + self.tick
                 self._timer = self._loop.call_at(self._timer_at, self._tick)
             return
         self._arm(now)
@@ -429,7 +477,7 @@ class Scheduler:
         """One tick's work: reap, expire, start what is due; True if held at the cap."""
         self.stats.loop_lag.observe(lag)
         if lag > LAG_COUNTED:
-            self._stalled_total += lag - TICK
+            self._stalled_total += max(0.0, lag - self.tick)
         if lag >= STALL:
             self._stalled_at = now
         syn = self._syn
@@ -441,7 +489,7 @@ class Scheduler:
             tcp.reap(now)
             tcp.expire(now, self._stalled_total)
         heap = self._heap
-        limit = now + TICK
+        limit = now + self.tick
         while heap and heap[0][0] <= limit and self._in_flight < self.max_in_flight:
             due, _, entry = heapq.heappop(heap)
             if entry.gone or entry.running or entry.due != due:
@@ -505,7 +553,9 @@ class Scheduler:
             stats.duration(check.type).observe(duration)
             started = entry.started
             now = started + duration
-            due = started + check.interval * (1.0 + self.spread * (2.0 * self._rng.random() - 1.0))
+            # from the due time when started early (a pass starts up to a TICK ahead)
+            base = entry.due if entry.due > started else started
+            due = base + check.interval * (1.0 + self.spread * (2.0 * self._rng.random() - 1.0))
             self._push(entry, due if due > now else now)
             if entry.due < self._timer_at:
                 self._arm(now)
@@ -526,7 +576,7 @@ class Scheduler:
             if entry.inconclusive < check.fall and not entry.gone:
                 entry.inconclusive += 1
                 stats.inconclusive[check.type] += 1
-                self._push(entry, time.monotonic())
+                self._push(entry, self._clock())
                 self._arm()
                 return
         else:
@@ -537,7 +587,7 @@ class Scheduler:
             stats.failures[(check.type, result.reason)] += 1
         if entry.gone:
             return
-        now = time.monotonic()
+        now = self._clock()
         before = entry.state
         after = core.observe(before, check, result, now)
         if after is not before:
@@ -557,8 +607,9 @@ class Scheduler:
         interval = core.next_interval(after, check)
         if self.spread:
             interval *= 1.0 + self.spread * (2.0 * self._rng.random() - 1.0)
-        # from the real start: a late probe pushes the next one back (stretch, no burst)
-        due = started + interval
+        # from the real start: a late probe pushes the next one back (stretch, no
+        # burst); from the due time when it started early (up to a TICK ahead)
+        due = (entry.due if entry.due > started else started) + interval
         self._push(entry, due if due > now else now)
         if entry.due < self._timer_at:
             self._arm(now)
@@ -579,7 +630,7 @@ class Scheduler:
 
     def _flush(self) -> None:
         self._flush_pending = False
-        now = time.monotonic()
+        now = self._clock()
         names, self._dirty = self._dirty, set()
         changed: set[str] = set()
         for name in names:
@@ -635,7 +686,7 @@ class Scheduler:
 
     def _ramp(self) -> None:
         self._ramp_timer = None
-        now = time.monotonic()
+        now = self._clock()
         ramping = [n for n, d in self._decisions.items() if d.next_change is not None]
         self._changed(ramping, now)
 

@@ -311,8 +311,19 @@ class SynProber:
                 self._on_result(entry[2], False, "timeout", now - entry[1])
 
     def next_deadline(self) -> float | None:
-        firsts = [f[0][0] for f in self._fifos.values() if f]
-        return min(firsts) if firsts else None
+        """The first deadline of a probe still pending (answered ones are dropped here)."""
+        pending = self._pending
+        first = None
+        for fifo in self._fifos.values():
+            while fifo:
+                deadline, ident, seq = fifo[0]
+                entry = pending.get(ident)
+                if entry is not None and entry[0] == seq:
+                    if first is None or deadline < first:
+                        first = deadline
+                    break
+                fifo.popleft()
+        return first
 
     def close(self) -> None:
         """Stop: every pending probe is dropped without a result (queued SYNs are not sent)."""

@@ -137,7 +137,14 @@ def serve_targets() -> None:
 # -- the engine run (inside hs-chk) ------------------------------------------------------
 
 
-def engine(seconds: float, n_tcp: int, n_http: int, out: str, profile: bool) -> None:
+def engine(
+    seconds: float,
+    n_tcp: int,
+    n_http: int,
+    out: str,
+    profile: bool,
+    timer: dict[str, float] | None = None,
+) -> None:
     from array import array
 
     from agent.health import Check, Pool, Scheduler, member
@@ -149,7 +156,9 @@ def engine(seconds: float, n_tcp: int, n_http: int, out: str, profile: bool) -> 
         Pool("http", tuple(member(a, 8080, 1, (http,)) for a in addresses(HTTP_NET, n_http))),
     ]
     late = array("d")
-    sched = Scheduler(pools, max_in_flight=20000, on_start=lambda _k, x: late.append(x))
+    sched = Scheduler(
+        pools, max_in_flight=20000, on_start=lambda _k, x: late.append(x), **(timer or {})
+    )
     me = psutil.Process()
     samples: dict[str, list[float]] = {"rss": [], "fds": []}
 
@@ -364,6 +373,8 @@ def main() -> None:
         default="main",
     )
     ap.add_argument("--out", default="")
+    ap.add_argument("--tick", type=float, default=None, help="the engine's timer granularity, s")
+    ap.add_argument("--reap", type=float, default=None, help="the engine's longest look gap, s")
     args = ap.parse_args()
     if args.vm:
         from bench.health_scale.keepalived_vm import main as vm_main
@@ -391,7 +402,8 @@ def main() -> None:
         serve_targets()
         return
     if args.role in ("engine", "profile"):
-        engine(args.seconds, args.tcp, args.http, args.out, args.role == "profile")
+        timer = {k: v for k, v in (("tick", args.tick), ("reap", args.reap)) if v is not None}
+        engine(args.seconds, args.tcp, args.http, args.out, args.role == "profile", timer)
         return
     if os.geteuid() != 0:
         sys.exit("health_scale: needs root (network namespaces)")
