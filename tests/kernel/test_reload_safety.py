@@ -75,8 +75,10 @@ class Cluster:
         reconcile_interval: str = "10s",
         advert: float = ADVERT,
         lease: str = LEASE,
+        per_real_server: str = "full",
     ) -> None:
         self.lab, self.work = lab, work
+        self.per_real_server = per_real_server
         self.services, self.reconcile_interval = services, reconcile_interval
         self.advert, self.lease = advert, lease
         self.key = write_key(work / "cluster.key")
@@ -103,7 +105,10 @@ class Cluster:
         priority = 200 if i == 1 else 100
         doc = {
             "node": {"name": f"d{i}"},
-            "metrics": {"listen": f"127.0.0.1:{METRICS_PORT}"},
+            "metrics": {
+                "listen": f"127.0.0.1:{METRICS_PORT}",
+                "per_real_server": self.per_real_server,
+            },
             "state_dir": state,
             "reconcile_interval": self.reconcile_interval,
             "lock": self.lock(i),
