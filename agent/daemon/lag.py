@@ -106,6 +106,9 @@ def where(frame: FrameType | None, depth: int = 4) -> str:
     parts: list[str] = []
     while frame is not None and len(parts) < depth:
         code = frame.f_code
+        if code.co_filename.startswith("<frozen importlib"):
+            frame = frame.f_back  # an import's own machinery: what imports is the news
+            continue
         file = "/".join(code.co_filename.split("/")[-2:])
         parts.append(f"{file}:{frame.f_lineno} {code.co_name}")
         frame = frame.f_back

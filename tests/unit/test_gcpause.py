@@ -104,3 +104,17 @@ def test_an_async_kernel_call_keeps_the_collector_off_across_its_awaits() -> Non
     assert during_steps == [False] * 4
     assert during_awaits == [False] * 4
     assert gc.isenabled()
+
+
+def test_what_a_pause_allocated_is_settled_before_the_collector_runs_again() -> None:
+    """Else the first allocation after the pause starts a young collection over all of
+    it (a whole dump: 100-600 ms on the loop under emulation)."""
+    gc.collect()
+    before = gc.get_freeze_count()
+    try:
+        with gcpause.paused_gc():
+            kept = [[i] for i in range(20_000)]
+        assert gc.get_freeze_count() >= before + 20_000
+    finally:
+        gc.unfreeze()
+    assert len(kept) == 20_000
