@@ -15,6 +15,7 @@ times every garbage collection.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -129,7 +130,10 @@ class StallWatch:
 
     Collections: every garbage collection's duration goes to ``observe_gc`` (generation,
     seconds); one longer than the threshold is logged with its generation and the
-    thread that ran it.
+    thread that ran it. The collector's callback only records (a deque append, no lock):
+    a collection can start inside any allocation, including one made while a metric's
+    or a handler's lock is held, so observing and logging are left to the watch thread
+    (``drain``).
     """
 
     def __init__(
@@ -146,6 +150,7 @@ class StallWatch:
         self.clock = clock
         self.beat_at = clock()
         self._gc_start = 0.0
+        self._gc_done: collections.deque[tuple[int, float, str]] = collections.deque(maxlen=1024)
         self._last_log = -LOG_EVERY
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -164,6 +169,7 @@ class StallWatch:
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_gc)
         self._stop.set()
+        self.drain()
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         now = time.perf_counter()
@@ -171,19 +177,28 @@ class StallWatch:
             self._gc_start = now
             return
         took = now - self._gc_start
-        generation = int(info.get("generation", 0))
-        self.observe_gc(generation, took)
-        if took > self.threshold():
-            log.warning(
-                "garbage collection of generation %d took %.0f ms (on thread %s)",
-                generation,
-                took * 1000,
-                threading.current_thread().name,
-            )
+        self._gc_done.append(
+            (int(info.get("generation", 0)), took, threading.current_thread().name)
+        )
+
+    def drain(self) -> None:
+        """Observe and log the collections recorded since the last call."""
+        threshold = self.threshold()
+        while self._gc_done:
+            generation, took, thread = self._gc_done.popleft()
+            self.observe_gc(generation, took)
+            if took > threshold:
+                log.warning(
+                    "garbage collection of generation %d took %.0f ms (on thread %s)",
+                    generation,
+                    took * 1000,
+                    thread,
+                )
 
     def _run(self) -> None:
         last = self.clock()
         while not self._stop.wait(self.period):
+            self.drain()
             now = self.clock()
             threshold = self.threshold()
             own = now - last - self.period

@@ -89,11 +89,46 @@ def test_every_collection_is_timed_by_generation() -> None:
     watch.start()
     try:
         gc.collect()
+        assert seen == [] or [gen for gen, _ in seen] == [2]  # the watch thread's own pace
     finally:
-        watch.stop()
-    gc.collect()  # after stop: no longer observed
+        watch.stop()  # observes what is left
+    gc.collect()  # after stop: no longer recorded
+    watch.drain()
     assert [gen for gen, _ in seen] == [2]
     assert seen[0][1] >= 0.0
+
+
+def test_a_collection_inside_a_metrics_lock_does_not_deadlock() -> None:
+    """A collection can start inside prometheus_client's labels() (which allocates
+    the child under the metric's own non-reentrant lock): the callback only records."""
+    import gc
+    import threading
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from agent.daemon.lag import StallWatch
+
+    h = Histogram("t_gc_seconds", "t", ["generation"], registry=CollectorRegistry())
+    watch = StallWatch(lambda: 10.0, lambda gen, took: h.labels(str(gen)).observe(took))
+    done = threading.Event()
+
+    def work() -> None:
+        old = gc.get_threshold()
+        gc.set_threshold(1)  # a collection at (nearly) every allocation
+        try:
+            for i in range(200):
+                h.labels(generation=str(i % 3))
+        finally:
+            gc.set_threshold(*old)
+            done.set()
+
+    watch.start()
+    try:
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        assert done.wait(30.0), "deadlocked"
+    finally:
+        watch.stop()
 
 
 def test_a_silent_loop_is_logged_with_where_the_main_thread_is(
