@@ -72,10 +72,9 @@ def buckets(text: str) -> dict[float, float]:
     return out
 
 
-def lag_summary(before: str, after: str) -> dict[str, Any]:
-    """p50, p99 and max of the wakes between two scrapes, as bucket upper bounds."""
-    b, a = buckets(before), buckets(after)
-    cum = sorted((le, a[le] - b.get(le, 0.0)) for le in a)
+def summarize(cum: list[tuple[float, float]]) -> dict[str, Any]:
+    """p50, p99 and max of wakes given as cumulative (bucket bound, count) pairs, as
+    bucket upper bounds, with the counts beyond 25 and 50 ms."""
     count = cum[-1][1] if cum else 0.0
 
     def quantile(q: float) -> float:
@@ -92,28 +91,18 @@ def lag_summary(before: str, after: str) -> dict[str, Any]:
         "over_25ms": count - dict(cum).get(0.025, 0.0),
         "over_50ms": count - dict(cum).get(0.05, 0.0),
     }
+
+
+def lag_summary(before: str, after: str) -> dict[str, Any]:
+    """The wakes between two scrapes (see summarize)."""
+    b, a = buckets(before), buckets(after)
+    return summarize(sorted((le, a[le] - b.get(le, 0.0)) for le in a))
 
 
 def bare_summary(raw: dict[str, Any]) -> dict[str, Any]:
     """bare_probe.py's record in lag_summary's terms, with its exact worst wake."""
     cum = sorted((float(le), float(n)) for le, n in raw["le"].items())
-    count = cum[-1][1] if cum else 0.0
-
-    def quantile(q: float) -> float:
-        for le, n in cum:
-            if n >= q * count:
-                return le
-        return float("inf")
-
-    return {
-        "wakes": count,
-        "p50_le": quantile(0.5),
-        "p99_le": quantile(0.99),
-        "max_le": quantile(1.0),
-        "max_s": raw["max_s"],
-        "over_25ms": count - dict(cum).get(0.025, 0.0),
-        "over_50ms": count - dict(cum).get(0.05, 0.0),
-    }
+    return {**summarize(cum), "max_s": raw["max_s"]}
 
 
 def wait(what: str, check: Any, timeout: float, cluster: Cluster) -> float:
