@@ -105,6 +105,14 @@ def bare_summary(raw: dict[str, Any]) -> dict[str, Any]:
     return {**summarize(cum), "max_s": raw["max_s"]}
 
 
+def chrt(priority: int) -> list[str]:
+    """What starts a process with its first thread at SCHED_RR ``priority``, and every
+    thread and process it starts at normal priority (reset on fork): the same as a
+    systemd unit's CPUSchedulingPolicy=rr, CPUSchedulingPriority= and
+    CPUSchedulingResetOnFork=yes. Nothing for 0."""
+    return ["chrt", "--rr", "--reset-on-fork", str(priority)] if priority else []
+
+
 def wait(what: str, check: Any, timeout: float, cluster: Cluster) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -125,6 +133,7 @@ def run_cluster(
     advert: float,
     lease: str,
     work: Path,
+    realtime: int = 0,
 ) -> dict[str, Any]:
     from agent.ipvs.kernel import IpvsKernel
     from agent.lab import netns
@@ -143,6 +152,7 @@ def run_cluster(
             advert=advert,
             lease=lease,
             per_real_server="aggregate",
+            launcher=chrt(realtime),
         )
         weights: dict[tuple[int, int], int] = {}
         try:
@@ -168,9 +178,15 @@ def run_cluster(
             res["start_s"] = round(wait("the cluster to settle", settled, 1800, cluster), 2)
             print(f"cluster up in {res['start_s']}s (both tables programmed)", flush=True)
             time.sleep(5)
+            bare_argv = [sys.executable, str(Path(__file__).with_name("bare_probe.py"))]
             bare_out = work / "bare-probe.json"
-            bare = subprocess.Popen(
-                [sys.executable, str(Path(__file__).with_name("bare_probe.py")), str(bare_out)]
+            bare = subprocess.Popen([*bare_argv, str(bare_out)])
+            # the same loop at the agents' real-time priority: the floor they are read against
+            bare_rt_out = work / "bare-probe-rt.json"
+            bare_rt = (
+                subprocess.Popen([*chrt(realtime), *bare_argv, str(bare_rt_out)])
+                if realtime
+                else None
             )
             before = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2))}
             took: list[float] = []
@@ -196,6 +212,11 @@ def run_cluster(
             bare.send_signal(signal.SIGTERM)
             bare.wait(timeout=60)
             res["bare_loop"] = bare_summary(json.loads(bare_out.read_text()))
+            if bare_rt is not None:
+                bare_rt.send_signal(signal.SIGTERM)
+                bare_rt.wait(timeout=60)
+                res["bare_loop_rt"] = bare_summary(json.loads(bare_rt_out.read_text()))
+            res["realtime_priority"] = realtime
             res["reload_seconds"] = [round(t, 3) for t in took]
             res["reload_median_s"] = round(statistics.median(took), 3)
             res["reload_max_s"] = round(max(took), 3)
@@ -300,6 +321,12 @@ def main() -> int:
     parser.add_argument(
         "--no-anchor", action="store_true", help="leave out keepalived's reload (a shorter run)"
     )
+    parser.add_argument(
+        "--realtime",
+        type=int,
+        default=0,
+        help="start the agents' event loop at this SCHED_RR priority (chrt --reset-on-fork), 0: no",
+    )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
     from agent.lab.topology import ipvs_available
@@ -313,6 +340,7 @@ def main() -> int:
             f"{shlex.quote(__file__)} --services {args.services} --reloads {args.reloads} "
             f"--interval {args.interval} --gap {args.gap} --advert {args.advert} "
             f"--lease {args.lease} --floor {args.floor} --out {shlex.quote(args.out)}"
+            + f" --realtime {args.realtime}"
             + (" --no-anchor" if args.no_anchor else "")
         )
         return run_in_vm(cmd, rwdirs=[str(ROOT)], memory="4G")
@@ -331,7 +359,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="reload-safety-") as tmp:
         work = Path(tmp)
         results["agent"] = run_cluster(
-            args.services, args.reloads, args.interval, args.gap, args.advert, args.lease, work
+            args.services,
+            args.reloads,
+            args.interval,
+            args.gap,
+            args.advert,
+            args.lease,
+            work,
+            args.realtime,
         )
         if not args.no_anchor:
             print("keepalived: the same one-weight reload", flush=True)
@@ -355,6 +390,12 @@ def main() -> int:
         f"p99 <= {ms(bare['p99_le'])}, max {ms(bare['max_s'])} ({bare['wakes']:g} wakes, "
         f"{bare['over_50ms']:g} over 50 ms)"
     )
+    if "bare_loop_rt" in a:
+        rt = a["bare_loop_rt"]
+        print(
+            f"bare Python loop at SCHED_RR {args.realtime}: p99 <= {ms(rt['p99_le'])}, "
+            f"max {ms(rt['max_s'])} ({rt['wakes']:g} wakes, {rt['over_50ms']:g} over 50 ms)"
+        )
     print(
         f"SIGHUP -> weight in the kernel: median {a['reload_median_s']} s, max "
         f"{a['reload_max_s']} s; keepalived {results.get('keepalived_reload_s', '-')} s"

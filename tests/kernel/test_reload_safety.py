@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -76,8 +76,10 @@ class Cluster:
         advert: float = ADVERT,
         lease: str = LEASE,
         per_real_server: str = "full",
+        launcher: Sequence[str] = (),
     ) -> None:
         self.lab, self.work = lab, work
+        self.launcher = list(launcher)  # e.g. chrt: what runs the agents' interpreter
         self.per_real_server = per_real_server
         self.services, self.reconcile_interval = services, reconcile_interval
         self.advert, self.lease = advert, lease
@@ -143,7 +145,7 @@ class Cluster:
         agent.config.write_text(self.config(i, weights))
         command = "witness" if i == 3 else "run"
         env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", LVS_AGENT_CACHE_DIR="")
-        argv = [sys.executable, "-m", "agent", command, "-c", str(agent.config)]
+        argv = [*self.launcher, sys.executable, "-m", "agent", command, "-c", str(agent.config)]
         agent.proc = self.lab.spawn(host, argv, agent.log, env)
         self.agents[i] = agent
         return agent
