@@ -156,8 +156,10 @@ def _read_root(
 ) -> Config | None:
     node = root.section("node")
     node_name = socket.gethostname()
+    realtime_priority: int | None = None
     if node is not None:
         name = node.get("name", lambda i: _name(i), node_name)
+        realtime_priority = node.get("realtime_priority", lambda i: i.as_int(1, 99), None)
         node.finish()
         node_name = name or node_name
 
@@ -225,6 +227,7 @@ def _read_root(
         lines=lines,
         includes=includes,
         metrics_per_real_server=per_real_server,
+        realtime_priority=realtime_priority,
     )
 
 

@@ -180,3 +180,5 @@ class Config:
     includes: tuple[Included, ...] = field(default=(), compare=False, repr=False)
     #: ``metrics.per_real_server``: full | aggregate | off (agent.metrics.PER_REAL_SERVER)
     metrics_per_real_server: str = "full"
+    #: ``node.realtime_priority``: SCHED_RR priority of the event loop (agent.daemon.priority)
+    realtime_priority: int | None = None

@@ -42,7 +42,9 @@ built, in a worker process kept running from the start (``agent.daemon.worker``;
 re-reads only the entries a reload changed, ``agent.config.incremental``); planning
 and the ownership file run on a worker thread (``agent.daemon.offload``); kernel I/O
 yields to the loop (``agent.ipvs.kernel``). A 10 ms probe measures how late the loop
-wakes (``agent.daemon.lag``). The collector: ``agent.gcpause``.
+wakes (``agent.daemon.lag``). The collector: ``agent.gcpause``. With
+``node.realtime_priority`` the loop's thread alone runs at SCHED_RR
+(``agent.daemon.priority``).
 
 Failure policy: degrade, don't die.
 
@@ -57,7 +59,8 @@ Failure policy: degrade, don't die.
   socket (``status_socket``: the agent runs without it; a bad request on it:
   ``status_request``), an unreadable maintenance file (``state_file``: no flags), a netlink
   error on one operation or one dump (``ipvs_operation``, ``netlink``: the next
-  reconcile retries), the ownership file (``state_file``), an invalid or unreadable
+  reconcile retries), the ownership file (``state_file``), a real-time priority the
+  system refuses (``scheduling``: the loop runs at normal priority), an invalid or unreadable
   file on reload (``config``: the running configuration stays), a notify or track
   script that cannot start (a failed run), and an unexpected exception in a
   long-running task (``task``: logged with its traceback and the task restarted with
@@ -167,6 +170,9 @@ class Agent:
 
         self.started = time.monotonic()
         self.loop_ticks = 0  # wakes of the loop-lag probe: the watchdog's sign of progress
+        from agent.daemon.priority import LoopPriority
+
+        self.priority = LoopPriority(lambda: metrics.errors.labels(kind="scheduling").inc())
         from agent.daemon.lag import StallWatch
 
         self.stalls = StallWatch(  # where a late loop was held up; collections timed
@@ -204,6 +210,8 @@ class Agent:
         from agent.daemon.lag import probe
         from agent.daemon.supervise import set_failure_hook, supervise
 
+        # First: the threads and processes started from here on run at normal priority.
+        self.priority.apply(self.config.realtime_priority)
         self.stalls.start()
 
         set_failure_hook(lambda name: self.metrics.errors.labels(kind="task").inc())
@@ -641,6 +649,7 @@ class Agent:
         self.reloaded_services = edited if config.ipvs == self.config.ipvs else None
         self.config = config
         self.desired = desired
+        self.priority.apply(config.realtime_priority)
         from agent.daemon.health import pools_for
         from agent.health.maint import configured_servers
 

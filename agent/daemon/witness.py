@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agent.config import Config
+    from agent.daemon.priority import LoopPriority
     from agent.lock import LockTransport
 
 log = logging.getLogger("lvs-agent")
@@ -31,7 +32,7 @@ def run_witness(config_path: str) -> int:
     return asyncio.run(_main(config, config_path))
 
 
-def _on_reload(config_path: str, running: Config) -> None:
+def _on_reload(config_path: str, running: Config, priority: LoopPriority) -> None:
     """SIGHUP: the file is read and checked, and what changed is named; the clusters
     keep running as they are (an acceptor's identity and timing change only on a
     restart, which its quarantine makes safe). A signal that ended the process would
@@ -49,6 +50,7 @@ def _on_reload(config_path: str, running: Config) -> None:
     except OSError as exc:
         log.error("reload: cannot read %s: %s", config_path, exc.strerror)
         return
+    priority.apply(new.realtime_priority)  # takes effect at once
     old = {c.cluster: c for c in running.witness}
     now = {c.cluster: c for c in new.witness}
     changed = sorted(n for n in old.keys() | now.keys() if old.get(n) != now.get(n))
@@ -66,16 +68,19 @@ def _on_reload(config_path: str, running: Config) -> None:
 
 async def _main(config: Config, config_path: str = "") -> int:
     from agent.daemon import keep_serving_metrics
+    from agent.daemon.priority import LoopPriority
     from agent.daemon.supervise import supervise
     from agent.lock import IncarnationError, KeyFileError, start_lock
     from agent.metrics import AgentMetrics
 
+    metrics = AgentMetrics()
+    priority = LoopPriority(lambda: metrics.errors.labels(kind="scheduling").inc())
+    priority.apply(config.realtime_priority)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _on_reload, config_path, config)
-    metrics = AgentMetrics()
+    loop.add_signal_handler(signal.SIGHUP, _on_reload, config_path, config, priority)
     running: dict[str, LockTransport] = {}
     try:
         for cfg in config.witness:

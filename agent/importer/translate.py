@@ -234,8 +234,21 @@ class _Translator:
             name = _safe_name(_arg(s))
             if name != _arg(s):
                 self.skip(s, DIFFERS, f"node names take letters, digits, '-', '_', '.': {name!r}")
-            self.node = Map()
+            self.node = self.node or Map()
+            self.node.entries = [e for e in self.node.entries if e.key != "name"]
             self.node.add("name", name, s.where)
+        elif k in ("vrrp_rt_priority", "checker_rt_priority"):
+            # VRRP and the checks share the agent's one loop: the higher priority wins.
+            priority = _int(s)
+            if not 1 <= priority <= 99:
+                raise _Bad("must be 1..99")
+            self.node = self.node or Map()
+            before = self.node.get("realtime_priority")
+            if isinstance(before, int) and before >= priority:
+                self.skip(s, DIFFERS, f"VRRP and checks share one loop: {before} is kept")
+                return
+            self.node.entries = [e for e in self.node.entries if e.key != "realtime_priority"]
+            self.node.add("realtime_priority", priority, s.where)
         elif k == "vrrp_version":
             version = _int(s)
             if version not in (2, 3):

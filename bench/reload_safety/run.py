@@ -74,7 +74,7 @@ def buckets(text: str) -> dict[float, float]:
 
 def summarize(cum: list[tuple[float, float]]) -> dict[str, Any]:
     """p50, p99 and max of wakes given as cumulative (bucket bound, count) pairs, as
-    bucket upper bounds, with the counts beyond 25 and 50 ms."""
+    bucket upper bounds, with the counts beyond 25, 50 and 100 ms."""
     count = cum[-1][1] if cum else 0.0
 
     def quantile(q: float) -> float:
@@ -90,6 +90,7 @@ def summarize(cum: list[tuple[float, float]]) -> dict[str, Any]:
         "max_le": quantile(1.0),
         "over_25ms": count - dict(cum).get(0.025, 0.0),
         "over_50ms": count - dict(cum).get(0.05, 0.0),
+        "over_100ms": count - dict(cum).get(0.1, 0.0),
     }
 
 
@@ -106,10 +107,8 @@ def bare_summary(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def chrt(priority: int) -> list[str]:
-    """What starts a process with its first thread at SCHED_RR ``priority``, and every
-    thread and process it starts at normal priority (reset on fork): the same as a
-    systemd unit's CPUSchedulingPolicy=rr, CPUSchedulingPriority= and
-    CPUSchedulingResetOnFork=yes. Nothing for 0."""
+    """What starts the bare loop at SCHED_RR ``priority`` with reset-on-fork: what
+    ``node.realtime_priority`` does to the agents' loops. Nothing for 0."""
     return ["chrt", "--rr", "--reset-on-fork", str(priority)] if priority else []
 
 
@@ -152,7 +151,7 @@ def run_cluster(
             advert=advert,
             lease=lease,
             per_real_server="aggregate",
-            launcher=chrt(realtime),
+            realtime_priority=realtime or None,
         )
         weights: dict[tuple[int, int], int] = {}
         try:
@@ -226,6 +225,12 @@ def run_cluster(
                 res[name] = {
                     "vrrp_transitions": total(a, "lvs_agent_vrrp_transitions_total")
                     - total(b, "lvs_agent_vrrp_transitions_total"),
+                    # by instance: "adverts" is elected by VRRP alone, "quorum" by the lease
+                    "transitions_by_instance": {
+                        inst: total(a, "lvs_agent_vrrp_transitions_total", instance=inst)
+                        - total(b, "lvs_agent_vrrp_transitions_total", instance=inst)
+                        for inst in ("adverts", "quorum")
+                    },
                     "lease_losses": total(a, "lvs_agent_lock_losses_total")
                     - total(b, "lvs_agent_lock_losses_total"),
                     "full_reconciles": total(a, "lvs_agent_reconcile_duration_seconds_count")
@@ -325,7 +330,7 @@ def main() -> int:
         "--realtime",
         type=int,
         default=0,
-        help="start the agents' event loop at this SCHED_RR priority (chrt --reset-on-fork), 0: no",
+        help="the agents' node.realtime_priority (their event loop at SCHED_RR), 0: not set",
     )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
@@ -378,23 +383,26 @@ def main() -> int:
     print(f"\n== {args.services} services x {DESTS}, {args.reloads} reloads")
     for name in ("d1", "d2"):
         d, lag = a[name], a[name]["loop_lag"]
+        each = ", ".join(f"{k} {v:g}" for k, v in d["transitions_by_instance"].items())
         print(
-            f"{name}: VRRP transitions {d['vrrp_transitions']:g}, lease losses "
+            f"{name}: VRRP transitions {d['vrrp_transitions']:g} ({each}), lease losses "
             f"{d['lease_losses']:g}, full reconciles {d['full_reconciles']:g}; loop lag "
             f"p50 <= {ms(lag['p50_le'])}, p99 <= {ms(lag['p99_le'])}, max <= {ms(lag['max_le'])}"
-            f" ({lag['wakes']:g} wakes, {lag['over_50ms']:g} over 50 ms)"
+            f" ({lag['wakes']:g} wakes, {lag['over_50ms']:g} over 50 ms, "
+            f"{lag['over_100ms']:g} over 100 ms)"
         )
     bare = a["bare_loop"]
     print(
         f"bare Python loop beside them (the machine's floor): p50 <= {ms(bare['p50_le'])}, "
         f"p99 <= {ms(bare['p99_le'])}, max {ms(bare['max_s'])} ({bare['wakes']:g} wakes, "
-        f"{bare['over_50ms']:g} over 50 ms)"
+        f"{bare['over_50ms']:g} over 50 ms, {bare['over_100ms']:g} over 100 ms)"
     )
     if "bare_loop_rt" in a:
         rt = a["bare_loop_rt"]
         print(
             f"bare Python loop at SCHED_RR {args.realtime}: p99 <= {ms(rt['p99_le'])}, "
-            f"max {ms(rt['max_s'])} ({rt['wakes']:g} wakes, {rt['over_50ms']:g} over 50 ms)"
+            f"max {ms(rt['max_s'])} ({rt['wakes']:g} wakes, {rt['over_50ms']:g} over 50 ms, "
+            f"{rt['over_100ms']:g} over 100 ms)"
         )
     print(
         f"SIGHUP -> weight in the kernel: median {a['reload_median_s']} s, max "

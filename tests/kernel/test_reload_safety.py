@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,10 +76,10 @@ class Cluster:
         advert: float = ADVERT,
         lease: str = LEASE,
         per_real_server: str = "full",
-        launcher: Sequence[str] = (),
+        realtime_priority: int | None = None,
     ) -> None:
         self.lab, self.work = lab, work
-        self.launcher = list(launcher)  # e.g. chrt: what runs the agents' interpreter
+        self.realtime_priority = realtime_priority  # node.realtime_priority of all three
         self.per_real_server = per_real_server
         self.services, self.reconcile_interval = services, reconcile_interval
         self.advert, self.lease = advert, lease
@@ -97,8 +97,12 @@ class Cluster:
 
     def config(self, i: int, weights: dict[tuple[int, int], int]) -> str:
         state = str(self.work / f"state-d{i}")
+        node: dict[str, object] = {"name": f"d{i}"}
+        if self.realtime_priority is not None:
+            node["realtime_priority"] = self.realtime_priority
         if i == 3:
             doc: dict[str, object] = {
+                "node": node,
                 "metrics": {"listen": f"127.0.0.1:{METRICS_PORT}"},
                 "state_dir": state,
                 "lock": self.lock(i),
@@ -106,7 +110,7 @@ class Cluster:
             return yaml.safe_dump(doc, sort_keys=False)
         priority = 200 if i == 1 else 100
         doc = {
-            "node": {"name": f"d{i}"},
+            "node": node,
             "metrics": {
                 "listen": f"127.0.0.1:{METRICS_PORT}",
                 "per_real_server": self.per_real_server,
@@ -145,7 +149,7 @@ class Cluster:
         agent.config.write_text(self.config(i, weights))
         command = "witness" if i == 3 else "run"
         env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", LVS_AGENT_CACHE_DIR="")
-        argv = [*self.launcher, sys.executable, "-m", "agent", command, "-c", str(agent.config)]
+        argv = [sys.executable, "-m", "agent", command, "-c", str(agent.config)]
         agent.proc = self.lab.spawn(host, argv, agent.log, env)
         self.agents[i] = agent
         return agent

@@ -213,3 +213,70 @@ def test_sandbox_lets_the_agent_write_only_the_net_sysctls_it_names(box: Contain
     assert "Read-only file system" in done.stderr, done.stderr
     assert box.run("sysctl", "-n", "net.ipv4.conf.v1.arp_ignore").stdout.strip() == "1"
     assert box.run("sysctl", "-n", "net.ipv4.conf.v0.arp_ignore").stdout.strip() == "0"
+
+
+def schedulers(box: Container, pid: str) -> dict[str, str]:
+    """Thread id -> ``chrt -p``'s policy and priority, for every thread of ``pid``."""
+    out = {}
+    for tid in box.run("ls", f"/proc/{pid}/task").stdout.split():
+        shown = box.run("chrt", "-p", tid).stdout
+        policy = re.search(r"policy: (\S+)", shown)
+        prio = re.search(r"priority: (\d+)", shown)
+        assert policy and prio, shown
+        out[tid] = f"{policy.group(1)} {prio.group(1)}"
+    return out
+
+
+def test_realtime_priority_needs_the_drop_in_and_is_only_the_loops(box: Container) -> None:
+    """``node.realtime_priority`` under the packaged unit is refused (RestrictRealtime, no
+    CAP_SYS_NICE): logged, counted, VRRP runs on. With the shipped drop-in the loop's
+    thread alone runs at SCHED_RR; its other threads and the configuration worker do
+    not; a reload without the key puts the loop back."""
+    config = AGENT_CONFIG.replace(
+        "node: {name: director1}", "node: {name: director1, realtime_priority: 10}"
+    )
+    dropin = "/etc/systemd/system/lvs-agent.service.d/realtime.conf"
+    box.write("/etc/lvs-agent/config.yaml", config, 0o640)
+    box.run("chgrp", "lvs-agent", "/etc/lvs-agent/config.yaml")
+    try:
+        box.run("systemctl", "start", "lvs-agent.service")
+        wait_until("the VIP", lambda: has_vip(box), 15)
+        assert "cannot run at SCHED_RR (Operation not permitted)" in journal(
+            box, "lvs-agent.service"
+        )
+        assert metric(scrape(box, 9469), "lvs_agent_errors_total", kind="scheduling") == 1.0
+        box.run("systemctl", "stop", "lvs-agent.service")
+
+        box.write(dropin, (UNITS / "realtime.conf").read_text())
+        box.run("systemctl", "daemon-reload")
+        box.run("systemctl", "start", "lvs-agent.service")
+        wait_until("the VIP", lambda: has_vip(box), 15)
+        wait_until("the configuration worker", lambda: bool(worker_nice(box)), 15)
+        pid = box.run("systemctl", "show", "-p", "MainPID", "--value", "lvs-agent.service")
+        pid_s = pid.stdout.strip()
+        threads = schedulers(box, pid_s)
+        assert threads.pop(pid_s) == "SCHED_RR|SCHED_RESET_ON_FORK 10", journal(
+            box, "lvs-agent.service"
+        )[-3000:]
+        assert threads and set(threads.values()) == {"SCHED_OTHER 0"}, threads
+        worker = box.run("pgrep", "-f", "agent.daemon.worker").stdout.split()
+        assert worker and schedulers(box, worker[0])[worker[0]] == "SCHED_OTHER 0"
+        assert worker_nice(box) == [str(WORKER_NICE)]
+        assert "event loop at SCHED_RR 10" in journal(box, "lvs-agent.service")
+        assert metric(scrape(box, 9469), "lvs_agent_errors_total", kind="scheduling") is None
+
+        box.write("/etc/lvs-agent/config.yaml", AGENT_CONFIG, 0o640)
+        box.run("chgrp", "lvs-agent", "/etc/lvs-agent/config.yaml")
+        box.run("systemctl", "reload", "lvs-agent.service")
+        wait_until(
+            "the loop back at normal priority",
+            lambda: schedulers(box, pid_s)[pid_s].startswith("SCHED_OTHER"),
+            15,
+        )
+        assert has_vip(box)
+    finally:
+        box.run("systemctl", "stop", "lvs-agent.service", check=False)
+        box.run("rm", "-f", dropin)
+        box.run("systemctl", "daemon-reload")
+        box.write("/etc/lvs-agent/config.yaml", AGENT_CONFIG, 0o640)
+        box.run("chgrp", "lvs-agent", "/etc/lvs-agent/config.yaml")

@@ -227,6 +227,7 @@ CASES: dict[tuple[str, str], Case | object] = {
     # an included file's virtual server joins the list
     ("", "include"): Case([str(INCLUDED)]),
     ("node", "name"): Case("other-node"),
+    ("node", "realtime_priority"): Case(10, ABSENT),
     ("metrics", "listen"): Case("127.0.0.1:19469"),
     ("metrics", "per_real_server"): Case("aggregate"),
     # ipvs
@@ -348,7 +349,7 @@ def _target(mode: str, section: str) -> Callable[[Config], object]:
         return lambda c: c.witness
     return {
         "": lambda c: c,
-        "node": lambda c: c.node_name,
+        "node": lambda c: (c.node_name, c.realtime_priority),
         "metrics": lambda c: (c.metrics_host, c.metrics_port, c.metrics_per_real_server),
         "ipvs": lambda c: c.ipvs,
         "virtual_servers": lambda c: c.virtual_servers,

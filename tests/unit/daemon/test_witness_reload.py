@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.config.loader import load_witness_config
+from agent.daemon.priority import LoopPriority
 from agent.daemon.witness import _on_reload
 
 WITNESS = """\
@@ -34,18 +35,26 @@ def test_reload_names_what_changed_and_keeps_running(
     _write(path, "1s")
     running = load_witness_config(str(path))
     caplog.set_level(logging.INFO, logger="lvs-agent")
+    calls: list[tuple[int, int]] = []
+    priority = LoopPriority(lambda: None, lambda p, n: calls.append((p, n)), lambda: (0, 0))
 
-    _on_reload(str(path), running)
+    _on_reload(str(path), running, priority)
     assert "unchanged" in caplog.text
 
     _write(path, "2s")
-    _on_reload(str(path), running)
+    _on_reload(str(path), running, priority)
     assert "changed (lb-prod-1): a witness applies it on restart" in caplog.text
 
+    assert calls == []  # no node.realtime_priority: the loop's scheduling is not touched
+
+    path.write_text("node: {realtime_priority: 5}\n" + path.read_text())
+    _on_reload(str(path), running, priority)
+    assert priority.raised == 5  # applied at once, unlike the clusters' settings
+
     path.write_text("witness: {clusters: [{cluster: x}]}\n")
-    _on_reload(str(path), running)
+    _on_reload(str(path), running, priority)
     assert "is invalid; the witness keeps running as it is" in caplog.text
 
     path.unlink()
-    _on_reload(str(path), running)
+    _on_reload(str(path), running, priority)
     assert "cannot read" in caplog.text

@@ -27,6 +27,8 @@ FILES = sorted(DATA.glob("*.conf"))
 TRANSLATED = [
     "global_defs",
     "router_id",
+    "vrrp_rt_priority",
+    "checker_rt_priority",
     "lvs_timeouts",
     "vrrp_version",
     "vrrp_garp_master_delay",
@@ -324,6 +326,25 @@ def test_quorum_commands_are_translated_as_command_lines(tmp_path: Path) -> None
     (skip,) = [s for s in result.skipped if s.keyword.startswith("quorum_up")]
     assert skip.why == "no equivalent" and "no checker" in str(skip)
     checked(result.yaml)
+
+
+def test_real_time_priorities_become_the_loops(tmp_path: Path) -> None:
+    """vrrp_rt_priority and checker_rt_priority: the agent runs both on one loop, so the
+    higher one is its node.realtime_priority, whichever comes first."""
+    conf = tmp_path / "k.conf"
+    for first, second in (("vrrp", "checker"), ("checker", "vrrp")):
+        conf.write_text(
+            f"global_defs {{\n  {first}_rt_priority 20\n  {second}_rt_priority 5\n"
+            "  router_id lb1\n}\n"
+        )
+        result = import_keepalived(str(conf), "x")
+        assert yaml.safe_load(result.yaml)["node"] == {"name": "lb1", "realtime_priority": 20}
+        (skip,) = result.skipped
+        assert skip.keyword.startswith(f"{second}_rt_priority") and skip.why == "differs"
+        checked(result.yaml)
+    conf.write_text("global_defs {\n  vrrp_rt_priority 100\n}\n")
+    (skip,) = import_keepalived(str(conf), "x").skipped
+    assert skip.why == "not supported" and "1..99" in str(skip)
 
 
 def test_without_checkers_only_what_acts_is_written(tmp_path: Path) -> None:
