@@ -190,7 +190,7 @@ def run_cluster(
             before = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2))}
             took: list[float] = []
             for n in range(reloads):
-                i, j = services - 1 - 97 * n, n % DESTS
+                i, j = (services - 1 - 97 * n) % services, n % DESTS
                 weights[(i, j)] = 10 + n
                 d1.config.write_text(cluster.config(1, weights))
                 d1.signal(signal.SIGHUP)
