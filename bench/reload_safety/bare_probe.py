@@ -4,7 +4,7 @@ each wake is. Run beside the agents in the same boot, it separates what the mach
 does to any Python loop (emulation, the CPUs' other work) from what the agent's own
 work does to its loop.
 
-    python bench/reload_safety/bare_probe.py OUT.json
+    python bench/reload_safety/bare_probe.py OUT.json [SCHED_RR_PRIORITY]
 
 Runs until SIGTERM or SIGINT, then writes the bucket counts (the daemon's
 LAG_BUCKETS, cumulative like a Prometheus histogram) and the worst wake to OUT.json.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -52,4 +53,8 @@ async def probe(out: Path) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        # The priority is taken once the interpreter has started: a start at SCHED_RR
+        # (seconds of imports under emulation) would take the CPU from the agents.
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(int(sys.argv[2])))
     asyncio.run(probe(Path(sys.argv[1])))

@@ -106,12 +106,6 @@ def bare_summary(raw: dict[str, Any]) -> dict[str, Any]:
     return {**summarize(cum), "max_s": raw["max_s"]}
 
 
-def chrt(priority: int) -> list[str]:
-    """What starts the bare loop at SCHED_RR ``priority`` with reset-on-fork: what
-    ``node.realtime_priority`` does to the agents' loops. Nothing for 0."""
-    return ["chrt", "--rr", "--reset-on-fork", str(priority)] if priority else []
-
-
 def wait(what: str, check: Any, timeout: float, cluster: Cluster) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -188,7 +182,7 @@ def run_cluster(
             # the same loop at the agents' real-time priority: the floor they are read against
             bare_rt_out = work / "bare-probe-rt.json"
             bare_rt = (
-                subprocess.Popen([*chrt(realtime), *bare_argv, str(bare_rt_out)])
+                subprocess.Popen([*bare_argv, str(bare_rt_out), str(realtime)])
                 if realtime
                 else None
             )
