@@ -225,6 +225,19 @@ def window(before: dict[str, str], after: dict[str, str]) -> dict[str, dict[str,
         out[name] = {
             "transitions": total(a, "lvs_agent_vrrp_transitions_total")
             - total(b, "lvs_agent_vrrp_transitions_total"),
+            **{
+                f"{inst}_{state}": total(
+                    a, "lvs_agent_vrrp_transitions_total", instance=inst, state=state
+                )
+                - total(b, "lvs_agent_vrrp_transitions_total", instance=inst, state=state)
+                for inst in ("adverts", "quorum")
+                for state in ("init", "backup", "master", "fault")
+            },
+            # what the instances heard: a backup that takes over hears no master
+            "adverts_received": total(a, "lvs_agent_vrrp_adverts_received_total")
+            - total(b, "lvs_agent_vrrp_adverts_received_total"),
+            "invalid_adverts": total(a, "lvs_agent_vrrp_invalid_packets_total")
+            - total(b, "lvs_agent_vrrp_invalid_packets_total"),
             "lease_losses": total(a, "lvs_agent_lock_losses_total")
             - total(b, "lvs_agent_lock_losses_total"),
             "wakes": total(a, "lvs_agent_event_loop_lag_seconds_count")
