@@ -6,14 +6,14 @@ Python-level work (planning, the ownership file, applying a reload's delta): the
 thread gives the interpreter lock back every ``SWITCH_INTERVAL``, so the loop's wakes
 are late by about that much, not by the whole job. The loop pays that wait again after
 every system call it makes while the thread works (a send, a receive, epoll: each gives
-the lock away), so the interval is short: at CPython's 5 ms, or even 1 ms, a loop
-busy with lease traffic spends most of its time waiting for the lock
-(bench/reload_safety/switch_interval.py on the host CPU: a loop doing a datagram round
-trip and a 1 ms timer makes 0.09x the round trips it makes alone at 5 ms, 0.31x at
-1 ms and 0.73x at 0.1 ms, each round trip 1.16 ms against 0.21 ms in the median; the
-thread's own work slows by 2 %). Long single C calls (a regex over a
-whole file, one big ``str.split``) would hold the lock throughout: the configuration is
-parsed in a worker process instead (``agent.daemon.worker``).
+the lock away). On the host CPU a shorter interval pays (bench/reload_safety/
+switch_interval.py: a loop doing a datagram round trip and a 1 ms timer makes 0.09x the
+round trips it makes alone at 5 ms, 0.31x at 1 ms and 0.73x at 0.1 ms), but in the lab
+VM 0.1 ms showed no gain in bench/reload_safety and came with one unexplained failure
+of the kernel reload test, so the interval stays at 1 ms (bench/RESULTS.md). Long
+single C calls (a regex over a whole file, one big ``str.split``) would hold the lock
+throughout: the configuration is parsed in a worker process instead
+(``agent.daemon.worker``).
 
 Large allocations and the cyclic garbage collector: a 10,000-service table is half a
 million objects that live on, and every full collection walks all of them while holding
@@ -33,7 +33,7 @@ from agent.gcpause import paused_gc, settle
 
 T = TypeVar("T")
 
-SWITCH_INTERVAL = 0.0001  # seconds a thread may keep the interpreter lock when the loop waits
+SWITCH_INTERVAL = 0.001  # seconds a thread may keep the interpreter lock when the loop waits
 
 
 class Offload:
