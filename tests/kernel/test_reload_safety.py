@@ -238,6 +238,10 @@ def window(before: dict[str, str], after: dict[str, str]) -> dict[str, dict[str,
             - total(b, "lvs_agent_vrrp_adverts_received_total"),
             "invalid_adverts": total(a, "lvs_agent_vrrp_invalid_packets_total")
             - total(b, "lvs_agent_vrrp_invalid_packets_total"),
+            "adverts_sent": total(a, "lvs_agent_vrrp_adverts_sent_total", instance="adverts")
+            - total(b, "lvs_agent_vrrp_adverts_sent_total", instance="adverts"),
+            "socket_dropped": total(a, "lvs_agent_vrrp_socket_invalid_packets_total")
+            - total(b, "lvs_agent_vrrp_socket_invalid_packets_total"),
             "lease_losses": total(a, "lvs_agent_lock_losses_total")
             - total(b, "lvs_agent_lock_losses_total"),
             "wakes": total(a, "lvs_agent_event_loop_lag_seconds_count")
