@@ -33,12 +33,8 @@ from collections.abc import Callable
 
 log = logging.getLogger("lvs-agent")
 
-MIN = 1
-MAX = 99
-
-
 def describe(policy: int, priority: int) -> str:
-    base = policy & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+    base = policy & ~os.SCHED_RESET_ON_FORK
     names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}
     name = names.get(base, f"policy {base}")
     return name if base == os.SCHED_OTHER else f"{name} {priority}"

@@ -235,8 +235,7 @@ class _Translator:
             if name != _arg(s):
                 self.skip(s, DIFFERS, f"node names take letters, digits, '-', '_', '.': {name!r}")
             self.node = self.node or Map()
-            self.node.entries = [e for e in self.node.entries if e.key != "name"]
-            self.node.add("name", name, s.where)
+            self.node.replace("name", name, s.where)
         elif k in ("vrrp_rt_priority", "checker_rt_priority"):
             # VRRP and the checks share the agent's one loop: the higher priority wins.
             priority = _int(s)
@@ -247,8 +246,7 @@ class _Translator:
             if isinstance(before, int) and before >= priority:
                 self.skip(s, DIFFERS, f"VRRP and checks share one loop: {before} is kept")
                 return
-            self.node.entries = [e for e in self.node.entries if e.key != "realtime_priority"]
-            self.node.add("realtime_priority", priority, s.where)
+            self.node.replace("realtime_priority", priority, s.where)
         elif k == "vrrp_version":
             version = _int(s)
             if version not in (2, 3):

@@ -30,6 +30,11 @@ class Map:
     ) -> None:
         self.entries.append(Entry(key, value, comment, list(notes or [])))
 
+    def replace(self, key: str, value: Value, comment: str = "") -> None:
+        """``add``, dropping an entry of the same key first (a later keyword wins)."""
+        self.entries = [e for e in self.entries if e.key != key]
+        self.add(key, value, comment)
+
     def get(self, key: str) -> Value | None:
         for entry in self.entries:
             if entry.key == key:
