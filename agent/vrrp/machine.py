@@ -190,7 +190,9 @@ class Shutdown:
 
 @dataclass(frozen=True, slots=True)
 class TimerFired:
-    """The instance's timer (last ``ScheduleTimer``) is due."""
+    """The instance's timer (last ``ScheduleTimer``) fired, which disarms it. It may be
+    early or spurious: the machine checks what is due and always answers with a
+    ``ScheduleTimer`` for its next deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,6 +501,10 @@ class VrrpMachine:
         if isinstance(event, Reconfigure):
             self._reconfigure(event.params, now, out)
         elif isinstance(event, TimerFired):
+            # The timer is one-shot: once it has fired nothing is scheduled, so the next
+            # deadline is always asked for again, even when nothing was due (an early
+            # wake would otherwise leave the instance with no timer at all).
+            self._scheduled = None
             for trigger in self._due(now):
                 self._fire(trigger, now, None, out)
         else:

@@ -8,9 +8,15 @@ between us and keepalived in a takeover at 1 s adverts (bench/vrrp_failover). A
 ``timerfd`` armed with the absolute CLOCK_MONOTONIC deadline makes the loop's
 epoll wake at the deadline itself.
 
-It decides nothing: it calls back, and the state machine checks what is due (a
-late or spurious call is harmless). Where timerfd is unavailable it falls back to
-``call_at``. ctypes, because ``os.timerfd_create`` arrives only in Python 3.13.
+The deadline goes to the timerfd as it is: asyncio's loops keep ``loop.time()``
+with ``time.monotonic()``, which is CLOCK_MONOTONIC. Converting between the two
+clocks by reading both would put the deadline early by however long the thread
+waited between the reads (a thread switch, 100 ms and more under emulation). A loop
+with a clock of its own gets ``call_at``, as does a system without timerfd.
+
+It decides nothing: it calls back, and the state machine checks what is due and
+asks for its next deadline again (an early, late or spurious call is harmless).
+ctypes, because ``os.timerfd_create`` arrives only in Python 3.13.
 """
 
 from __future__ import annotations
@@ -57,6 +63,14 @@ def _load_libc() -> ctypes.CDLL | None:
 _LIBC = _load_libc()
 
 
+def _keeps_monotonic_time(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when ``loop.time()`` is asyncio's own: ``time.monotonic()``."""
+    return (
+        type(loop).time is asyncio.BaseEventLoop.time
+        and time.get_clock_info("monotonic").implementation == "clock_gettime(CLOCK_MONOTONIC)"
+    )
+
+
 class InstanceTimer:
     """Calls ``callback`` once at the last time given to ``arm`` (loop.time() units)."""
 
@@ -66,7 +80,7 @@ class InstanceTimer:
         self._handle: asyncio.TimerHandle | None = None
         self._armed = False
         self._fd = -1
-        if _LIBC is not None:
+        if _LIBC is not None and _keeps_monotonic_time(loop):
             fd = _LIBC.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
             if fd >= 0:
                 self._fd = fd
@@ -83,9 +97,7 @@ class InstanceTimer:
             self.cancel()
             self._handle = self._loop.call_at(at, self._fire)
             return
-        # loop.time() is time.monotonic() (CLOCK_MONOTONIC) for asyncio's loops; the
-        # offset keeps this right for a loop with a clock of its own.
-        deadline = max(at + (time.monotonic() - self._loop.time()), 1e-9)
+        deadline = max(at, 1e-9)  # loop.time() is CLOCK_MONOTONIC (see the docstring)
         seconds = int(deadline)
         spec = _Itimerspec(_Timespec(0, 0), _Timespec(seconds, int((deadline - seconds) * 1e9)))
         self._settime(spec)

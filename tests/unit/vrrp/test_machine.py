@@ -137,7 +137,7 @@ CASES: dict[str, Case] = {
         T.MASTER_DOWN_HELD,
         lambda m: TimerFired(),
         S.BACKUP,
-        [ST],
+        [],  # holding: no deadline left, and the timer that fired is already disarmed
         delay=lambda m: m.master_down_interval,
         synced=True,
     ),
@@ -296,7 +296,8 @@ def test_backup_arms_master_down_and_becomes_master_when_it_expires() -> None:
     m = VrrpMachine(params())
     out = m.handle(Startup(), 10.0)
     assert out[-1] == ScheduleTimer("web", pytest.approx(13.60))
-    assert m.handle(TimerFired(), 13.0) == []  # early wake-up: nothing due
+    # An early wake-up: nothing due, and the one-shot timer it consumed is armed again.
+    assert m.handle(TimerFired(), 13.0) == [ScheduleTimer("web", pytest.approx(13.60))]
     out = m.handle(TimerFired(), 13.5995)  # within the scheduling slack
     assert m.state is State.MASTER
     assert out[0] == SendAdvert("web", advert_for(m.params, 100), (MCAST_GROUP_V4,))
@@ -770,3 +771,59 @@ def test_hand_over_is_a_no_op_for_a_backup() -> None:
     now = drive_to(m, State.BACKUP, 100.0)
     assert m.handle(HandOver(10.0), now) == []
     assert m.yielding_until is None
+
+
+# ---- the one-shot timer -------------------------------------------------------------
+
+
+class OneShotTimer:
+    """The service's timer as the machine sees it: armed only by ``ScheduleTimer``,
+    disarmed by firing."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def take(self, out: list[Action]) -> list[Action]:
+        for action in out:
+            if isinstance(action, ScheduleTimer):
+                self.at = action.at
+        return out
+
+    def fire(self, m: VrrpMachine, now: float) -> list[Action]:
+        assert self.at is not None, "the machine's timer is no longer armed"
+        self.at = None
+        return self.take(m.handle(TimerFired(), now))
+
+
+@pytest.mark.parametrize("early", [0.002, 0.1, 0.5])
+def test_a_master_woken_early_keeps_advertising(early: float) -> None:
+    # A timer may fire early (a deadline computed across a thread switch): nothing is
+    # due then, and the master must still get its next wake, or it stops advertising
+    # for good and answers only lower priorities (the backup flaps every
+    # Master_Down_Interval).
+    m = VrrpMachine(params())
+    timer = OneShotTimer()
+    timer.take(m.handle(Startup(), 0.0))
+    assert timer.at is not None
+    timer.fire(m, timer.at)
+    assert m.state is State.MASTER
+    sent = 0
+    for _ in range(5):
+        assert timer.at is not None
+        due = timer.at
+        assert not [a for a in timer.fire(m, due - early) if isinstance(a, SendAdvert)]
+        assert timer.at == pytest.approx(due)  # armed again for the same deadline
+        sent += len([a for a in timer.fire(m, due) if isinstance(a, SendAdvert)])
+    assert sent == 5
+
+
+def test_a_backup_woken_early_still_takes_over() -> None:
+    m = VrrpMachine(params())
+    timer = OneShotTimer()
+    timer.take(m.handle(Startup(), 0.0))
+    assert timer.at is not None
+    due = timer.at
+    timer.fire(m, due - 0.2)
+    assert m.state is State.BACKUP and timer.at == pytest.approx(due)
+    timer.fire(m, due)
+    assert m.state is State.MASTER

@@ -105,6 +105,7 @@ def test_random_sequences_keep_invariants(
                 continue
             now = max(now, deadline - TIMER_SLACK / 2) if kind == "timer" else max(now, deadline)
             event = TimerFired()
+            scheduled[m.name] = None  # one-shot: firing disarms it
         elif kind == "advert":
             event = from_peer(m, value, HIGHER_PEER if flag else LOWER_PEER, interval)
         else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from agent.vrrp.timers import InstanceTimer
 
 
@@ -58,3 +60,52 @@ def test_a_deadline_in_the_past_fires_at_once() -> None:
         await asyncio.sleep(0.05)
 
     assert len(run(scenario)) == 1
+
+
+def test_a_thread_switch_inside_arm_does_not_make_it_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deadline must not be converted by reading two clocks: a thread switch between
+    # the reads (100 ms and more under emulation) made the timer fire that much early,
+    # and the VRRP machine then had nothing due.
+    import time
+    import types
+
+    import agent.vrrp.timers as timers
+
+    lagging = types.SimpleNamespace(
+        monotonic=lambda: time.monotonic() - 0.2, get_clock_info=time.get_clock_info
+    )
+    monkeypatch.setattr(timers, "time", lagging)
+    deadlines: list[float] = []
+
+    async def scenario(loop: asyncio.AbstractEventLoop, timer: InstanceTimer) -> None:
+        assert timer.precise
+        deadlines.append(loop.time() + 0.25)
+        timer.arm(deadlines[0])
+        await asyncio.sleep(0.4)
+
+    fired = run(scenario)
+    assert len(fired) == 1 and fired[0] >= deadlines[0]
+
+
+def test_a_loop_with_its_own_clock_gets_call_at() -> None:
+    class Shifted(asyncio.SelectorEventLoop):
+        def time(self) -> float:
+            return super().time() + 1000.0
+
+    loop = Shifted()
+    try:
+
+        async def main() -> tuple[bool, list[float], float]:
+            fired: list[float] = []
+            timer = InstanceTimer(loop, lambda: fired.append(loop.time()))
+            at = loop.time() + 0.05
+            timer.arm(at)
+            await asyncio.sleep(0.2)
+            timer.close()
+            return timer.precise, fired, at
+
+        precise, fired, at = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert not precise
+    assert len(fired) == 1 and fired[0] >= at
