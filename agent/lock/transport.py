@@ -102,7 +102,7 @@ class LockTransport(asyncio.DatagramProtocol):
     async def start(self, listen: Endpoint) -> None:
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, local_addr=(listen.host, listen.port))
-        self._rearm(self._clock())
+        self._rearm()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass DatagramTransport.
@@ -126,7 +126,7 @@ class LockTransport(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         now = self._clock()
-        self._deliver(self.node.receive(data, now), now)
+        self._deliver(self.node.receive(data, now))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP unreachable from a down peer etc.: expected, and the protocol retries.
@@ -137,7 +137,7 @@ class LockTransport(asyncio.DatagramProtocol):
         self._timer_due = None
         now = self._clock()
         try:
-            self._deliver(self.node.tick(now), now)
+            self._deliver(self.node.tick(now))
         except Exception:
             # The timer is the lock's heartbeat: a failed tick must not leave it unarmed.
             log.exception("lock: timer failed; trying again in %gs", TIMER_RETRY)
@@ -149,19 +149,19 @@ class LockTransport(asyncio.DatagramProtocol):
 
     def campaign(self, lease: str, priority: int | None = None) -> None:
         now = self._clock()
-        self._deliver(self.node.campaign(lease, now, priority), now)
+        self._deliver(self.node.campaign(lease, now, priority))
 
     def withdraw(self, lease: str) -> None:
         now = self._clock()
-        self._deliver(self.node.withdraw(lease, now), now)
+        self._deliver(self.node.withdraw(lease, now))
 
     def release(self, lease: str, holdoff: float | None = None) -> None:
         now = self._clock()
-        self._deliver(self.node.release(lease, now, holdoff), now)
+        self._deliver(self.node.release(lease, now, holdoff))
 
     def set_priority(self, lease: str, priority: int) -> None:
         now = self._clock()
-        self._deliver(self.node.set_priority(lease, now, priority), now)
+        self._deliver(self.node.set_priority(lease, now, priority))
 
     def is_holder(self, lease: str) -> bool:
         return self.node.is_holder(lease, self._clock())
@@ -185,7 +185,7 @@ class LockTransport(asyncio.DatagramProtocol):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _deliver(self, out: list[Datagram], now: float) -> None:
+    def _deliver(self, out: list[Datagram]) -> None:
         # Events first: a node that gives a lease up (release, preemption, withdraw) has
         # removed its VIPs before the RELEASE that lets another node take them leaves.
         for event in self.node.drain_events():
@@ -200,9 +200,9 @@ class LockTransport(asyncio.DatagramProtocol):
                     tr.sendto(data, addr)
         if self.after_input is not None:
             self.after_input()
-        self._rearm(now)
+        self._rearm()
 
-    def _rearm(self, now: float) -> None:
+    def _rearm(self) -> None:
         due = self.node.next_deadline()
         if due == self._timer_due:
             return
@@ -213,7 +213,10 @@ class LockTransport(asyncio.DatagramProtocol):
         if due is None:
             return
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + max(0.0, due - now), self._on_timer)
+        # From the lock's clock (CLOCK_BOOTTIME) to the loop's, both read now: the ``now``
+        # the input was handled at is older by the handling (events, VIPs, sends), and
+        # converting with it would put every renewal late by that much.
+        self._timer = loop.call_at(loop.time() + max(0.0, due - self._clock()), self._on_timer)
 
 
 def build_node(config: LockConfig, incarnation: int, keys: KeyRing, now: float) -> LockNode:

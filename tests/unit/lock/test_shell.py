@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,43 @@ async def _three_nodes() -> None:
     finally:
         for t in transports.values():
             t.close()
+
+
+class SlowNode:
+    """A node whose every input takes ``handling`` seconds; its deadline is fixed."""
+
+    def __init__(self, deadline: float, handling: float) -> None:
+        self.deadline: float | None = deadline
+        self.handling = handling
+        self.ticks: list[float] = []
+
+    def receive(self, data: bytes, now: float) -> list[object]:
+        time.sleep(self.handling)  # events, VIPs, sends: the loop is busy meanwhile
+        return []
+
+    def tick(self, now: float) -> list[object]:
+        self.ticks.append(now)
+        self.deadline = None
+        return []
+
+    def drain_events(self) -> list[object]:
+        return []
+
+    def next_deadline(self) -> float | None:
+        return self.deadline
+
+
+def test_the_timer_is_armed_for_the_deadline_however_long_handling_took() -> None:
+    # The lock's clock is converted to the loop's when the timer is armed, not with the
+    # time the input arrived at: that would put every renewal late by the handling.
+    async def main() -> tuple[float, list[float]]:
+        due = time.monotonic() + 0.3
+        node = SlowNode(due, handling=0.2)
+        tr = LockTransport(node, {}, clock=time.monotonic)  # type: ignore[arg-type]
+        tr.datagram_received(b"", ("127.0.0.1", 1))
+        await asyncio.sleep(0.6)
+        tr.close()
+        return due, node.ticks
+
+    due, ticks = asyncio.run(main())
+    assert len(ticks) == 1 and due <= ticks[0] < due + 0.1
