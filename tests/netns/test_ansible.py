@@ -41,13 +41,16 @@ ansible_python_interpreter=/usr/bin/python3
 """
 
 
-def director_vars(wheel: str, wheelhouse: str, priority: int = 150, vrid: int = 51) -> str:
+def director_vars(
+    wheel: str, wheelhouse: str, priority: int = 150, vrid: int = 51, realtime: int | None = None
+) -> str:
+    rt = "" if realtime is None else f", realtime_priority: {realtime}"
     return f"""\
 lvs_agent_wheel: {wheel}
 lvs_agent_pip_find_links: {wheelhouse}
 lvs_agent_key_files: {{}}
 lvs_agent_config:
-  node: {{name: director1}}
+  node: {{name: director1{rt}}}
   metrics: {{listen: "127.0.0.1:9469"}}
   vrrp_instances:
     - name: web
@@ -235,6 +238,28 @@ def test_site_deploys_reloads_and_is_idempotent(deployed: Container, wheelhouse:
         metric(text, "lvs_agent_vrrp_transitions_total", instance="web", state="master") == entered
     )
     assert has_address(box, "v0", VIP)
+
+    # node.realtime_priority brings the unit's real-time drop-in (a restart: the unit's
+    # sandbox changes), and taking the key out takes the drop-in away again.
+    dropin = "/etc/systemd/system/lvs-agent.service.d/realtime.conf"
+    for realtime in (10, None):
+        box.write(
+            f"{DEPLOY}/inventory/host_vars/director1.yml",
+            director_vars(wheel, str(wheelhouse), priority=160, realtime=realtime),
+        )
+        changed = play(box, "--limit", "director1")
+        assert changed.returncode == 0, changed.stdout[-4000:]
+        assert "RUNNING HANDLER [lvs_agent : Restart lvs-agent]" in changed.stdout
+        present = box.run("test", "-f", dropin, check=False).returncode == 0
+        assert present == (realtime is not None)
+        assert active(box, "lvs-agent.service") == "active"
+        pid = main_pid(box, "lvs-agent.service")
+        expected = "SCHED_RR|SCHED_RESET_ON_FORK" if realtime else "SCHED_OTHER"
+        wait_until(
+            f"the loop at {expected}",
+            lambda: f"policy: {expected}" in box.run("chrt", "-p", pid).stdout,  # noqa: B023
+            15,
+        )
 
 
 def test_wrong_variable_type_fails_before_any_task(box: Container) -> None:
