@@ -251,6 +251,17 @@ def window(before: dict[str, str], after: dict[str, str]) -> dict[str, dict[str,
     return out
 
 
+def story(logs: dict[str, str], keep: int = 40) -> str:
+    """Each agent's last lock, VRRP and stall lines: why a lease went or a state changed."""
+    marks = ("lock ", " -> ", "late", "stall", "held", "ERROR", "WARNING")
+    parts = []
+    for name, text in logs.items():
+        lines = [line for line in text.splitlines() if any(m in line for m in marks)]
+        parts.append(f"--- {name} ({len(lines)} lines, the last {keep}):")
+        parts += lines[-keep:]
+    return "\n".join(parts)
+
+
 def test_reloads_of_a_large_table_keep_vrrp_and_the_lease(cluster: Cluster) -> None:
     weights: dict[tuple[int, int], int] = {}
     witness = cluster.start(3, weights)
@@ -304,8 +315,12 @@ def test_reloads_of_a_large_table_keep_vrrp_and_the_lease(cluster: Cluster) -> N
     assert total(after["d1"], "lvs_agent_reconcile_duration_seconds_count") > total(
         before["d1"], "lvs_agent_reconcile_duration_seconds_count"
     )
+    logs = {a.host.name: a.text() for a in agents}
     for name, found in reloads.items():
-        what = f"{name} during the reloads: {found}; without reloads: {quiet[name]}"
+        what = (
+            f"{name} during the reloads: {found}; without reloads: {quiet[name]}"
+            f"\n{story(logs)}"
+        )
         assert found["transitions"] == 0, f"VRRP state changes on {what}"
         assert found["lease_losses"] == 0, f"a lease lost on {what}"
         assert found["late"] == 0, f"loop wakes later than {LAG_LIMIT}s on {what}"
