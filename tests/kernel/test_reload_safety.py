@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -180,6 +181,16 @@ def total(text: str, name: str, **labels: str) -> float:
     )
 
 
+def by_reason(before: str, after: str, name: str) -> dict[str, float]:
+    """The growth of counter ``name`` between two scrapes, by its ``reason`` label."""
+    grown: dict[str, float] = {}
+    for when, sign in ((after, 1), (before, -1)):
+        for have, v in metric_values(when, name).items():
+            reason = dict(have).get("reason", "")
+            grown[reason] = grown.get(reason, 0.0) + sign * v
+    return {k: v for k, v in grown.items() if v}
+
+
 def late_wakes(text: str, limit: float) -> float:
     """Wakes later than ``limit`` (a bucket bound) in the loop-lag histogram."""
     name = "lvs_agent_event_loop_lag_seconds"
@@ -217,7 +228,7 @@ def wait(what: str, check: object, timeout: float, agents: list[LabAgent]) -> fl
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
-def window(before: dict[str, str], after: dict[str, str]) -> dict[str, dict[str, float]]:
+def window(before: dict[str, str], after: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Per director: VRRP state changes, lease losses and late loop wakes between scrapes."""
     out = {}
     for name in before:
@@ -247,6 +258,9 @@ def window(before: dict[str, str], after: dict[str, str]) -> dict[str, dict[str,
             "wakes": total(a, "lvs_agent_event_loop_lag_seconds_count")
             - total(b, "lvs_agent_event_loop_lag_seconds_count"),
             "late": late_wakes(a, LAG_LIMIT) - late_wakes(b, LAG_LIMIT),
+            # why lock rounds failed: refused by a peer, timed out, or dropped unanswered
+            "lock_refusals": by_reason(b, a, "lvs_agent_lock_refusals_total"),
+            "lock_rejected": by_reason(b, a, "lvs_agent_lock_messages_rejected_total"),
         }
     return out
 
