@@ -215,8 +215,11 @@ class LockTransport(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         # From the lock's clock (CLOCK_BOOTTIME) to the loop's, both read now: the ``now``
         # the input was handled at is older by the handling (events, VIPs, sends), and
-        # converting with it would put every renewal late by that much.
-        self._timer = loop.call_at(loop.time() + max(0.0, due - self._clock()), self._on_timer)
+        # converting with it would put every renewal late by that much. The lock's clock
+        # first: a thread switch between the two reads then makes the wake late, never
+        # early (an early one would only find nothing due and arm again).
+        left = max(0.0, due - self._clock())
+        self._timer = loop.call_at(loop.time() + left, self._on_timer)
 
 
 def build_node(config: LockConfig, incarnation: int, keys: KeyRing, now: float) -> LockNode:
