@@ -32,7 +32,9 @@ Rules it keeps:
   which the whole-second kernel lifetime cannot; the lifetime stays as the backstop
   for a frozen machine.
 - link states are re-read through netlink when the kernel announces a link change
-  (``LinkMonitor``) and every ``LINK_POLL`` in case a notification was lost; the
+  (``LinkMonitor``, which also re-reads after an overrun of its socket) and every
+  ``LINK_POLL_MONITORED`` as a safety net (every ``LINK_POLL`` without it: each read is
+  a pyroute2 exchange on another thread, which the loop then waits for); the
   VRRP interface of each instance is tracked implicitly with weight 0, as keepalived
   does. Reads run on the managers' netlink threads, never blocking the loop.
 """
@@ -91,7 +93,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent.vrrp")
 
-LINK_POLL: Final = 0.5  # seconds between link-state polls of tracked interfaces
+LINK_POLL: Final = 0.5  # seconds between link-state polls without link notifications
+LINK_POLL_MONITORED: Final = 5.0  # the same, with them (a safety net only)
 NOTIFY_TIMEOUT: Final = 30.0  # a notify command still running then is killed
 # ``lvs-agent failover INSTANCE``: how long a master that handed over defers to the
 # peer's adverts (preempt or not) before it may take MASTER back.
@@ -201,6 +204,7 @@ class VrrpService:
         self._running = False
         self._links = LinkMonitor()
         self._link_changed = asyncio.Event()
+        self._link_poll = LINK_POLL
         self._fence: Fence | None = None  # election: quorum — deletes VIPs at the hold end
         #: called after every state change of an instance (the daemon's sync daemons)
         self.on_transition: Callable[[], None] | None = None
@@ -273,9 +277,11 @@ class VrrpService:
             self._fence = Fence()
             self._fence.start()
         self._running = True
+        self._link_poll = LINK_POLL_MONITORED
         try:
             self._links.open(loop, self._link_changed.set)
         except OSError as e:
+            self._link_poll = LINK_POLL
             log.warning("no netlink link notifications (%s); polling every %gs", e, LINK_POLL)
         self._spawn(supervise("vrrp link tracker", self._link_loop), self._trackers)
         if self._lock is not None:
@@ -771,7 +777,7 @@ class VrrpService:
     async def _link_loop(self) -> None:
         while self._running:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._link_changed.wait(), LINK_POLL)
+                await asyncio.wait_for(self._link_changed.wait(), self._link_poll)
             self._link_changed.clear()
             states = await self._read_links_async()
             if self._running:

@@ -28,7 +28,7 @@ Takeover latency (bench/vrrp_failover) shaped three choices:
 - adding and removing VIPs is one hand-built RTM_NEWADDR / RTM_DELADDR request on
   the manager's own rtnetlink socket (``Rtnetlink``), without the worker thread;
 - ``announce`` sends from the MAC and link-local address of the last ``link()``
-  read (the service re-reads the link every ``LINK_POLL``) instead of asking
+  read (the service re-reads the link on every link notification and poll) instead of asking
   netlink again between adding the VIPs and announcing them;
 - one AF_PACKET socket lives as long as the manager: closing a packet socket waits
   for an RCU grace period (``synchronize_net()`` in ``packet_release``), measured at
