@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from tests.kernel.test_reload_safety import (  # noqa: E402
     DESTS,
     Cluster,
+    by_reason,
     rip,
     scrape,
     total,
@@ -150,7 +151,7 @@ def run_cluster(
         weights: dict[tuple[int, int], int] = {}
         try:
             started = time.monotonic()
-            cluster.start(3, weights)
+            w = cluster.start(3, weights)
             d1 = cluster.start(1, weights)
             d2 = cluster.start(2, weights)
             last = (services - 1, DESTS - 1)
@@ -186,7 +187,7 @@ def run_cluster(
                 if realtime
                 else None
             )
-            before = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2))}
+            before = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
             took: list[float] = []
             for n in range(reloads):
                 i, j = (services - 1 - 97 * n) % services, n % DESTS
@@ -206,7 +207,7 @@ def run_cluster(
                 # /metrics to see it would itself load the agent: every real server's counters)
                 time.sleep(gap)
             time.sleep(2)
-            after = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2))}
+            after = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
             bare.send_signal(signal.SIGTERM)
             bare.wait(timeout=60)
             res["bare_loop"] = bare_summary(json.loads(bare_out.read_text()))
@@ -236,10 +237,30 @@ def run_cluster(
                     - total(b, "lvs_agent_reconcile_duration_seconds_count"),
                     "reloads_applied": total(a, "lvs_agent_config_reloads_total", result="applied"),
                     "loop_lag": lag_summary(b, a),
+                    # why renewals failed: refused or timed out rounds, dropped datagrams
+                    "lock_refusals": by_reason(b, a, "lvs_agent_lock_refusals_total"),
+                    "lock_rejected": by_reason(b, a, "lvs_agent_lock_messages_rejected_total"),
                 }
+            # the witness answers every round too (it has no loop-lag probe)
+            res["witness"] = {
+                "lock_refusals": by_reason(
+                    before["w"], after["w"], "lvs_agent_lock_refusals_total"
+                ),
+                "lock_rejected": by_reason(
+                    before["w"], after["w"], "lvs_agent_lock_messages_rejected_total"
+                ),
+            }
             # the agents' own account of each reload, of late wakes and of what held
             # the loop up (agent.daemon.lag.StallWatch)
-            marks = ("reload", "abandoned", " late", "not woken", "lock was held", "collection")
+            marks = (
+                "reload",
+                "abandoned",
+                " late",
+                "not woken",
+                "lock was held",
+                "collection",
+                "lock ",
+            )
             for name, agent in (("d1", d1), ("d2", d2)):
                 res[f"{name}_log"] = [
                     line for line in agent.text().splitlines() if any(m in line for m in marks)
@@ -390,6 +411,11 @@ def main() -> int:
             f" ({lag['wakes']:g} wakes, {lag['over_50ms']:g} over 50 ms, "
             f"{lag['over_100ms']:g} over 100 ms)"
         )
+    for name in ("d1", "d2"):
+        d = a[name]
+        print(f"{name}: lock refusals {d['lock_refusals']}, rejected {d['lock_rejected']}")
+    wit = a["witness"]
+    print(f"witness: lock refusals {wit['lock_refusals']}, rejected {wit['lock_rejected']}")
     bare = a["bare_loop"]
     print(
         f"bare Python loop beside them (the machine's floor): p50 <= {ms(bare['p50_le'])}, "
