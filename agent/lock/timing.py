@@ -102,8 +102,13 @@ class Timing:
 
     @property
     def attempt_timeout(self) -> float:
-        """How long one PREPARE/ACCEPT round may take before it is abandoned and retried."""
-        return self.renew_interval
+        """How long one PREPARE/ACCEPT round may take before it is abandoned and retried:
+        as long as its answers can still give a hold (``lease - guard``). A slow round is
+        worth waiting for: cut at ``renew_interval``, a round that needed a little more
+        was thrown away and its retry came too late for the hold it was renewing (under
+        emulation, a 200 ms lease was lost every second). A lost datagram does not need
+        the timeout: the round re-sends every ``renew_interval / 5``."""
+        return self.lease - self.guard
 
     @property
     def announce_interval(self) -> float:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from agent.lock.lease import Flaw
-from agent.lock.messages import Accept, Accepted, Ballot, Kind, Prepare, Promise, Release
+from agent.lock.messages import (
+    Accept,
+    Accepted,
+    Ballot,
+    Kind,
+    Message,
+    Prepare,
+    Promise,
+    Release,
+)
 from agent.lock.node import MAX_LEASES, LockCore
 from agent.lock.timing import Timing, TimingError
 
@@ -62,6 +71,32 @@ def test_acquire_renew_and_term_is_stable() -> None:
     assert lease.acquisitions == 1
     events = net.nodes["n1"].drain_events()
     assert [e.kind for e in events] == ["acquired"]
+
+
+def test_slow_rounds_still_renew() -> None:
+    """A round slower than the renewal period is waited for while it can still give a
+    hold (lease − guard), not abandoned: cut at the renewal period, its retry came too
+    late and the lease was lost although every acceptor answered."""
+    net = Net()
+    t = acquire(net, "n1", 0.0)
+    lease = net.nodes["n1"].lease("vip")
+    net.queue.clear()
+    hop = 0.08  # each datagram takes 80 ms: a round (4 hops) 320 ms > renew 250 ms
+    assert 4 * hop > TIMING.renew_interval
+    in_flight: list[tuple[float, Message]] = []
+    start = t
+    while t < start + 5.0:
+        t = round(t + 0.01, 2)
+        for n in net.members:
+            net.tick(n, t)
+        in_flight += [(t + hop, m) for m in net.take(lambda m: m.kind is not Kind.ANNOUNCE)]
+        net.drop_announces()
+        due = [m for at, m in in_flight if at <= t]
+        in_flight = [(at, m) for at, m in in_flight if at > t]
+        for m in due:
+            net.emit(m.receiver, net.nodes[m.receiver].handle(m, t), t)
+        assert net.holders(t) == ["n1"], t
+    assert lease.losses == 0
 
 
 def test_holder_steps_down_at_d_minus_guard_without_quorum() -> None:
