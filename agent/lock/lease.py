@@ -22,6 +22,10 @@ Revisited", Trencséni 2026, P1–P5 / A2), and where they are enforced:
 * R5 acceptor never overwrites a live lease of another owner: ``_on_accept``   (A2)
 * R6 restart quarantine: ``quiet_until`` gates every acceptor handler and every attempt.
 
+And one for liveness only (refusing is always safe): R7, an acceptor refuses, without
+promising, a PREPARE from another process while a lease is live (``_on_prepare``), so a
+candidate that polls a held lease never outbids the holder's renewals.
+
 ``Flaw`` re-introduces each broken rule on purpose, for the mutation tests only.
 """
 
@@ -419,6 +423,20 @@ class Lease:
         b = msg.ballot
         live = self._live_lease(now)
         remaining = self._acc_expires - now if live is not None else 0.0
+        if (
+            live is not None
+            and (live.node, live.incarnation) != (b.node, b.incarnation)
+            and Flaw.OVERWRITE_LIVE_LEASE not in self._flaws
+        ):
+            # R7: while another process's lease is live here, its ACCEPT would be refused
+            # (R5), so the attempt cannot win: refuse it without promising. A promise
+            # would raise this acceptor's ballot above the holder's next renewal, and a
+            # candidate polling the lease would then fail one renewal per poll.
+            self._counters.refuse("prepare-live-lease")
+            out.append(
+                Reject(self.name, self.node_id, msg.sender, b, self._promised, live, remaining)
+            )
+            return
         if self._promised is None or b >= self._promised:
             self._promised = b
             out.append(Promise(self.name, self.node_id, msg.sender, b, live, remaining))

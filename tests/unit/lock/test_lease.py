@@ -99,6 +99,27 @@ def test_slow_rounds_still_renew() -> None:
     assert lease.losses == 0
 
 
+def test_a_candidate_polling_a_held_lease_never_outbids_the_renewal() -> None:
+    """R7: while n1's lease is live at an acceptor, n2's PREPARE there is refused without
+    a promise, however high its ballot, so n1's next renewal is still promised. (With a
+    promise, n2's poll made n1's renewal fail: its ballot was now below the promise.)"""
+    net = Net()
+    t = acquire(net, "n1", 0.0)
+    net.queue.clear()
+    acceptor = net.nodes["n3"]
+    held = acceptor.lease("vip").accepted_record()
+    assert held is not None and held[0].node == "n1"
+    poll = Ballot(held[0].counter + 1, 1, "n2")  # above n1's next renewal (n1 < n2)
+    net.emit("n3", acceptor.handle(Prepare("vip", "n2", "n3", poll), t), t)
+    [answer] = net.take(kind(Kind.REJECT, to="n2"))
+    assert answer.accepted == held[0] and answer.remaining > 0  # wait this long
+    assert acceptor.counters.refused == {"prepare-live-lease": 1}
+    renewal = Ballot(held[0].counter + 1, 1, "n1")
+    assert renewal < poll
+    net.emit("n3", acceptor.handle(Prepare("vip", "n1", "n3", renewal), t), t)
+    assert net.take(kind(Kind.PROMISE, to="n1"))
+
+
 def test_holder_steps_down_at_d_minus_guard_without_quorum() -> None:
     net = Net()
     t0 = acquire(net, "n1", 0.0)
