@@ -252,19 +252,14 @@ def run_cluster(
             }
             # the agents' own account of each reload, of late wakes and of what held
             # the loop up (agent.daemon.lag.StallWatch)
-            marks = (
-                "reload",
-                "abandoned",
-                " late",
-                "not woken",
-                "lock was held",
-                "collection",
-                "lock ",
-            )
+            marks = ("reload", "abandoned", " late", "not woken", "lock was held", "collection")
             for name, agent in (("d1", d1), ("d2", d2)):
-                res[f"{name}_log"] = [
-                    line for line in agent.text().splitlines() if any(m in line for m in marks)
-                ][-150:]
+                lines = agent.text().splitlines()
+                res[f"{name}_log"] = [line for line in lines if any(m in line for m in marks)][
+                    -150:
+                ]
+                # the lease's own lines apart: at a lease that flaps they would fill the rest
+                res[f"{name}_lock_log"] = [line for line in lines if "lock " in line][-100:]
             k1.close()
             k2.close()
         finally:
