@@ -10,10 +10,9 @@ the lock away). On the host CPU a shorter interval pays (bench/reload_safety/
 switch_interval.py: a loop doing a datagram round trip and a 1 ms timer makes 0.09x the
 round trips it makes alone at 5 ms, 0.31x at 1 ms and 0.73x at 0.1 ms), but in the lab
 VM 0.1 ms showed no gain in bench/reload_safety, so the interval stays at 1 ms
-(bench/RESULTS.md). Long
-single C calls (a regex over a whole file, one big ``str.split``) would hold the lock
-throughout: the configuration is parsed in a worker process instead
-(``agent.daemon.worker``).
+(bench/RESULTS.md). Long single C calls (a regex over a whole file, one big
+``str.split``) would hold the lock throughout: the configuration is parsed in a worker
+process instead (``agent.daemon.worker``).
 
 Large allocations and the cyclic garbage collector: a 10,000-service table is half a
 million objects that live on, and every full collection walks all of them while holding
