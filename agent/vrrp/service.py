@@ -93,6 +93,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent.vrrp")
 
+# The kernel checks address lifetimes with a fuzz and may drop one up to HZ/50 (20 ms)
+# before it runs out: a VIP lifetime is extended at least this long before that.
+KERNEL_EARLY: Final = 0.05
+
 LINK_POLL: Final = 0.5  # seconds between link-state polls without link notifications
 LINK_POLL_MONITORED: Final = 5.0  # the same, with them (a safety net only)
 NOTIFY_TIMEOUT: Final = 30.0  # a notify command still running then is killed
@@ -132,7 +136,8 @@ class _Lease:
     members: list[str] = field(default_factory=list)
     told: int | None = None  # priority we campaign with; None: not campaigning
     term: str = ""  # fencing number of the current (or last) holding period
-    fenced_until: float = 0.0  # hold_left() + now of the last VIP lifetime refresh
+    # When the kernel lifetime of the members' VIPs runs out (service clock; 0: unknown)
+    kernel_until: float = 0.0
     armed_until: float | None = None  # hold end (lock clock) the fence child was last given
 
 
@@ -976,7 +981,9 @@ class VrrpService:
             return
         self._vips[inst.config.interface].add(vips, lifetime=lifetime[0])
         lease = self._leases[inst.lease]
-        lease.fenced_until = max(lease.fenced_until, lifetime[1])
+        runs_out = self._now() + lifetime[0]
+        # The members' VIPs run out at different times: keep the earliest.
+        lease.kernel_until = min(lease.kernel_until, runs_out) if lease.kernel_until else runs_out
         until = self._lock.hold_until(inst.lease) if self._lock is not None else None
         if until is not None:
             self._arm(inst, vips, until)
@@ -991,7 +998,15 @@ class VrrpService:
             self._fence.arm(index, vip, until)
 
     def _refresh_fences(self) -> None:
-        """After each lock input: extend VIP lifetimes when a renewal moved the hold."""
+        """After each lock input: re-arm the fence child when a renewal moved the hold
+        end, and extend the VIPs' kernel lifetime when the hold end comes near it.
+
+        The lifetime is whole seconds (at least one), so at a short lease most renewals
+        leave it well beyond the hold end and need no netlink write; it is extended
+        once the hold end is within ``renew_interval / 2`` and the kernel's early
+        expiry (``KERNEL_EARLY``) of it, and never set later than a full refresh at
+        every renewal would set it.
+        """
         if self._lock is None or not self._running:
             return
         step = self._lock.node.core.timing.renew_interval / 2.0
@@ -1009,7 +1024,7 @@ class VrrpService:
                             log.error("%s: %s", member, e)
                 lease.armed_until = until
             lifetime = self._lifetime(name)
-            if lifetime is None or lifetime[1] < lease.fenced_until + step:
+            if lifetime is None or lifetime[1] + step + KERNEL_EARLY < lease.kernel_until:
                 continue
             for member in lease.members:
                 inst = self._instances[member]
@@ -1022,4 +1037,4 @@ class VrrpService:
                 except VipError as e:
                     inst.machine.counters.vip_errors += 1
                     log.error("%s: %s", member, e)
-            lease.fenced_until = lifetime[1]
+            lease.kernel_until = self._now() + lifetime[0]

@@ -4,10 +4,12 @@ partitions and a frozen holder. Every test ends with the dual-holder check."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from agent.lab.addrwatch import AddressWatch
@@ -204,3 +206,45 @@ def test_fence_cuts_residual_overlap_at_200ms(
         assert removed.at - at < 0.1  # EOF on the pipe: no waiting for the hold end
     else:
         assert removed.at - at < 0.3  # the hold end (<= 200 ms) plus scheduling
+
+
+def test_vip_lifetime_is_extended_only_near_the_hold_end(
+    lab: Lab, watch: AddressWatch, tmp_path: Path, sites: list[QuorumSite]
+) -> None:
+    """lease: 200ms renews 20 times a second, but the VIP's kernel lifetime is whole
+    seconds (at least 1): it is extended when the hold end comes near it, not at every
+    renewal, and the VIP never leaves the holder meanwhile. Frozen with its fence child
+    (a frozen machine), the holder's VIP still goes when that lifetime runs out."""
+    site = site_for(lab, watch, tmp_path, sites, preempt=False, lease="200ms")
+    first = holder(site)
+    vip = "192.0.2.100"
+    time.sleep(1.0)
+    start = time.monotonic()
+    time.sleep(4.0)
+    end = time.monotonic()
+    mine = [e for e in watch.snapshot() if e.node == first and e.address == vip]
+    writes = [e for e in mine if e.added and start <= e.at <= end]
+    assert [e for e in mine if not e.added and e.at >= start] == [], "the held VIP went away"
+    assert site.holders() == [first]
+    # One extension per second of lifetime, not 80 renewals' worth.
+    assert 2 <= len(writes) <= 8, f"{len(writes)} VIP writes in 4 s"
+
+    agent = psutil.Process(site.agents[first].pid)
+    frozen = [agent, *agent.children(recursive=True)]
+    assert any("agent.vrrp.fence" in " ".join(p.cmdline()) for p in frozen)
+    at = time.monotonic()
+    for p in frozen:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        removed = watch.wait_removed(vip, 5, node=first, after=at)
+    finally:
+        for p in frozen:
+            p.send_signal(signal.SIGCONT)
+    assert removed is not None, "the kernel lifetime did not remove the frozen holder's VIP"
+    print(
+        f"{len(writes)} VIP lifetime writes in 4 s of holding; frozen with the fence, the "
+        f"VIP went {(removed.at - at) * 1000:.0f} ms later"
+    )
+    # The hold ends <= 150 ms after the last renewal, the lifetime <= 1 s after that,
+    # and the kernel checks lifetimes on a rounded second.
+    assert removed.at - at < 2.5
