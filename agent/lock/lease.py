@@ -96,6 +96,10 @@ class Phase(Enum):
     ACCEPTING = "accepting"
 
 
+# Bounds (seconds) of the round-time histogram: a round must fit in lease - guard.
+ROUND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
 @dataclass(slots=True)
 class Counters:
     """Plain-data metrics of one node, shared by its leases; exported by the daemon."""
@@ -106,6 +110,19 @@ class Counters:
     dropped: dict[str, int] = field(default_factory=dict)
     #: protocol refusals and failed attempts (REJECT sent, stale reply, blocked), by reason
     refused: dict[str, int] = field(default_factory=dict)
+
+    #: rounds that gave a hold, by time from PREPARE to the quorum of ACCEPTED:
+    #: cumulative counts per bound of ``ROUND_BUCKETS`` (the last is +Inf), and the sum
+    round_buckets: list[int] = field(default_factory=lambda: [0] * (len(ROUND_BUCKETS) + 1))
+    round_sum: float = 0.0
+
+    def round_took(self, seconds: float) -> None:
+        self.round_sum += seconds
+        buckets = self.round_buckets
+        for i in range(len(buckets) - 1, -1, -1):
+            if i < len(ROUND_BUCKETS) and seconds > ROUND_BUCKETS[i]:
+                break
+            buckets[i] += 1
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -227,6 +244,7 @@ class Lease:
         self._acked_n = 0
         self._wait_hint = 0.0
         self._resend_at = 0.0
+        self._resend_gap = 0.0  # doubles after each re-send within a phase
 
         # Holding state.
         self._active = False
@@ -508,9 +526,14 @@ class Lease:
         self._acked_n = 0
         self._wait_hint = 0.0
         self._next_attempt = None
-        self._resend_at = now + self._timing.renew_interval / 5.0
+        self._first_resend(now)
         for a in self._acceptors:
             out.append(Prepare(self.name, self.node_id, a, b))
+
+    def _first_resend(self, now: float) -> None:
+        """A phase begins: its first re-send comes ``renew_interval / 5`` from now."""
+        self._resend_gap = self._timing.renew_interval / 5.0
+        self._resend_at = now + self._resend_gap
 
     def _resend(self, now: float, out: list[Message]) -> None:
         """Retransmit this attempt's request, same ballot, to acceptors yet to answer.
@@ -519,8 +542,14 @@ class Lease:
         acceptors did install, and R3 then (rightly) refuses to count that instance as
         ours.  Re-sending within the attempt is idempotent at the acceptor (same ballot,
         same owner), quorums stay sets of ids, and the deadline stays the PREPARE time's.
+
+        The gap doubles after each re-send (up to ``renew_interval``): a lost datagram
+        is re-sent as soon as before, while peers that are only slow to answer (a
+        loaded machine) are not sent a request every ``renew_interval / 5`` that they
+        would answer every time, each answer more work for a proposer already waiting.
         """
-        self._resend_at = now + self._timing.renew_interval / 5.0
+        self._resend_gap = min(2.0 * self._resend_gap, self._timing.renew_interval)
+        self._resend_at = now + self._resend_gap
         b = self._ballot
         assert b is not None
         answered = self._blocked | (self._open if self._phase is Phase.PREPARING else self._acked)
@@ -577,7 +606,7 @@ class Lease:
                 self._fail_attempt(now, "attempt-expired")
                 return
             self._phase = Phase.ACCEPTING
-            self._resend_at = now + self._timing.renew_interval / 5.0
+            self._first_resend(now)
             b = msg.ballot
             for a in self._acceptors:
                 out.append(Accept(self.name, self.node_id, a, b))
@@ -609,6 +638,7 @@ class Lease:
             self._fail_attempt(now, "attempt-expired")
             return
         renewing = self._active
+        self._counters.round_took(now - self._attempt_start)
         self._active = True
         self._active_ballot = msg.ballot
         if self._accepted_deadline:

@@ -107,7 +107,7 @@ class Timing:
         worth waiting for: cut at ``renew_interval``, a round that needed a little more
         was thrown away and its retry came too late for the hold it was renewing (under
         emulation, a 200 ms lease was lost every second). A lost datagram does not need
-        the timeout: the round re-sends every ``renew_interval / 5``."""
+        the timeout: the round re-sends after ``renew_interval / 5``, then at doubling gaps."""
         return self.lease - self.guard
 
     @property

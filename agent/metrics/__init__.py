@@ -341,7 +341,13 @@ class LockCollector:
         return []
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        from agent.lock.lease import ROUND_BUCKETS
 
         p = f"{PREFIX}_lock"
         holder_info = GaugeMetricFamily(
@@ -407,6 +413,12 @@ class LockCollector:
         send_errors = CounterMetricFamily(
             f"{p}_send_errors", "Datagrams the kernel could not send.", labels=["cluster"]
         )
+        rounds = HistogramMetricFamily(
+            f"{p}_round_seconds",
+            "Time from PREPARE to a quorum of ACCEPTED, of the rounds that gave a hold; "
+            "a round must fit in lease - guard.",
+            labels=["cluster"],
+        )
         for cluster, tr in sorted(self.transports.items()):
             st = tr.status()
             quorum.add_metric([cluster], 1 if st.quorum_reachable else 0)
@@ -433,6 +445,10 @@ class LockCollector:
             for reason, count in _items(c.refused):
                 refused.add_metric([cluster, reason], count)
             send_errors.add_metric([cluster], tr.send_errors)
+            bounds = [*(f"{b:g}" for b in ROUND_BUCKETS), "+Inf"]
+            rounds.add_metric(
+                [cluster], list(zip(bounds, c.round_buckets, strict=True)), c.round_sum
+            )
         yield from (
             holder_info,
             is_holder,
@@ -449,6 +465,7 @@ class LockCollector:
             rejected,
             refused,
             send_errors,
+            rounds,
         )
 
 

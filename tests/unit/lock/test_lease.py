@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from agent.lock.lease import Flaw
+from agent.lock.lease import ROUND_BUCKETS, Flaw
 from agent.lock.messages import (
     Accept,
     Accepted,
@@ -97,6 +99,32 @@ def test_slow_rounds_still_renew() -> None:
             net.emit(m.receiver, net.nodes[m.receiver].handle(m, t), t)
         assert net.holders(t) == ["n1"], t
     assert lease.losses == 0
+    # Every renewal took 320 ms: all in the (0.25, 0.5] bucket of the round histogram.
+    bounds = dict(zip(ROUND_BUCKETS, net.nodes["n1"].counters.round_buckets, strict=False))
+    total = net.nodes["n1"].counters.round_buckets[-1]
+    assert total >= 10
+    assert bounds[0.25] <= 1  # the acquisition, on the fast network
+    assert bounds[0.5] == total
+
+
+def test_resends_to_silent_acceptors_back_off() -> None:
+    """A request unanswered is re-sent after renew_interval / 5, then at doubling gaps
+    up to renew_interval: a lost datagram is re-sent as soon as ever, a slow peer is not
+    sent the same request every renew_interval / 5."""
+    net = Net()
+    t = acquire(net, "n1", 0.0)
+    net.queue.clear()
+    sent: list[tuple[float, Ballot]] = []
+    start = t
+    while t < start + 0.8:  # one attempt: no answer ever arrives
+        t = round(t + 0.01, 2)
+        net.tick("n1", t)
+        sent += [(t, m.ballot) for m in net.take(kind(Kind.PREPARE, to="n2"))]  # type: ignore[attr-defined]
+        net.queue.clear()
+    assert len({b for _, b in sent}) == 1, "one attempt, one ballot"
+    gaps = [round(b[0] - a[0], 2) for a, b in itertools.pairwise(sent)]
+    r = TIMING.renew_interval
+    assert gaps == [round(r / 5, 2), round(2 * r / 5, 2), round(4 * r / 5, 2)], gaps
 
 
 def test_a_candidate_polling_a_held_lease_never_outbids_the_renewal() -> None:
