@@ -338,9 +338,9 @@ class Agent:
     def _lag_threshold(self) -> float:
         """The loop-lag probe's threshold, worked out again only when the configuration
         changes (the probe asks a hundred times a second)."""
-        from agent.daemon.lag import lag_threshold
-
         if self._lag_for is not self.config:
+            from agent.daemon.lag import lag_threshold
+
             self._lag_for, self._lag_value = self.config, lag_threshold(self.config)
         return self._lag_value
 
