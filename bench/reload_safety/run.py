@@ -12,6 +12,7 @@ reconciles (after each reload and every ``--interval``). Reported:
   - the event-loop lag of both directors during the reloads, from
     lvs_agent_event_loop_lag_seconds: p50, p99 and max as the histogram's bucket
     bounds (target: max <= 50 ms, half the advert interval)
+  - the lock's rounds (lvs_agent_lock_round_seconds) and each agent's CPU, in vCPUs
   - the time from SIGHUP until the new weight is in director 1's kernel, beside
     keepalived's reload of the same one-weight change of the same table in the same boot
     (bench/ipvs_apply's (f)), in a fresh namespace, with the cluster stopped
@@ -64,11 +65,14 @@ def weight(kernel: Any, i: int, j: int) -> int | None:
     return None if kd is None else int(kd.dest.weight)
 
 
-def buckets(text: str) -> dict[float, float]:
+ROUND = "lvs_agent_lock_round_seconds"
+
+
+def buckets(text: str, name: str = LAG) -> dict[float, float]:
     from agent.lab.agents import metric_values
 
     out: dict[float, float] = {}
-    for labels, value in metric_values(text, f"{LAG}_bucket").items():
+    for labels, value in metric_values(text, f"{name}_bucket").items():
         out[float(dict(labels)["le"])] = value
     return out
 
@@ -95,9 +99,9 @@ def summarize(cum: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
-def lag_summary(before: str, after: str) -> dict[str, Any]:
-    """The wakes between two scrapes (see summarize)."""
-    b, a = buckets(before), buckets(after)
+def lag_summary(before: str, after: str, name: str = LAG) -> dict[str, Any]:
+    """The wakes (or, for ROUND, the lock's rounds) between two scrapes (see summarize)."""
+    b, a = buckets(before, name), buckets(after, name)
     return summarize(sorted((le, a[le] - b.get(le, 0.0)) for le in a))
 
 
@@ -105,6 +109,18 @@ def bare_summary(raw: dict[str, Any]) -> dict[str, Any]:
     """bare_probe.py's record in lag_summary's terms, with its exact worst wake."""
     cum = sorted((float(le), float(n)) for le, n in raw["le"].items())
     return {**summarize(cum), "max_s": raw["max_s"]}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process and its children so far."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in (proc, *proc.children(recursive=True)):
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def wait(what: str, check: Any, timeout: float, cluster: Cluster) -> float:
@@ -188,6 +204,8 @@ def run_cluster(
                 else None
             )
             before = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
+            cpu_before = {n: cpu_seconds(a.pid) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
+            window_start = time.monotonic()
             took: list[float] = []
             for n in range(reloads):
                 i, j = (services - 1 - 97 * n) % services, n % DESTS
@@ -208,6 +226,12 @@ def run_cluster(
                 time.sleep(gap)
             time.sleep(2)
             after = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
+            window = time.monotonic() - window_start
+            # each agent's CPU over the window (its fence child included), in vCPUs
+            res["cpu_vcpu"] = {
+                n: round((cpu_seconds(a.pid) - cpu_before[n]) / window, 3)
+                for n, a in (("d1", d1), ("d2", d2), ("w", w))
+            }
             bare.send_signal(signal.SIGTERM)
             bare.wait(timeout=60)
             res["bare_loop"] = bare_summary(json.loads(bare_out.read_text()))
@@ -237,6 +261,8 @@ def run_cluster(
                     - total(b, "lvs_agent_reconcile_duration_seconds_count"),
                     "reloads_applied": total(a, "lvs_agent_config_reloads_total", result="applied"),
                     "loop_lag": lag_summary(b, a),
+                    # PREPARE to hold, of the rounds that gave one ("wakes": rounds)
+                    "lock_rounds": lag_summary(b, a, ROUND),
                     # why renewals failed: refused or timed out rounds, dropped datagrams
                     "lock_refusals": by_reason(b, a, "lvs_agent_lock_refusals_total"),
                     "lock_rejected": by_reason(b, a, "lvs_agent_lock_messages_rejected_total"),
@@ -407,8 +433,19 @@ def main() -> int:
             f"{lag['over_100ms']:g} over 100 ms)"
         )
     for name in ("d1", "d2"):
-        d = a[name]
+        d, rounds = a[name], a[name]["lock_rounds"]
+        if rounds["wakes"]:
+            print(
+                f"{name}: lock rounds that gave a hold {rounds['wakes']:g}, p50 <= "
+                f"{ms(rounds['p50_le'])}, p99 <= {ms(rounds['p99_le'])}, max <= "
+                f"{ms(rounds['max_le'])}"
+            )
         print(f"{name}: lock refusals {d['lock_refusals']}, rejected {d['lock_rejected']}")
+    cpu = a["cpu_vcpu"]
+    print(
+        f"CPU over the reloads (agent and its fence child): d1 {cpu['d1']:g}, d2 {cpu['d2']:g}, "
+        f"witness {cpu['w']:g} vCPU of {os.cpu_count()}"
+    )
     wit = a["witness"]
     print(f"witness: lock refusals {wit['lock_refusals']}, rejected {wit['lock_rejected']}")
     bare = a["bare_loop"]
