@@ -21,8 +21,10 @@ incarnation, s8 node; ``B?`` = u8 flag + ballot if 1)::
 
 Binding sender, receiver, incarnation and sequence under the MAC is what defeats
 reflection (a node's own datagram sent back to it) and replay (docs/lock.md,
-"Datagrams").  The replay window is strict — sequence must grow per sender
-incarnation — so UDP reordering is treated like loss, which the protocol tolerates.
+"Datagrams").  The replay window accepts each sequence number of a sender
+incarnation once, in any order within ``REPLAY_WINDOW`` of the highest seen (a bitmap,
+as IPsec's anti-replay window): datagrams reordered on the way (a veth queues each on
+the sending CPU's backlog) are delivered, not dropped as replays.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ MAC_SIZE: Final = 32
 KEY_MIN_SIZE: Final = 32
 MAX_NAME: Final = 64
 MAX_DATAGRAM: Final = 1200
+#: sequences this far below a sender's highest are still accepted once (reordering)
+REPLAY_WINDOW: Final = 64
+_WINDOW_MASK: Final = (1 << REPLAY_WINDOW) - 1
 _U64_MAX: Final = 2**64 - 1
 
 _HEAD = struct.Struct(">2sBBB")
@@ -245,7 +250,8 @@ class WireCodec:
         self._keys = keys
         self._peers = frozenset(peers) - {node_id}
         self._seq = 0
-        self._last: dict[str, tuple[int, int]] = {}
+        # per sender: incarnation, highest sequence, bit i set = (highest - i) accepted
+        self._last: dict[str, tuple[int, int, int]] = {}
 
     # ------------------------------------------------------------------ encode
 
@@ -329,13 +335,7 @@ class WireCodec:
             ballot is None or ballot.node != sender
         ):
             raise WireError("bad-ballot")
-        last = self._last.get(sender)
-        if last is not None:
-            if incarnation < last[0]:
-                raise WireError("stale-incarnation")
-            if incarnation == last[0] and seq <= last[1]:
-                raise WireError("replay")
-        self._last[sender] = (incarnation, seq)
+        self._last[sender] = _fresh(self._last.get(sender), incarnation, seq)
         return msg
 
     @staticmethod
@@ -367,3 +367,20 @@ def check_u64(value: int) -> int:
     if not 0 <= value <= _U64_MAX:
         raise ValueError(f"{value} does not fit in u64")
     return value
+
+
+def _fresh(last: tuple[int, int, int] | None, incarnation: int, seq: int) -> tuple[int, int, int]:
+    """The sender's window after accepting ``(incarnation, seq)``; WireError if stale."""
+    if last is None or incarnation > last[0]:
+        return incarnation, seq, 1
+    known, top, seen = last
+    if incarnation < known:
+        raise WireError("stale-incarnation")
+    if seq > top:
+        shift = seq - top
+        seen = (seen << shift | 1) & _WINDOW_MASK if shift < REPLAY_WINDOW else 1
+        return incarnation, seq, seen
+    back = top - seq
+    if back >= REPLAY_WINDOW or seen >> back & 1:
+        raise WireError("replay")
+    return incarnation, top, seen | 1 << back

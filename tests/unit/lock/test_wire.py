@@ -22,7 +22,7 @@ from agent.lock.messages import (
 )
 from agent.lock.node import LockCore, LockNode
 from agent.lock.timing import Timing
-from agent.lock.wire import KeyFileError, KeyRing, WireCodec, WireError
+from agent.lock.wire import REPLAY_WINDOW, KeyFileError, KeyRing, WireCodec, WireError
 
 MEMBERS = ("n1", "n2", "n3")
 KEY1 = bytes(range(32))
@@ -128,6 +128,25 @@ def test_replay_and_old_incarnation() -> None:
     # A restarted peer (higher incarnation) starts its sequence again and is accepted.
     newer = codec("n2", incarnation=6).encode(Prepare("vip", "n2", "n1", Ballot(1, 6, "n2")))
     assert n.receive(newer, 0.0) != []
+
+
+def test_reordered_datagrams_are_accepted_once_within_the_window() -> None:
+    """A datagram overtaken on the way is delivered (not a replay), once; one older
+    than the window, or seen already, is a replay."""
+    n = node()
+    sender = codec("n2", incarnation=5)
+    sent = [sender.encode(Prepare("vip", "n2", "n1", Ballot(i, 5, "n2"))) for i in range(1, 80)]
+    assert n.receive(sent[1], 0.0) != []
+    assert n.receive(sent[0], 0.0) != []  # overtaken by sent[1]
+    assert_refused(n, sent[0], "replay")
+    assert_refused(n, sent[1], "replay")
+    assert n.receive(sent[70], 0.0) != []  # a jump: sent[2..69] still to come
+    assert n.receive(sent[69], 0.0) != []
+    assert n.receive(sent[70 - REPLAY_WINDOW + 1], 0.0) != []  # the window's oldest
+    assert_refused(n, sent[70 - REPLAY_WINDOW], "replay")  # below the window
+    assert_refused(n, sent[69], "replay")
+    assert n.receive(sent[78], 0.0) != []
+    assert_refused(n, sent[70], "replay")  # still remembered after the window moved
 
 
 def test_reflection_and_misdirection() -> None:
