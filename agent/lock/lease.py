@@ -119,10 +119,10 @@ class Counters:
     def round_took(self, seconds: float) -> None:
         self.round_sum += seconds
         buckets = self.round_buckets
-        for i in range(len(buckets) - 1, -1, -1):
-            if i < len(ROUND_BUCKETS) and seconds > ROUND_BUCKETS[i]:
-                break
-            buckets[i] += 1
+        for i, bound in enumerate(ROUND_BUCKETS):
+            if seconds <= bound:
+                buckets[i] += 1
+        buckets[-1] += 1
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1

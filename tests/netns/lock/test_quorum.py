@@ -45,6 +45,9 @@ def test_one_holder_crash_sigterm_and_failover(
     assert metric(text, "lvs_agent_lock_is_holder", lease="web") == 1
     assert metric(text, "lvs_agent_lock_holder_info", lease="web", node=first) == 1
     assert metric(text, "lvs_agent_lock_quorum_reachable") == 1
+    rounds = metric(text, "lvs_agent_lock_round_seconds_count")
+    assert rounds is not None and rounds >= 1  # the acquisition and every renewal since
+    assert metric(text, "lvs_agent_lock_round_seconds_bucket", le="+Inf") == rounds
     if shutil.which("promtool"):
         lint = subprocess.run(
             ["promtool", "check", "metrics"],
