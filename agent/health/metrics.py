@@ -11,16 +11,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the daemon registers the collector before any check is configured
-    from agent.health.scheduler import Histogram, Scheduler
+    from agent.health.scheduler import Scheduler
+
+from agent.histogram import add_to
 
 PREFIX = "lvs_agent_health"
-
-
-def _histogram(family: Any, labels: list[str], h: Histogram) -> None:
-    cumulative = h.cumulative()
-    buckets = [(str(b), c) for b, c in zip(h.bounds, cumulative, strict=False)]
-    buckets.append(("+Inf", cumulative[-1]))
-    family.add_metric(labels, buckets, h.total)
 
 
 class HealthCollector:
@@ -164,9 +159,9 @@ class HealthCollector:
             for (t, state), n in st.transitions.items():
                 transitions.add_metric([t, state], n)
             for t, hist in st.durations.items():
-                _histogram(durations, [t], hist)
-            _histogram(lateness, [], st.lateness)
-            _histogram(loop_lag, [], st.loop_lag)
+                add_to(durations, [t], hist)
+            add_to(lateness, [], st.lateness)
+            add_to(loop_lag, [], st.loop_lag)
             for t, n in st.inconclusive.items():
                 inconclusive.add_metric([t], n)
             in_flight.add_metric([], s.in_flight)

@@ -35,7 +35,6 @@ state. A reload keeps the state of every unchanged identity (``reload``, O(n)).
 from __future__ import annotations
 
 import asyncio
-import bisect
 import heapq
 import logging
 import math
@@ -52,6 +51,7 @@ from agent.health.config import CheckKey, Member, Pool
 from agent.health.core import CheckState, MemberHealth, PoolDecision, PoolState, Result
 from agent.health.probes import BatchProber, batchable, http_plan, probe
 from agent.health.syn import SynProber, usable
+from agent.histogram import Histogram
 
 log = logging.getLogger("agent.health")
 
@@ -109,31 +109,6 @@ DURATION_BUCKETS: Final = (
     5.0,
     10.0,
 )
-
-
-@dataclass
-class Histogram:
-    """Cumulative-bucket counts, as Prometheus exports them (``counts[i]``: <= bounds[i])."""
-
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    n: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * (len(self.bounds) + 1)  # the last: +Inf
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-        self.n += 1
-
-    def cumulative(self) -> list[int]:
-        out, run = [], 0
-        for c in self.counts:
-            run += c
-            out.append(run)
-        return out
 
 
 @dataclass

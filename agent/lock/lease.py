@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
+from agent.histogram import Histogram
 from agent.lock.messages import (
     Accept,
     Accepted,
@@ -111,18 +112,8 @@ class Counters:
     #: protocol refusals and failed attempts (REJECT sent, stale reply, blocked), by reason
     refused: dict[str, int] = field(default_factory=dict)
 
-    #: rounds that gave a hold, by time from PREPARE to the quorum of ACCEPTED:
-    #: cumulative counts per bound of ``ROUND_BUCKETS`` (the last is +Inf), and the sum
-    round_buckets: list[int] = field(default_factory=lambda: [0] * (len(ROUND_BUCKETS) + 1))
-    round_sum: float = 0.0
-
-    def round_took(self, seconds: float) -> None:
-        self.round_sum += seconds
-        buckets = self.round_buckets
-        for i, bound in enumerate(ROUND_BUCKETS):
-            if seconds <= bound:
-                buckets[i] += 1
-        buckets[-1] += 1
+    #: rounds that gave a hold, by time from PREPARE to the quorum of ACCEPTED
+    rounds: Histogram = field(default_factory=lambda: Histogram(ROUND_BUCKETS))
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -638,7 +629,7 @@ class Lease:
             self._fail_attempt(now, "attempt-expired")
             return
         renewing = self._active
-        self._counters.round_took(now - self._attempt_start)
+        self._counters.rounds.observe(now - self._attempt_start)
         self._active = True
         self._active_ballot = msg.ballot
         if self._accepted_deadline:

@@ -347,7 +347,7 @@ class LockCollector:
             HistogramMetricFamily,
         )
 
-        from agent.lock.lease import ROUND_BUCKETS
+        from agent.histogram import add_to
 
         p = f"{PREFIX}_lock"
         holder_info = GaugeMetricFamily(
@@ -445,10 +445,7 @@ class LockCollector:
             for reason, count in _items(c.refused):
                 refused.add_metric([cluster, reason], count)
             send_errors.add_metric([cluster], tr.send_errors)
-            bounds = [*(f"{b:g}" for b in ROUND_BUCKETS), "+Inf"]
-            rounds.add_metric(
-                [cluster], list(zip(bounds, c.round_buckets, strict=True)), c.round_sum
-            )
+            add_to(rounds, [cluster], c.rounds)
         yield from (
             holder_info,
             is_holder,
