@@ -963,13 +963,15 @@ class VrrpService:
         else:
             lock.set_priority(name, want)
 
-    def _lifetime(self, lease: str) -> tuple[int, float] | None:
-        """Kernel lifetime (whole seconds, at least the hold left) and the hold's end."""
+    def _lifetime(self, lease: str) -> tuple[int, float, float] | None:
+        """Kernel lifetime (whole seconds, at least the hold left), the hold's end, and
+        when that lifetime runs out if it is set now (both on the service's clock)."""
         assert self._lock is not None
         left = self._lock.hold_left(lease)
         if left is None:
             return None
-        return max(1, math.ceil(left)), self._now() + left
+        seconds, now = max(1, math.ceil(left)), self._now()
+        return seconds, now + left, now + seconds
 
     def _add_fenced(self, inst: _Instance, vips: tuple[VipInterface, ...]) -> None:
         lifetime = self._lifetime(inst.lease)
@@ -981,7 +983,7 @@ class VrrpService:
             return
         self._vips[inst.config.interface].add(vips, lifetime=lifetime[0])
         lease = self._leases[inst.lease]
-        runs_out = self._now() + lifetime[0]
+        runs_out = lifetime[2]
         # The members' VIPs run out at different times: keep the earliest.
         lease.kernel_until = min(lease.kernel_until, runs_out) if lease.kernel_until else runs_out
         until = self._lock.hold_until(inst.lease) if self._lock is not None else None
@@ -1037,4 +1039,4 @@ class VrrpService:
                 except VipError as e:
                     inst.machine.counters.vip_errors += 1
                     log.error("%s: %s", member, e)
-            lease.kernel_until = self._now() + lifetime[0]
+            lease.kernel_until = lifetime[2]
