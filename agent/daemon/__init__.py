@@ -39,9 +39,13 @@ programs the health-adjusted table, and a health change lands at once as a singl
 
 The loop never blocks: a reload's file is read and checked, and its desired table
 built, in a worker process kept running from the start (``agent.daemon.worker``; it
-re-reads only the entries a reload changed, ``agent.config.incremental``); planning
-and the ownership file run on a worker thread (``agent.daemon.offload``); kernel I/O
-yields to the loop (``agent.ipvs.kernel``). A 10 ms probe measures how late the loop
+re-reads only the entries a reload changed, ``agent.config.incremental``). Once it
+holds the running configuration, that process also runs the full reconciles (it reads
+and decodes the kernel's table, plans, writes, and sends back only the steps and what
+changed in the table since its last answer); without it (small files, a worker that
+failed) they run here, planning and the ownership file on a worker thread
+(``agent.daemon.offload``) and kernel I/O yielding to the loop (``agent.ipvs.kernel``).
+A reload's changed services and health's edits always run here: they are small. A 10 ms probe measures how late the loop
 wakes (``agent.daemon.lag``). The collector: ``agent.gcpause``. With
 ``node.realtime_priority`` the loop's thread alone runs at SCHED_RR
 (``agent.daemon.priority``).
@@ -154,6 +158,7 @@ class Agent:
         self._worker_task: asyncio.Task[None] | None = None
         self._hup_at = 0.0  # when the last SIGHUP came (monotonic)
         self._writing = False  # the running reconcile has begun to write
+        self._in_worker = False  # the last full reconcile ran in the configuration worker
         from agent.daemon.health import HealthService
 
         self.health = HealthService(
@@ -453,7 +458,9 @@ class Agent:
                 await task
                 return True
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            (result,) = await asyncio.gather(task, return_exceptions=True)
+            if not isinstance(result, BaseException):
+                return True  # the worker process had begun to write: it finished
             log.info("reconcile: abandoned before writing; a reload came")
             return False
         finally:
@@ -702,15 +709,20 @@ class Agent:
         try:
             async with self._reconciling:  # health's partial reconciles run between
                 try:
-                    outcome = await reconcile_async(
-                        self.kernel,
-                        self.store,
-                        self.health.begin(self.desired),  # never fights the checker
-                        self.config.ipvs,
-                        only=only,
-                        offload=self.offload,
-                        writing=writing,
-                    )
+                    table = self.health.begin(self.desired)  # never fights the checker
+                    outcome = None
+                    if only is None and self.worker.holds(self.config.virtual_servers):
+                        outcome = await self._reconcile_in_worker(table)
+                    if outcome is None:
+                        outcome = await reconcile_async(
+                            self.kernel,
+                            self.store,
+                            table,
+                            self.config.ipvs,
+                            only=only,
+                            offload=self.offload,
+                            writing=writing,
+                        )
                 finally:
                     self.health.end()
         except StateFileError as exc:
@@ -753,6 +765,33 @@ class Agent:
                 log.info("reconcile: %d operations in %.3fs", count, elapsed)
         else:
             self.metrics.observe_partial(outcome)
+        return outcome
+
+
+    async def _reconcile_in_worker(self, table: DesiredTable) -> Outcome | None:
+        """A full reconcile by the configuration worker process, which holds the desired
+        table already (``agent.daemon.worker``): the kernel's table is decoded and
+        planned there, not in this process. None when it cannot: reconcile here."""
+        from agent.daemon.worker import WorkerFailed
+
+        desired = self.desired
+        overrides: DesiredTable = {}
+        if table is not desired:  # health changed some services: only those go
+            overrides = await self.offload(
+                lambda: {k: v for k, v in table.items() if desired.get(k) is not v}
+            )
+        try:
+            outcome = await self.worker.reconcile(
+                self.config.virtual_servers, overrides, self.config.ipvs, str(self.store.path)
+            )
+        except WorkerFailed as exc:
+            log.warning("reconcile: %s; reconciling in this process", exc)
+            self.metrics.errors.labels(kind="task").inc()
+            self._in_worker = False
+            return None
+        if not self._in_worker:
+            log.info("reconcile: full reconciles now run in the configuration worker")
+            self._in_worker = True
         return outcome
 
 

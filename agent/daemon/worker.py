@@ -1,4 +1,5 @@
-"""Reading a reload's configuration in a separate process, so the event loop never waits.
+"""Reading a reload's configuration, and the full reconciles of a large table, in a
+separate process, so that the event loop never waits.
 
 Parsing and validating a 10,000-service file and building its desired table take about
 a second of CPU on hardware and ten or more under emulation, and some of it is single C
@@ -22,11 +23,27 @@ reads each file with ``agent.config.incremental.Rereader``, which re-validates o
 entries only for the virtual servers that changed: a one-weight reload of a 10,000-service
 file costs a split of the text and a dictionary look-up per entry, not a parse.
 
+**Full reconciles.** Decoding a 10,000-service dump is half a million objects; in the
+daemon, even in steps between the loop's wakes, it held the loop for hundreds of ms
+under emulation (the interpreter lock, and collections over what it allocated). A
+worker that holds the daemon's configuration (``holds``) does the whole reconcile
+instead, as ``agent.ipvs.reconciler.reconcile`` does it: the ownership file, the dump,
+the plan over its base's desired table (health's changed services sent along), the
+writes. It answers with the steps, their results and the services of the table that
+changed since its last answer (unchanged, idle services are the same decoded objects,
+``agent.ipvs.netlink.DumpCache``): the daemon merges them into its copy for metrics and
+status, ``TABLE_CHUNK`` services per ``pickle.loads`` on its worker thread. Each table
+is numbered; a daemon whose number differs gets the whole table. A SIGHUP that comes
+while the worker still reads or plans cancels the request: the daemon sends SIGUSR1,
+the worker stops before writing anything and answers ``abandoned`` (once it writes,
+the signal is ignored and the reconcile finishes). Sysctls stay the daemon's.
+
 Requests and answers are length-prefixed pickles on the worker's stdin and stdout.
 A worker that dies is also started again at the next request. If none can be started the
 daemon reads the file on its worker thread (slower for the loop, but it keeps going).
 
-Never imports the daemon; the daemon side (``ConfigWorker``) never parses YAML itself.
+Never imports the daemon; the daemon side (``ConfigWorker``) never parses YAML or
+decodes a full dump itself.
 """
 
 from __future__ import annotations
@@ -36,6 +53,7 @@ import contextlib
 import logging
 import os
 import pickle
+import signal
 import struct
 import sys
 import traceback
@@ -47,9 +65,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from agent.config import Config
-    from agent.config.model import VirtualServer
-    from agent.ipvs.model import DesiredTable, ServiceKey
-    from agent.ipvs.reconciler import Offload
+    from agent.config.model import IpvsSettings, VirtualServer
+    from agent.ipvs.model import DesiredTable, KernelTable, ServiceKey
+    from agent.ipvs.reconciler import IpvsTable, Offload, Outcome
+    from agent.ipvs.state import OwnershipStore
 
 log = logging.getLogger("lvs-agent")
 
@@ -61,6 +80,8 @@ SMALL_FILE = 64 * 1024
 SMALL_ANSWER = 64 * 1024
 NICE = 10  # the worker's scheduling priority, below the daemon's
 CHUNK = 256  # virtual servers per pickle.dumps call when the daemon sends its own
+#: kernel services (with their real servers and counters) per pickle the daemon loads
+TABLE_CHUNK = 32
 
 
 @dataclass(frozen=True)
@@ -202,10 +223,10 @@ def load_here(path: str, base_desired: DesiredTable) -> Loaded:
     return Loaded(config, desired, edited)
 
 
-def _chunks(servers: tuple[VirtualServer, ...]) -> list[bytes]:
-    """``servers`` pickled a few hundred at a time: each ``pickle.dumps`` is one C call
-    that holds the interpreter lock throughout, and the daemon's loop waits for it."""
-    return [_pickled(servers[i : i + CHUNK]) for i in range(0, len(servers), CHUNK)]
+def _chunks(items: tuple[Any, ...], size: int = CHUNK) -> list[bytes]:
+    """``items`` pickled ``size`` at a time: each ``pickle.dumps`` or ``loads`` is one C
+    call that holds the interpreter lock throughout, and the daemon's loop waits for it."""
+    return [_pickled(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 def _pickled(value: object) -> bytes:
@@ -215,8 +236,13 @@ def _pickled(value: object) -> bytes:
 # ---------------------------------------------------------------- the worker process
 
 
+class Abandoned(BaseException):
+    """The daemon asked (SIGUSR1) to stop a reconcile that has not written anything yet.
+    Not an ``Exception``: no handler on the way out of a kernel call may swallow it."""
+
+
 class _Base:
-    def __init__(self) -> None:
+    def __init__(self, kernel: Callable[[], IpvsTable] | None = None) -> None:
         from agent.config.incremental import Rereader
 
         self.generation = -1
@@ -224,6 +250,36 @@ class _Base:
         self.desired: DesiredTable = {}
         self.keys: dict[int, ServiceKey] = {}  # of ``servers``, by id
         self.reader = Rereader()  # the file's last read: the next one re-reads what changed
+        self._new_kernel = kernel
+        self.kernel: IpvsTable | None = None  # opened at the first reconcile
+        self.stores: dict[str, OwnershipStore] = {}  # by path: each skips unchanged saves
+        self.sent: KernelTable = {}  # the kernel's table as the daemon has it ...
+        self.sent_generation = 0  # ... and its number
+        self.abandonable = False  # SIGUSR1 raises Abandoned while this is set
+
+    def open_kernel(self) -> IpvsTable:
+        if self.kernel is None:
+            if self._new_kernel is None:
+                from agent.ipvs.kernel import IpvsKernel
+
+                self.kernel = IpvsKernel()
+            else:
+                self.kernel = self._new_kernel()
+        return self.kernel
+
+    def drop_kernel(self) -> None:
+        """After an interrupted call its socket may hold the rest of a reply: a new one."""
+        kernel, self.kernel = self.kernel, None
+        close = getattr(kernel, "close", None)
+        if close is not None:
+            with contextlib.suppress(OSError):
+                close()
+
+    def abandon(self, signum: int, frame: object) -> None:
+        """SIGUSR1's handler: stop the reconcile if it has not begun to write."""
+        if self.abandonable:
+            self.abandonable = False
+            raise Abandoned
 
 
 def _answer(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -262,19 +318,88 @@ def _answer(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
         base.keys = keys_by_id(base.servers, base.desired)
         base.generation += 1
         return ("loaded", base.generation, rest, spec, new, changed, removed)
+    if kind == "reconcile":
+        return _reconcile(base, request)
     return ("error", f"unknown request {kind!r}")
 
 
-def main() -> int:
-    """``python -m agent.daemon.worker``: answer requests until stdin closes."""
+def _reconcile(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A full reconcile of the base's desired table, health's ``overrides`` on top: read
+    the ownership file and the kernel, plan, write the file ahead, apply, write it after
+    (``agent.ipvs.reconciler.reconcile``, step for step). Answers with the steps and
+    their results, and the table read as a change to what the daemon has (``have``)."""
+    from pathlib import Path
+
+    from agent.ipvs.reconciler import (
+        boottime,
+        desired_timeouts,
+        make_plan,
+        ownership_after,
+        ownership_ahead,
+    )
+    from agent.ipvs.state import OwnershipStore, StateFileError
+
+    _, generation, overrides, settings, state_path, have = request
+    if generation != base.generation:
+        return ("stale",)
+    desired = base.desired
+    if overrides:
+        desired = dict(desired)
+        desired.update(overrides)
+    store = base.stores.get(state_path)
+    if store is None:
+        store = base.stores[state_path] = OwnershipStore(Path(state_path))
+    try:
+        kernel = base.open_kernel()
+        base.abandonable = True
+        try:
+            owned = store.load()
+            table = kernel.dump()
+            timeouts = kernel.get_timeouts() if desired_timeouts(settings) else None
+            p = make_plan(desired, table, timeouts, owned, settings, boottime())
+            base.abandonable = False
+        except Abandoned:
+            base.drop_kernel()
+            return ("abandoned",)
+        finally:
+            base.abandonable = False
+        store.save(ownership_ahead(owned, p))
+        results = list(kernel.apply(p.ops)) if p.steps else []
+        store.save(ownership_after(owned, p, results))
+        if p.steps:
+            table = kernel.dump()  # the table as it now is, for metrics and status
+    except StateFileError as exc:
+        return ("failed", "state_file", str(exc))
+    except OSError as exc:
+        base.drop_kernel()
+        return ("failed", "state_file" if exc.filename else "netlink", str(exc))
+    if have == base.sent_generation:
+        sent = base.sent
+        changed = {k: v for k, v in table.items() if (old := sent.get(k)) is not v and old != v}
+        removed = [k for k in base.sent if k not in table]
+    else:  # the daemon has another table (or none): all of it
+        changed, removed = table, []
+    whole = have != base.sent_generation
+    base.sent = table
+    base.sent_generation += 1
+    chunks = _chunks(tuple(changed.items()), TABLE_CHUNK)
+    number = base.sent_generation
+    return ("reconciled", number, whole, chunks, removed, p.steps, results, p.draining)
+
+
+def main(kernel: Callable[[], IpvsTable] | None = None) -> int:
+    """``python -m agent.daemon.worker``: answer requests until stdin closes. ``kernel``
+    opens the IPVS table (default: ``agent.ipvs.kernel.IpvsKernel``)."""
     import gc
+    import signal
 
     gc.disable()  # one job at a time, no cycles worth collecting: see agent.daemon.offload
     # Background work: when CPUs are short, the daemon's loop (VRRP, the lock) goes first.
     with contextlib.suppress(OSError):
         os.nice(NICE)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    base = _Base()
+    base = _Base(kernel)
+    signal.signal(signal.SIGUSR1, base.abandon)
     while True:
         head = stdin.read(_HEADER.size)
         if len(head) < _HEADER.size:
@@ -306,6 +431,9 @@ class ConfigWorker:
         self._lock = asyncio.Lock()
         self._closed: asyncio.subprocess.Process | None = None
         self.starts = 0
+        # The kernel's table as the worker's last reconcile gave it, and its number there.
+        self._table: KernelTable = {}
+        self._table_generation = -1
 
     async def start(self) -> None:
         """Start the process now (the first reload need not wait for its imports)."""
@@ -382,6 +510,88 @@ class ConfigWorker:
                 return loaded
             raise WorkerFailed("the worker does not keep its base")
 
+    def holds(self, base_vs: tuple[VirtualServer, ...]) -> bool:
+        """Whether the running worker's base is ``base_vs`` (the daemon's virtual
+        servers): then it can reconcile them (``reconcile``)."""
+        proc = self._proc
+        return (
+            proc is not None
+            and proc.returncode is None
+            and self._generation >= 0
+            and self._base is base_vs
+        )
+
+    async def reconcile(
+        self,
+        base_vs: tuple[VirtualServer, ...],
+        overrides: DesiredTable,
+        settings: IpvsSettings,
+        state_path: str,
+    ) -> Outcome:
+        """A full reconcile of ``base_vs``'s desired table (``overrides``: health's
+        changes to it) done by the worker process: the dump is decoded and planned there,
+        and only the steps and what changed in the table since the last answer come
+        back. Raises WorkerFailed (no worker holding ``base_vs``: reconcile here
+        instead), ``StateFileError`` or ``OSError`` (ownership file, netlink) like a
+        reconcile here. Cancelled before the worker began to write, it stops the
+        worker's reconcile (SIGUSR1) and is cancelled; once it wrote, it finishes."""
+        async with self._lock:
+            if not self.holds(base_vs):
+                raise WorkerFailed("the configuration worker does not hold this configuration")
+            have = self._table_generation
+            request = ("reconcile", self._generation, overrides, settings, state_path, have)
+            self._send(_pickled(request))
+            try:
+                answer = await self._receive()
+            except asyncio.CancelledError:
+                self._interrupt()
+                try:
+                    answer = await self._receive()
+                except asyncio.CancelledError:
+                    self.close()  # cancelled twice (shutting down): the stream is lost
+                    raise
+                if answer[0] != "reconciled":
+                    raise
+            return await self._reconciled(answer, settings)
+
+    async def _reconciled(self, answer: tuple[Any, ...], settings: IpvsSettings) -> Outcome:
+        from agent.ipvs.plan import Ownership, Plan
+        from agent.ipvs.reconciler import Outcome, sysctl_changes, write_sysctls
+        from agent.ipvs.state import StateFileError
+
+        if answer[0] == "failed":
+            if answer[1] == "state_file":
+                raise StateFileError(answer[2])
+            raise OSError(answer[2])
+        if answer[0] != "reconciled":
+            if answer[0] != "stale":
+                self._generation = -1
+            raise WorkerFailed(f"the configuration worker did not reconcile: {answer[0:2]}")
+        generation, whole, chunks, removed, steps, results, draining = answer[1:]
+        before = {} if whole else self._table
+
+        def merge() -> KernelTable:
+            table = dict(before)
+            for key in removed:
+                table.pop(key, None)
+            for chunk in chunks:
+                table.update(pickle.loads(chunk))
+            return table
+
+        table = await self._run(merge)
+        self._table, self._table_generation = table, generation
+        # The worker keeps the ownership; the plan's copy of it is left empty here.
+        outcome = Outcome(Plan(steps, Ownership(), draining), table, results, applied=True)
+        outcome.sysctls = sysctl_changes(settings.sysctls)
+        outcome.sysctl_errors = write_sysctls(outcome.sysctls)
+        return outcome
+
+    def _interrupt(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGUSR1)
+
     def close(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
@@ -403,6 +613,7 @@ class ConfigWorker:
             return
         self._proc = None
         self._generation = -1
+        self._table_generation = -1  # a new process has sent no table yet
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *self._argv,
@@ -426,10 +637,22 @@ class ConfigWorker:
         return await self._exchange(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
 
     async def _exchange(self, data: bytes) -> tuple[Any, ...]:
+        self._send(data)
+        return await self._receive()
+
+    def _send(self, data: bytes) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        try:
+            proc.stdin.write(_HEADER.pack(len(data)) + data)
+        except OSError as exc:
+            self.close()
+            raise WorkerFailed(f"the configuration worker stopped: {exc}") from exc
+
+    async def _receive(self) -> tuple[Any, ...]:
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(_HEADER.pack(len(data)) + data)
             await proc.stdin.drain()
             head = await proc.stdout.readexactly(_HEADER.size)
             body = await proc.stdout.readexactly(_HEADER.unpack(head)[0])
@@ -441,7 +664,6 @@ class ConfigWorker:
         else:
             answer = pickle.loads(body)
         return answer
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -330,6 +330,9 @@ def test_reloads_of_a_large_table_keep_vrrp_and_the_lease(cluster: Cluster) -> N
         before["d1"], "lvs_agent_reconcile_duration_seconds_count"
     )
     logs = {a.host.name: a.text() for a in agents}
+    for a in (d1, d2):  # the dumps are decoded in the configuration worker, not the daemon
+        assert "full reconciles now run in the configuration worker" in logs[a.host.name]
+        assert "reconciling in this process" not in logs[a.host.name]
     for name, found in reloads.items():
         what = (
             f"{name} during the reloads: {found}; without reloads: {quiet[name]}"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +14,7 @@ from agent.config import load_config, parse_config
 from agent.daemon.offload import Offload, inline
 from agent.daemon.worker import SMALL_FILE, ConfigWorker, LoadRefused, delta, rebuild
 from agent.ipvs.desired import desired_table
+from tests.unit.ipvs.fake_kernel import FakeKernel
 
 
 def config_text(n: int, weights: dict[int, int] | None = None, skip: int | None = None) -> str:
@@ -212,6 +216,171 @@ def test_a_kept_worker_is_primed_at_start_and_started_again_when_it_ends(
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
+            await worker.aclose()
+            offload.close()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- full reconciles
+
+
+def primed_base(n: int) -> tuple[Any, Any]:
+    from agent.daemon.worker import _answer, _Base, _chunks
+
+    config = parse_config(config_text(n))
+    fake = FakeKernel()
+    base = _Base(lambda: fake)
+    assert _answer(base, ("prime", 1, _chunks(config.virtual_servers), None)) == ("primed",)
+    return base, fake
+
+
+def table_of(answer: tuple[Any, ...], before: dict[Any, Any]) -> dict[Any, Any]:
+    _, _, whole, chunks, removed, *_ = answer
+    table = {} if whole else dict(before)
+    for key in removed:
+        table.pop(key, None)
+    for chunk in chunks:
+        table.update(pickle.loads(chunk))
+    return table
+
+
+def test_the_worker_reconciles_its_table_and_sends_back_only_what_changed(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from agent.config.model import IpvsSettings
+    from agent.daemon.worker import _answer
+    from agent.ipvs.model import EditDest
+    from agent.ipvs.state import OwnershipStore
+
+    base, fake = primed_base(20)
+    state = str(tmp_path / "state.json")
+    settings = IpvsSettings()
+    first = _answer(base, ("reconcile", 1, {}, settings, state, -1))
+    assert first[0] == "reconciled" and first[2] is True  # the whole table: the daemon had none
+    assert len(first[5]) == 20 * 3 and first[6] == [None] * 60  # 20 services, 2 dests each
+    table = table_of(first, {})
+    assert table == fake.dump() and len(table) == 20
+    assert OwnershipStore(Path(state)).load().services == set(table)
+
+    # nothing changed: no steps, nothing sent, no dump after them
+    dumps = fake.dumps
+    again = _answer(base, ("reconcile", 1, {}, settings, state, first[1]))
+    assert again[0] == "reconciled" and again[2] is False
+    assert again[3] == [] and again[4] == [] and again[5] == ()
+    assert fake.dumps == dumps + 1
+
+    # somebody edited a weight in the kernel; health wants another service at weight 0
+    key = next(iter(fake.table))
+    svc = fake.table[key]
+    dest = next(iter(svc.dests))
+    svc.dests[dest] = replace(svc.dests[dest], dest=replace(svc.dests[dest].dest, weight=7))
+    other = list(base.desired)[5]
+    down = base.desired[other]
+    down = replace(down, dests={k: replace(d, weight=0) for k, d in down.dests.items()})
+    fixed = _answer(base, ("reconcile", 1, {other: down}, settings, state, again[1]))
+    assert [type(s.op) for s in fixed[5]] == [EditDest] * 3
+    table = table_of(fixed, table)
+    assert table == fake.dump()
+    # the edited weight is back as the daemon had it: only the other service is sent
+    assert {k for chunk in fixed[3] for k, _ in pickle.loads(chunk)} == {other}
+
+    # the daemon lost an answer (another number): the whole table again
+    whole = _answer(base, ("reconcile", 1, {}, settings, state, first[1]))
+    assert whole[2] is True and table_of(whole, {}) == fake.dump()
+    assert _answer(base, ("reconcile", 0, {}, settings, state, whole[1])) == ("stale",)
+
+
+def test_a_reconcile_is_abandoned_on_sigusr1_before_it_writes(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from agent.config.model import IpvsSettings
+    from agent.daemon.worker import _answer
+    from agent.ipvs.model import KernelTable
+
+    base, fake = primed_base(3)
+
+    class Interrupted(FakeKernel):
+        def dump(self) -> KernelTable:
+            os.kill(os.getpid(), signal.SIGUSR1)  # the daemon's reload came
+            return super().dump()
+
+    opened: list[FakeKernel] = []
+    base._new_kernel = lambda: opened.append(Interrupted()) or opened[-1]
+    state = tmp_path / "state.json"
+    previous = signal.signal(signal.SIGUSR1, base.abandon)
+    try:
+        answer = _answer(base, ("reconcile", 1, {}, IpvsSettings(), str(state), -1))
+        assert answer == ("abandoned",)
+        assert not state.exists() and opened[0].writes == []
+        assert base.kernel is None  # its socket may hold half a reply: dropped
+        # once writing, a late signal changes nothing
+        base._new_kernel = lambda: fake
+        signal.raise_signal(signal.SIGUSR1)
+        answer = _answer(base, ("reconcile", 1, {}, IpvsSettings(), str(state), -1))
+        assert answer[0] == "reconciled" and len(fake.table) == 3 and state.exists()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_the_daemon_side_reconciles_in_the_worker_and_stops_it_when_cancelled(
+    tmp_path: Path,
+) -> None:
+    import sys
+    import time
+
+    from agent.daemon.worker import WorkerFailed
+
+    n = 400
+    path = tmp_path / "config.yaml"
+    write(path, config_text(n))
+    base = load_config(str(path))
+    slow = tmp_path / "slow"
+    state = str(tmp_path / "state.json")
+    argv = [sys.executable, "-m", "tests.unit.daemon.fake_worker"]
+
+    async def main() -> None:
+        offload = Offload()
+        worker = ConfigWorker(offload, argv)
+        os.environ["FAKE_WORKER_SLOW"] = str(slow)
+        try:
+            with pytest.raises(WorkerFailed):  # holds nothing yet: the daemon does it
+                await worker.reconcile(base.virtual_servers, {}, base.ipvs, state)
+            write(path, config_text(n, weights={3: 2}))
+            first = desired_table(base.virtual_servers)
+            loaded = await worker.load(str(path), base.virtual_servers, first)
+            servers = loaded.config.virtual_servers
+            assert worker.holds(servers) and not worker.holds(base.virtual_servers)
+            outcome = await worker.reconcile(servers, {}, loaded.config.ipvs, state)
+            assert outcome.ok and len(outcome.plan.steps) == n * 3
+            assert len(outcome.kernel) == n
+            assert outcome.ops_by_kind() == {"add_service": n, "add_real_server": 2 * n}
+            again = await worker.reconcile(servers, {}, loaded.config.ipvs, state)
+            assert again.plan.steps == () and again.kernel == outcome.kernel
+
+            # a reload comes while the worker reads: stopped at once, nothing written
+            slow.touch()
+            task = asyncio.ensure_future(worker.reconcile(servers, {}, loaded.config.ipvs, state))
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert time.monotonic() - started < 5  # not the 30 s the dump would take
+            slow.unlink()
+            # and the worker goes on: a reload, then a reconcile
+            write(path, config_text(n, weights={3: 5}))
+            reloaded = await worker.load(str(path), servers, loaded.desired)
+            last = await worker.reconcile(
+                reloaded.config.virtual_servers, {}, reloaded.config.ipvs, state
+            )
+            assert next(s.text for s in last.plan.steps).startswith("edit")
+            assert worker.starts == 1
+        finally:
+            os.environ.pop("FAKE_WORKER_SLOW", None)
             await worker.aclose()
             offload.close()
 
