@@ -2,12 +2,13 @@
 
 VRRP adverts, lease renewals, the fence and health checks all wait for the one event
 loop. At normal priority the loop queues for a CPU behind whatever else is runnable:
-the configuration worker parsing a reload, the worker thread planning a full
-reconcile, the other processes of the host. With ``node.realtime_priority: N`` the
+the configuration worker parsing a reload or reconciling a large table, the worker
+thread planning, the other processes of the host. With ``node.realtime_priority: N`` the
 loop's thread runs at ``SCHED_RR`` priority N and preempts all of them whenever it
 wakes; it sleeps between events, so it takes little. It does not shorten the loop's
-waits for the interpreter lock: while the worker thread holds it (decoding a dump,
-planning), the loop still waits for that thread, which runs at normal priority.
+waits for the interpreter lock: while the worker thread holds it (planning a
+reload, a small table's reconcile), the loop still waits for that thread, which runs at
+normal priority.
 
 Only the loop's thread: the policy is set with ``SCHED_RESET_ON_FORK``, so every thread
 and process started after it (the worker thread, the configuration worker, the

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from agent.config import Config
     from agent.config.model import IpvsSettings, VirtualServer
     from agent.ipvs.model import DesiredTable, KernelTable, ServiceKey
+    from agent.ipvs.netlink import DumpCache
     from agent.ipvs.reconciler import IpvsTable, Offload, Outcome
     from agent.ipvs.state import OwnershipStore
 
@@ -252,6 +253,7 @@ class _Base:
         self.reader = Rereader()  # the file's last read: the next one re-reads what changed
         self._new_kernel = kernel
         self.kernel: IpvsTable | None = None  # opened at the first reconcile
+        self._cache: DumpCache | None = None  # a dropped kernel's decoded objects
         self.stores: dict[str, OwnershipStore] = {}  # by path: each skips unchanged saves
         self.sent: KernelTable = {}  # the kernel's table as the daemon has it ...
         self.sent_generation = 0  # ... and its number
@@ -262,14 +264,20 @@ class _Base:
             if self._new_kernel is None:
                 from agent.ipvs.kernel import IpvsKernel
 
-                self.kernel = IpvsKernel()
+                kernel = IpvsKernel()
+                if self._cache is not None:
+                    kernel.dump_cache = self._cache
+                self.kernel = kernel
             else:
                 self.kernel = self._new_kernel()
         return self.kernel
 
     def drop_kernel(self) -> None:
-        """After an interrupted call its socket may hold the rest of a reply: a new one."""
+        """After an interrupted call its socket may hold the rest of a reply: a new one.
+        Its decoded objects stay (an interrupted dump only read them): the next dump
+        decodes what changed, not the whole table again."""
         kernel, self.kernel = self.kernel, None
+        self._cache = getattr(kernel, "dump_cache", None) or self._cache
         close = getattr(kernel, "close", None)
         if close is not None:
             with contextlib.suppress(OSError):

@@ -72,3 +72,25 @@ def test_an_unreadable_file_is_one_error_naming_it(tmp_path: Path) -> None:
     path.mkdir()
     with pytest.raises(StateFileError, match=f"^{path}: cannot read: Is a directory$"):
         OwnershipStore(path).load()
+
+
+def test_the_same_file_is_read_once_and_another_one_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ipvs-state.json"
+    daemon, worker = OwnershipStore(path), OwnershipStore(path)
+    reads: list[str] = []
+    real = json.loads
+    monkeypatch.setattr(state.json, "loads", lambda raw: reads.append(raw) or real(raw))
+    worker.save(OWNED)
+    assert daemon.load() == OWNED and daemon.load() == OWNED
+    assert len(reads) == 1  # unchanged: not parsed again
+    assert worker.load() == OWNED and len(reads) == 1  # its own write: known
+    # another process writes (a new file, renamed over): read again
+    worker.save(Ownership(frozenset({WEB})))
+    assert daemon.load() == Ownership(frozenset({WEB})) and len(reads) == 2
+    # edited in place by hand
+    path.write_text(path.read_text() + " " * 8)
+    assert daemon.load() == Ownership(frozenset({WEB})) and len(reads) == 3
+    path.unlink()
+    assert daemon.load() == Ownership()
