@@ -77,6 +77,14 @@ def buckets(text: str, name: str = LAG) -> dict[float, float]:
     return out
 
 
+def mean_of(before: str, after: str, histogram: str) -> float | None:
+    """The mean of ``histogram``'s observations between two scrapes."""
+    count = total(after, f"{histogram}_count") - total(before, f"{histogram}_count")
+    if not count:
+        return None
+    return round((total(after, f"{histogram}_sum") - total(before, f"{histogram}_sum")) / count, 2)
+
+
 def summarize(cum: list[tuple[float, float]]) -> dict[str, Any]:
     """p50, p99 and max of wakes given as cumulative (bucket bound, count) pairs, as
     bucket upper bounds, with the counts beyond 25, 50 and 100 ms."""
@@ -262,6 +270,15 @@ def run_cluster(
                     - total(b, "lvs_agent_lock_losses_total"),
                     "full_reconciles": total(a, "lvs_agent_reconcile_duration_seconds_count")
                     - total(b, "lvs_agent_reconcile_duration_seconds_count"),
+                    # the mean duration of those, and of all since start (None: none ran)
+                    "full_reconcile_mean_s": mean_of(b, a, "lvs_agent_reconcile_duration_seconds"),
+                    "full_reconcile_mean_s_since_start": mean_of(
+                        "", a, "lvs_agent_reconcile_duration_seconds"
+                    ),
+                    # full reconciles stopped before writing because a reload came
+                    "reconciles_abandoned": {"d1": d1, "d2": d2}[name]
+                    .text()
+                    .count("reconcile: abandoned"),
                     "reloads_applied": total(a, "lvs_agent_config_reloads_total", result="applied"),
                     "loop_lag": lag_summary(b, a),
                     # PREPARE to hold, of the rounds that gave one ("wakes": rounds)
@@ -430,7 +447,9 @@ def main() -> int:
         each = ", ".join(f"{k} {v:g}" for k, v in d["transitions_by_instance"].items())
         print(
             f"{name}: VRRP transitions {d['vrrp_transitions']:g} ({each}), lease losses "
-            f"{d['lease_losses']:g}, full reconciles {d['full_reconciles']:g}; loop lag "
+            f"{d['lease_losses']:g}, full reconciles {d['full_reconciles']:g} (mean "
+            f"{d['full_reconcile_mean_s']} s, since start {d['full_reconcile_mean_s_since_start']}"
+            f" s; {d['reconciles_abandoned']} abandoned in all); loop lag "
             f"p50 <= {ms(lag['p50_le'])}, p99 <= {ms(lag['p99_le'])}, max <= {ms(lag['max_le'])}"
             f" ({lag['wakes']:g} wakes, {lag['over_50ms']:g} over 50 ms, "
             f"{lag['over_100ms']:g} over 100 ms)"
