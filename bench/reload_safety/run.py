@@ -77,6 +77,60 @@ def buckets(text: str, name: str = LAG) -> dict[float, float]:
     return out
 
 
+class LossWatch:
+    """When d1 lost its lease, from its lock status file (read every 0.1 s: the
+    counters in /metrics would cost the agent a 10,000-service render per look)."""
+
+    def __init__(self, path: Path) -> None:
+        import threading
+
+        self.path = path
+        self.times: list[float] = []  # monotonic, one per lease lost
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _losses(self) -> int | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return sum(int(ls["losses"]) for ls in data["leases"])
+
+    def _run(self) -> None:
+        last = self._losses()
+        while not self._done.wait(0.1):
+            now = self._losses()
+            if now is None:
+                continue
+            if last is not None and now > last:
+                self.times += [time.monotonic()] * (now - last)
+            last = now
+
+    def stop(self, hups: list[float]) -> dict[str, int]:
+        """How many losses came how long after the last SIGHUP before them."""
+        self._done.set()
+        self._thread.join(5)
+        bins = {"before the first": 0, "0-1 s": 0, "1-3 s": 0, "3-6 s": 0, "6-12 s": 0}
+        bins["12 s or more"] = 0
+        for t in self.times:
+            since = [t - h for h in hups if h <= t]
+            if not since:
+                bins["before the first"] += 1
+                continue
+            gap = min(since)
+            key = next(
+                (
+                    k
+                    for k, hi in (("0-1 s", 1), ("1-3 s", 3), ("3-6 s", 6), ("6-12 s", 12))
+                    if gap < hi
+                ),
+                "12 s or more",
+            )
+            bins[key] += 1
+        return bins
+
+
 def mean_of(before: str, after: str, histogram: str) -> float | None:
     """The mean of ``histogram``'s observations between two scrapes."""
     count = total(after, f"{histogram}_count") - total(before, f"{histogram}_count")
@@ -216,11 +270,14 @@ def run_cluster(
             before = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
             cpu_before = {n: cpu_seconds(a.pid) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
             window_start = time.monotonic()
+            losses = LossWatch(work / "state-d1" / "lock-status.json")
             took: list[float] = []
+            hups: list[float] = []
             for n in range(reloads):
                 i, j = (services - 1 - 97 * n) % services, n % DESTS
                 weights[(i, j)] = 10 + n
                 d1.config.write_text(cluster.config(1, weights))
+                hups.append(time.monotonic())
                 d1.signal(signal.SIGHUP)
                 took.append(
                     wait(
@@ -235,6 +292,7 @@ def run_cluster(
                 # /metrics to see it would itself load the agent: every real server's counters)
                 time.sleep(gap)
             time.sleep(2)
+            res["d1_losses_after_sighup"] = losses.stop(hups)
             after = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
             window = time.monotonic() - window_start
             # each agent's CPU over the window (its fence child included), in vCPUs
@@ -295,6 +353,8 @@ def run_cluster(
                 "lock_rejected": by_reason(
                     before["w"], after["w"], "lvs_agent_lock_messages_rejected_total"
                 ),
+                # a lease is lost when d2 and the witness answer late at once
+                "loop_lag": lag_summary(before["w"], after["w"]),
             }
             # the agents' own account of each reload, of late wakes and of what held
             # the loop up (agent.daemon.lag.StallWatch)
@@ -470,6 +530,13 @@ def main() -> int:
     )
     wit = a["witness"]
     print(f"witness: lock refusals {wit['lock_refusals']}, rejected {wit['lock_rejected']}")
+    print(f"d1: lease losses by time since the last SIGHUP: {a['d1_losses_after_sighup']}")
+    lag = wit["loop_lag"]
+    print(
+        f"witness: loop lag p99 <= {ms(lag['p99_le'])}, max <= {ms(lag['max_le'])} "
+        f"({lag['wakes']:g} wakes, {lag['over_50ms']:g} over 50 ms, "
+        f"{lag['over_100ms']:g} over 100 ms)"
+    )
     bare = a["bare_loop"]
     print(
         f"bare Python loop beside them (the machine's floor): p50 <= {ms(bare['p50_le'])}, "
