@@ -185,6 +185,25 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def memory_mib(pid: int) -> dict[str, float]:
+    """Resident memory of a process and of its children (the configuration worker)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    kids = proc.children(recursive=True)
+    return {
+        "agent": round(proc.memory_info().rss / 2**20, 1),
+        "children": round(sum(k.memory_info().rss for k in kids) / 2**20, 1),
+    }
+
+
+def mem_available_mib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return -1.0
+
+
 def wait(what: str, check: Any, timeout: float, cluster: Cluster) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -293,6 +312,8 @@ def run_cluster(
                 time.sleep(gap)
             time.sleep(2)
             res["d1_losses_after_sighup"] = losses.stop(hups)
+            res["rss_mib"] = {n: memory_mib(a.pid) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
+            res["mem_available_mib"] = mem_available_mib()
             after = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
             window = time.monotonic() - window_start
             # each agent's CPU over the window (its fence child included), in vCPUs
@@ -531,6 +552,7 @@ def main() -> int:
     wit = a["witness"]
     print(f"witness: lock refusals {wit['lock_refusals']}, rejected {wit['lock_rejected']}")
     print(f"d1: lease losses by time since the last SIGHUP: {a['d1_losses_after_sighup']}")
+    print(f"resident MiB (agent, children): {a['rss_mib']}; available {a['mem_available_mib']}")
     lag = wit["loop_lag"]
     print(
         f"witness: loop lag p99 <= {ms(lag['p99_le'])}, max <= {ms(lag['max_le'])} "
