@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from agent.daemon.watchdog import Gate, status_line, watchdog_period
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lvs-agent")
 
 STATUS_EVERY = 1.0  # seconds between looks at the STATUS= line
+SMALL_VIEW = 256  # up to this many services the status is built on the loop itself
 DUMP_FRESH = 2.0  # a status request reads the kernel again when its reading is older
 
 
@@ -37,12 +38,22 @@ class Control:
 
     async def status(self) -> Mapping[str, object]:
         await self._refresh_dump()
-        return ok(self.snapshot())
+        if len(self.agent.desired) <= SMALL_VIEW:
+            return ok(self.snapshot())
+        # One entry per real server: tens of thousands at 10,000 services, built on the
+        # worker thread; the rest (VRRP, the lock) is read here, on the loop.
+        snap = self.snapshot(view=False)
+        snap["virtual_servers"] = await self.agent.offload(self._view())
+        return ok(snap)
 
     async def _refresh_dump(self) -> None:
         """Read the configured services from the kernel again when the last reading is
         older than ``DUMP_FRESH`` (kernel I/O yields to the loop, and is serialised with
-        the reconciles'); on failure the older reading is shown, with its age."""
+        the reconciles'); on failure the older reading is shown, with its age. When the
+        configuration worker holds the running configuration, it reads and decodes the
+        table (``agent.daemon.worker``): a large dump is never decoded in the daemon."""
+        from agent.daemon.worker import WorkerFailed
+
         a = self.agent
         if a.kernel is None or not a.desired:
             return
@@ -50,25 +61,47 @@ class Control:
             return
         started = time.monotonic()
         try:
-            table = await a.kernel.dump_services_async(list(a.desired))
+            if a.worker.holds(a.config.virtual_servers):
+                try:
+                    table = await a.worker.dump(a.config.virtual_servers)
+                except WorkerFailed:
+                    table = await a.kernel.dump_services_async(list(a.desired))
+            else:
+                table = await a.kernel.dump_services_async(list(a.desired))
         except OSError as exc:
             log.warning("status: cannot read the IPVS table: %s", exc)
             return
         a.last_dump = (table, started)
 
-    def snapshot(self) -> dict[str, object]:
-        from agent.daemon import lock_status
+    def _view(self) -> Callable[[], list[dict[str, object]]]:
+        """The virtual servers' part of the status, as a call that reads no more of the
+        agent than what this takes now (it may run on the worker thread)."""
         from agent.status.view import health_view, services
 
         a = self.agent
-        now = time.monotonic()
         scheduler = a.health_scheduler()
-        configured = {
-            vs.name: {(rs.address, rs.port): rs.weight for rs in vs.real_servers}
-            for vs in a.config.virtual_servers
-        }
+        desired, servers, dump = a.desired, a.config.virtual_servers, a.last_dump
+        health = health_view(scheduler) if scheduler is not None else None
+        maint = frozenset(a.maint.keys())
+
+        def view() -> list[dict[str, object]]:
+            configured = {
+                vs.name: {(rs.address, rs.port): rs.weight for rs in vs.real_servers}
+                for vs in servers
+            }
+            table = dump[0] if dump is not None else None
+            return services(desired, configured, table, health, maint)
+
+        return view
+
+    def snapshot(self, view: bool = True) -> dict[str, object]:
+        """The status; without ``view``, all but the virtual servers (``_view``)."""
+        from agent.daemon import lock_status
+
+        a = self.agent
+        now = time.monotonic()
         dump = a.last_dump
-        return {
+        snap: dict[str, object] = {
             "agent": {
                 "pid": os.getpid(),
                 "uptime": now - a.started,
@@ -81,19 +114,15 @@ class Control:
                 "available": a.kernel is not None,
                 "age": now - dump[1] if dump is not None else None,
             },
-            "health_checks": scheduler is not None,
+            "health_checks": a.health_scheduler() is not None,
             "maintenance": [
                 {"virtual_server": vs, "real_server": format_real_server(rs)}
                 for vs, rs in sorted(a.maint.keys())
             ],
-            "virtual_servers": services(
-                a.desired,
-                configured,
-                dump[0] if dump is not None else None,
-                health_view(scheduler) if scheduler is not None else None,
-                a.maint.keys(),
-            ),
         }
+        if view:
+            snap["virtual_servers"] = self._view()()
+        return snap
 
     async def failover(self, instance: str | None) -> Mapping[str, object]:
         a = self.agent

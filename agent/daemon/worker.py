@@ -36,7 +36,8 @@ status, ``TABLE_CHUNK`` services per ``pickle.loads`` on its worker thread. Each
 is numbered; a daemon whose number differs gets the whole table. A SIGHUP that comes
 while the worker still reads or plans cancels the request: the daemon sends SIGUSR1,
 the worker stops before writing anything and answers ``abandoned`` (once it writes,
-the signal is ignored and the reconcile finishes). Sysctls stay the daemon's.
+the signal is ignored and the reconcile finishes). Sysctls stay the daemon's. A
+``dump`` request reads the table the same way, without planning (``lvs-agent status``).
 
 Requests and answers are length-prefixed pickles on the worker's stdin and stdout.
 A worker that dies is also started again at the next request. If none can be started the
@@ -328,6 +329,8 @@ def _answer(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
         return ("loaded", base.generation, rest, spec, new, changed, removed)
     if kind == "reconcile":
         return _reconcile(base, request)
+    if kind == "dump":
+        return _dump(base, request)
     return ("error", f"unknown request {kind!r}")
 
 
@@ -381,6 +384,25 @@ def _reconcile(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
     except OSError as exc:
         base.drop_kernel()
         return ("failed", "state_file" if exc.filename else "netlink", str(exc))
+    return ("reconciled", *_table_change(base, table, have), p.steps, results, p.draining)
+
+
+def _dump(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The kernel's whole table, as a change to what the daemon has (``have``)."""
+    _, generation, have = request
+    if generation != base.generation:
+        return ("stale",)
+    try:
+        table = base.open_kernel().dump()
+    except OSError as exc:
+        base.drop_kernel()
+        return ("failed", "netlink", str(exc))
+    return ("dumped", *_table_change(base, table, have))
+
+
+def _table_change(base: _Base, table: KernelTable, have: int) -> tuple[Any, ...]:
+    """(number, whole, chunks, removed): ``table`` as the services that differ from the
+    one the daemon has (number ``have``), or whole when it has another one."""
     if have == base.sent_generation:
         sent = base.sent
         changed = {k: v for k, v in table.items() if (old := sent.get(k)) is not v and old != v}
@@ -390,9 +412,7 @@ def _reconcile(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
     whole = have != base.sent_generation
     base.sent = table
     base.sent_generation += 1
-    chunks = _chunks(tuple(changed.items()), TABLE_CHUNK)
-    number = base.sent_generation
-    return ("reconciled", number, whole, chunks, removed, p.steps, results, p.draining)
+    return base.sent_generation, whole, _chunks(tuple(changed.items()), TABLE_CHUNK), removed
 
 
 def main(kernel: Callable[[], IpvsTable] | None = None) -> int:
@@ -562,20 +582,28 @@ class ConfigWorker:
                     raise
             return await self._reconciled(answer, settings)
 
-    async def _reconciled(self, answer: tuple[Any, ...], settings: IpvsSettings) -> Outcome:
-        from agent.ipvs.plan import Ownership, Plan
-        from agent.ipvs.reconciler import Outcome, sysctl_changes, write_sysctls
+    async def dump(self, base_vs: tuple[VirtualServer, ...]) -> KernelTable:
+        """The kernel's whole table, read and decoded by the worker (``lvs-agent
+        status``); raises WorkerFailed (read it here instead) or OSError (netlink)."""
+        async with self._lock:
+            if not self.holds(base_vs):
+                raise WorkerFailed("the configuration worker does not hold this configuration")
+            answer = await self._ask(("dump", self._generation, self._table_generation))
+            return await self._table_of(answer, "dumped")
+
+    async def _table_of(self, answer: tuple[Any, ...], kind: str) -> KernelTable:
+        """The table an answer of ``kind`` carries, merged into the last one."""
         from agent.ipvs.state import StateFileError
 
         if answer[0] == "failed":
             if answer[1] == "state_file":
                 raise StateFileError(answer[2])
             raise OSError(answer[2])
-        if answer[0] != "reconciled":
+        if answer[0] != kind:
             if answer[0] != "stale":
                 self._generation = -1
-            raise WorkerFailed(f"the configuration worker did not reconcile: {answer[0:2]}")
-        generation, whole, chunks, removed, steps, results, draining = answer[1:]
+            raise WorkerFailed(f"the configuration worker answered {answer[0:2]}, not {kind}")
+        generation, whole, chunks, removed = answer[1:5]
         before = {} if whole else self._table
 
         def merge() -> KernelTable:
@@ -588,6 +616,14 @@ class ConfigWorker:
 
         table = await self._run(merge)
         self._table, self._table_generation = table, generation
+        return table
+
+    async def _reconciled(self, answer: tuple[Any, ...], settings: IpvsSettings) -> Outcome:
+        from agent.ipvs.plan import Ownership, Plan
+        from agent.ipvs.reconciler import Outcome, sysctl_changes, write_sysctls
+
+        table = await self._table_of(answer, "reconciled")
+        steps, results, draining = answer[5:]
         # The worker keeps the ownership; the plan's copy of it is left empty here.
         outcome = Outcome(Plan(steps, Ownership(), draining), table, results, applied=True)
         outcome.sysctls = sysctl_changes(settings.sysctls)

@@ -321,6 +321,18 @@ def test_reloads_of_a_large_table_keep_vrrp_and_the_lease(cluster: Cluster) -> N
         print(f"reload {n}: weight in the kernel {took:.2f}s after SIGHUP")
         time.sleep(GAP)  # the full reconcile after the reload, and a periodic one
 
+    # ``lvs-agent status`` reads the table through the configuration worker: the last
+    # reload's weight, from the kernel, for every configured service
+    from agent.status import ask
+
+    answer = ask(str(cluster.work / "state-d1"), {"command": "status"}, timeout=300)
+    shown = {vs["name"]: vs for vs in answer["result"]["virtual_servers"]}  # type: ignore[index]
+    assert len(shown) == SERVICES
+    last_reload = next(
+        rs for rs in shown[f"vs{i}"]["real_servers"] if rs["address"] == rip(i, j)
+    )
+    assert last_reload["kernel_weight"] == last_reload["configured_weight"] == 10 + n
+
     after = {a.host.name: scrape(a) for a in (d1, d2)}
     reloads = window(before, after)
     print(f"reload window: {reloads}")

@@ -79,3 +79,67 @@ def test_snapshot_without_kernel_vrrp_or_health(tmp_path: Path) -> None:
     assert snap["kernel"] == {"available": False, "age": None}
     assert snap["maintenance"] == [{"virtual_server": "web", "real_server": "10.0.0.1:80"}]
     assert snap["agent"]["state_dir"] == str(tmp_path)  # type: ignore[index]
+
+
+def test_a_large_status_reads_through_the_worker_and_builds_its_view_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    import threading
+    from dataclasses import replace
+
+    from agent.daemon.control import SMALL_VIEW
+    from agent.ipvs.desired import desired_table
+    from tests.unit.ipvs.fake_kernel import FakeKernel
+
+    servers = tuple(
+        replace(WEB, name=f"vs{i}", address=f"192.0.2.{i % 250 + 1}", port=1000 + i)
+        for i in range(SMALL_VIEW + 1)
+    )
+    desired = desired_table(servers)
+    kernel = FakeKernel({})
+    for key, svc in desired.items():
+        from agent.ipvs.model import KernelDest, KernelService
+
+        kernel.table[key] = KernelService(
+            svc.service, {k: KernelDest(d) for k, d in svc.dests.items()}
+        )
+    threads: list[str] = []
+
+    class Worker:
+        def holds(self, base: object) -> bool:
+            return base is servers
+
+        async def dump(self, base: object) -> object:
+            return kernel.dump()
+
+    class Kernel:
+        async def dump_services_async(self, keys: object) -> object:
+            raise AssertionError("read in the daemon")
+
+    async def offload(fn: Any) -> Any:
+        def run() -> Any:
+            threads.append(threading.current_thread().name)
+            return fn()
+
+        return await asyncio.to_thread(run)
+
+    agent = StandIn(tmp_path)
+    agent.config.virtual_servers = servers
+    agent.desired = desired
+    agent.kernel = Kernel()  # type: ignore[assignment]
+    agent.worker = Worker()  # type: ignore[attr-defined]
+    agent.offload = offload  # type: ignore[attr-defined]
+    answer = asyncio.run(Control(agent).status())  # type: ignore[arg-type]
+    view = answer["result"]["virtual_servers"]  # type: ignore[index]
+    assert len(view) == SMALL_VIEW + 1
+    assert {rs["kernel_weight"] for vs in view for rs in vs["real_servers"]} == {4}
+    assert threads and threads[0] != threading.main_thread().name
+    assert list(answer["result"]) == [  # type: ignore[call-overload]
+        "agent",
+        "vrrp",
+        "lock",
+        "kernel",
+        "health_checks",
+        "maintenance",
+        "virtual_servers",
+    ]
