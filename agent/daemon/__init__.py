@@ -12,7 +12,8 @@ successful SIGHUP reload, which first reconciles just the services the new file
 changed (unless the ipvs settings changed); while real servers drain, a poll of just the
 draining services every ``DRAIN_POLL`` seconds. A SIGHUP that comes while a full
 reconcile is still reading the kernel's table abandons it (nothing was written yet):
-the reload goes first, the full reconcile follows it. SIGTERM/SIGINT stop the loop
+the reload goes first, the full reconcile follows it (after two abandoned in a row, the
+third runs to its end and the reload waits for it). SIGTERM/SIGINT stop the loop
 and leave the IPVS table as it is (connections keep flowing while the agent
 restarts); VRRP leaves first, in the signal handler itself (VIPs removed,
 priority 0 sent), so that a backup takes over after Skew_Time. An invalid
@@ -106,6 +107,7 @@ DRAIN_POLL = 1.0  # seconds between connection checks of draining real servers
 STATUS_INTERVAL = 1.0  # seconds between writes of lock-status.json
 LOCK_STATUS_FILE = "lock-status.json"
 METRICS_RETRY = 5.0  # seconds between attempts to listen on a taken metrics port
+ABANDON_IN_A_ROW = 2  # full reconciles a reload may abandon before one runs to its end
 LOG_ON_LOOP = 64  # a reconcile with more operations logs them from the worker thread
 
 
@@ -159,6 +161,7 @@ class Agent:
         self._hup_at = 0.0  # when the last SIGHUP came (monotonic)
         self._writing = False  # the running reconcile has begun to write
         self._in_worker = False  # the last full reconcile ran in the configuration worker
+        self._abandoned = 0  # full reconciles abandoned for a reload since the last one ran
         from agent.daemon.health import HealthService
 
         self.health = HealthService(
@@ -448,20 +451,33 @@ class Agent:
     async def _full_reconcile(self) -> bool:
         """A full reconcile; False when a SIGHUP came while it was still reading the
         kernel's table (tens of seconds at 10,000 services under emulation): it is
-        abandoned before writing anything, so that the reload need not wait for it."""
+        abandoned before writing anything, so that the reload need not wait for it.
+        After ``ABANDON_IN_A_ROW`` abandoned ones the next runs to its end whatever comes:
+        reloads more frequent than a full reconcile takes must not stop them for good."""
         self._writing = False
         task = asyncio.ensure_future(self.reconcile(writing=self._begin_writing))
+        if self._abandoned >= ABANDON_IN_A_ROW:
+            self._abandoned = 0
+            await task
+            return True
         reload = asyncio.ensure_future(self.reload.wait())
         try:
             await asyncio.wait({task, reload}, return_when=asyncio.FIRST_COMPLETED)
             if task.done() or self._writing:
                 await task
+                self._abandoned = 0
                 return True
             task.cancel()
             (result,) = await asyncio.gather(task, return_exceptions=True)
             if not isinstance(result, BaseException):
+                self._abandoned = 0
                 return True  # the worker process had begun to write: it finished
-            log.info("reconcile: abandoned before writing; a reload came")
+            self._abandoned += 1
+            log.info(
+                "reconcile: abandoned before writing; a reload came (%d in a row%s)",
+                self._abandoned,
+                "; the next one runs to its end" if self._abandoned >= ABANDON_IN_A_ROW else "",
+            )
             return False
         finally:
             reload.cancel()

@@ -95,3 +95,36 @@ def test_a_reload_goes_before_a_full_reconcile_that_is_still_reading(tmp_path: P
             await asyncio.wait_for(running, 10)
 
     asyncio.run(main())
+
+
+def test_after_two_abandoned_full_reconciles_the_third_runs_to_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(tmp_path / "state", 1))
+    (tmp_path / "state").mkdir()
+
+    async def main() -> None:
+        kernel = SlowDumps()
+        agent = Agent(str(path), load_config(str(path)), kernel, AgentMetrics())  # type: ignore[arg-type]
+        running = asyncio.ensure_future(agent.run())
+        try:
+            await until(lambda: weights(kernel) == [1, 1, 1], "the first reconcile")
+            kernel.gate.clear()
+            for weight in (2, 3):  # each reload abandons the full reconcile reading
+                await until(lambda: kernel.waiting == 1, "a full reconcile reading")
+                path.write_text(config_text(tmp_path / "state", weight))
+                agent._on_reload_signal()
+                await until(lambda w=weight: weights(kernel) == [1, 1, w], f"weight {weight}")
+            # the third full reconcile is not abandoned: the next reload waits for it
+            await until(lambda: kernel.waiting == 1, "the third full reconcile reading")
+            path.write_text(config_text(tmp_path / "state", 4))
+            agent._on_reload_signal()
+            await asyncio.sleep(0.5)
+            assert weights(kernel) == [1, 1, 3] and kernel.waiting == 1
+            kernel.gate.set()
+            await until(lambda: weights(kernel) == [1, 1, 4], "the reload after it")
+        finally:
+            kernel.gate.set()
+            agent._on_stop_signal()
+            await asyncio.wait_for(running, 10)
+
+    asyncio.run(main())
