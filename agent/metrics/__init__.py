@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from agent.ipvs.model import KernelTable
     from agent.ipvs.reconciler import Outcome
 
@@ -575,9 +577,25 @@ class AgentMetrics:
             self.errors.labels(kind="ipvs_operation").inc(len(outcome.failures))
 
     def exposition(self) -> bytes:
+        return b"".join(self.exposition_parts())
+
+    def exposition_parts(self) -> list[bytes]:
+        """The exposition, one piece per metric family, with the collector paused.
+
+        At 10,000 services x 2 real servers with counters per real server it is 37 MB
+        and 2.4 s of CPU on the host CPU. Rendered whole, its last step (one join and
+        encode of every line) is a single C call that holds the interpreter lock, and so
+        the event loop, for 48 ms there (about a second under emulation); per family the
+        longest is 0.5 ms. Joining the pieces again would cost 21 ms: the server sends
+        them one by one. A collection triggered by the rendering's allocations would
+        walk them all with the lock held: the collector is paused meanwhile.
+        """
         from prometheus_client import generate_latest
 
-        return bytes(generate_latest(self.registry))
+        from agent.gcpause import paused_gc
+
+        with paused_gc(any_thread=True):
+            return [bytes(generate_latest(_One(family))) for family in self.registry.collect()]
 
 
 def _version() -> str:
@@ -587,6 +605,16 @@ def _version() -> str:
         return version("lvs-agent")
     except Exception:
         return "unknown"
+
+
+class _One:
+    """One metric family as a registry (``generate_latest`` renders what it collects)."""
+
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+
+    def collect(self) -> list[Metric]:
+        return [self.family]
 
 
 async def serve(metrics: AgentMetrics, host: str, port: int) -> asyncio.Server:
@@ -599,26 +627,32 @@ async def serve(metrics: AgentMetrics, host: str, port: int) -> asyncio.Server:
             method, _, rest = request.partition(b" ")
             path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
             if method not in (b"GET", b"HEAD"):
-                status, ctype, body = b"405 Method Not Allowed", b"text/plain", b"GET only\n"
+                status, ctype, parts = b"405 Method Not Allowed", b"text/plain", [b"GET only\n"]
             elif path == b"/metrics":
                 loop = asyncio.get_running_loop()
                 # Rendering a large table is CPU work; keep the loop free for VRRP timers.
-                body = await loop.run_in_executor(None, metrics.exposition)
+                parts = await loop.run_in_executor(None, metrics.exposition_parts)
                 status, ctype = b"200 OK", CONTENT_TYPE_LATEST.encode()
             elif path == b"/":
-                status, ctype, body = b"200 OK", b"text/plain", b"lvs-agent: see /metrics\n"
+                status, ctype = b"200 OK", b"text/plain"
+                parts = [b"lvs-agent: see /metrics\n"]
             else:
-                status, ctype, body = b"404 Not Found", b"text/plain", b"not found\n"
+                status, ctype, parts = b"404 Not Found", b"text/plain", [b"not found\n"]
             head = (
                 b"HTTP/1.1 "
                 + status
                 + b"\r\nContent-Type: "
                 + ctype
                 + b"\r\nContent-Length: "
-                + str(len(body)).encode()
+                + str(sum(map(len, parts))).encode()
                 + b"\r\nConnection: close\r\n\r\n"
             )
-            writer.write(head if method == b"HEAD" else head + body)
+            writer.write(head)
+            if method != b"HEAD":
+                # Piece by piece: one copy of tens of MB would hold the loop.
+                for part in parts:
+                    writer.write(part)
+                    await writer.drain()
             await writer.drain()
         except (
             asyncio.IncompleteReadError,
