@@ -374,8 +374,6 @@ def run_cluster(
                 "lock_rejected": by_reason(
                     before["w"], after["w"], "lvs_agent_lock_messages_rejected_total"
                 ),
-                # a lease is lost when d2 and the witness answer late at once
-                "loop_lag": lag_summary(before["w"], after["w"]),
             }
             # the agents' own account of each reload, of late wakes and of what held
             # the loop up (agent.daemon.lag.StallWatch)
@@ -553,12 +551,6 @@ def main() -> int:
     print(f"witness: lock refusals {wit['lock_refusals']}, rejected {wit['lock_rejected']}")
     print(f"d1: lease losses by time since the last SIGHUP: {a['d1_losses_after_sighup']}")
     print(f"resident MiB (agent, children): {a['rss_mib']}; available {a['mem_available_mib']}")
-    lag = wit["loop_lag"]
-    print(
-        f"witness: loop lag p99 <= {ms(lag['p99_le'])}, max <= {ms(lag['max_le'])} "
-        f"({lag['wakes']:g} wakes, {lag['over_50ms']:g} over 50 ms, "
-        f"{lag['over_100ms']:g} over 100 ms)"
-    )
     bare = a["bare_loop"]
     print(
         f"bare Python loop beside them (the machine's floor): p50 <= {ms(bare['p50_le'])}, "
