@@ -419,7 +419,6 @@ def main(kernel: Callable[[], IpvsTable] | None = None) -> int:
     """``python -m agent.daemon.worker``: answer requests until stdin closes. ``kernel``
     opens the IPVS table (default: ``agent.ipvs.kernel.IpvsKernel``)."""
     import gc
-    import signal
 
     gc.disable()  # one job at a time, no cycles worth collecting: see agent.daemon.offload
     # Background work: when CPUs are short, the daemon's loop (VRRP, the lock) goes first.
@@ -569,12 +568,15 @@ class ConfigWorker:
             have = self._table_generation
             request = ("reconcile", self._generation, overrides, settings, state_path, have)
             self._send(_pickled(request))
+            # Shielded: a cancellation between the answer's header and its body must not
+            # leave half of it in the pipe for the next request to misread.
+            receiving = asyncio.ensure_future(self._receive())
             try:
-                answer = await self._receive()
+                answer = await asyncio.shield(receiving)
             except asyncio.CancelledError:
                 self._interrupt()
                 try:
-                    answer = await self._receive()
+                    answer = await receiving
                 except asyncio.CancelledError:
                     self.close()  # cancelled twice (shutting down): the stream is lost
                     raise
@@ -588,7 +590,12 @@ class ConfigWorker:
         async with self._lock:
             if not self.holds(base_vs):
                 raise WorkerFailed("the configuration worker does not hold this configuration")
-            answer = await self._ask(("dump", self._generation, self._table_generation))
+            self._send(_pickled(("dump", self._generation, self._table_generation)))
+            try:
+                answer = await self._receive()
+            except asyncio.CancelledError:
+                self.close()  # the answer would be left in the pipe: start afresh
+                raise
             return await self._table_of(answer, "dumped")
 
     async def _table_of(self, answer: tuple[Any, ...], kind: str) -> KernelTable:
