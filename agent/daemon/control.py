@@ -12,6 +12,7 @@ components and calls their public methods; it decides nothing about them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -60,13 +61,12 @@ class Control:
         if a.last_dump is not None and time.monotonic() - a.last_dump[1] < DUMP_FRESH:
             return
         started = time.monotonic()
+        table = None
         try:
             if a.worker.holds(a.config.virtual_servers):
-                try:
+                with contextlib.suppress(WorkerFailed):  # then read here
                     table = await a.worker.dump(a.config.virtual_servers)
-                except WorkerFailed:
-                    table = await a.kernel.dump_services_async(list(a.desired))
-            else:
+            if table is None:
                 table = await a.kernel.dump_services_async(list(a.desired))
         except OSError as exc:
             log.warning("status: cannot read the IPVS table: %s", exc)

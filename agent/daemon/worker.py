@@ -341,13 +341,7 @@ def _reconcile(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
     their results, and the table read as a change to what the daemon has (``have``)."""
     from pathlib import Path
 
-    from agent.ipvs.reconciler import (
-        boottime,
-        desired_timeouts,
-        make_plan,
-        ownership_after,
-        ownership_ahead,
-    )
+    from agent.ipvs.reconciler import apply_plan, boottime, ownership_after, read_and_plan
     from agent.ipvs.state import OwnershipStore, StateFileError
 
     _, generation, overrides, settings, state_path, have = request
@@ -364,18 +358,14 @@ def _reconcile(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
         kernel = base.open_kernel()
         base.abandonable = True
         try:
-            owned = store.load()
-            table = kernel.dump()
-            timeouts = kernel.get_timeouts() if desired_timeouts(settings) else None
-            p = make_plan(desired, table, timeouts, owned, settings, boottime())
+            owned, table, p = read_and_plan(kernel, store, desired, settings, boottime())
             base.abandonable = False
         except Abandoned:
             base.drop_kernel()
             return ("abandoned",)
         finally:
             base.abandonable = False
-        store.save(ownership_ahead(owned, p))
-        results = list(kernel.apply(p.ops)) if p.steps else []
+        results = apply_plan(kernel, store, owned, p)
         store.save(ownership_after(owned, p, results))
         if p.steps:
             table = kernel.dump()  # the table as it now is, for metrics and status
@@ -403,13 +393,13 @@ def _dump(base: _Base, request: tuple[Any, ...]) -> tuple[Any, ...]:
 def _table_change(base: _Base, table: KernelTable, have: int) -> tuple[Any, ...]:
     """(number, whole, chunks, removed): ``table`` as the services that differ from the
     one the daemon has (number ``have``), or whole when it has another one."""
-    if have == base.sent_generation:
+    whole = have != base.sent_generation  # the daemon has another table (or none)
+    if whole:
+        changed, removed = table, []
+    else:
         sent = base.sent
         changed = {k: v for k, v in table.items() if (old := sent.get(k)) is not v and old != v}
-        removed = [k for k in base.sent if k not in table]
-    else:  # the daemon has another table (or none): all of it
-        changed, removed = table, []
-    whole = have != base.sent_generation
+        removed = [k for k in sent if k not in table]
     base.sent = table
     base.sent_generation += 1
     return base.sent_generation, whole, _chunks(tuple(changed.items()), TABLE_CHUNK), removed

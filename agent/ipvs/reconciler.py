@@ -224,19 +224,40 @@ def reconcile(
     now: Callable[[], float] = boottime,
 ) -> Outcome:
     """Synchronous reconcile, for the command line (``plan`` and ``apply``)."""
-    owned = store.load()
-    table = kernel.dump()
-    timeouts = kernel.get_timeouts() if desired_timeouts(settings) else None
-    p = make_plan(desired, table, timeouts, owned, settings, now())
+    owned, table, p = read_and_plan(kernel, store, desired, settings, now())
     outcome = Outcome(p, table, sysctls=sysctl_changes(settings.sysctls))
     if dry_run:
         return outcome
-    store.save(ownership_ahead(owned, p))
-    outcome.results = list(kernel.apply(p.ops)) if p.steps else []
+    outcome.results = apply_plan(kernel, store, owned, p)
     outcome.sysctl_errors = write_sysctls(outcome.sysctls)
     outcome.applied = True
     store.save(ownership_after(owned, p, outcome.results))
     return outcome
+
+
+def read_and_plan(
+    kernel: IpvsTable,
+    store: OwnershipStore,
+    desired: DesiredTable,
+    settings: IpvsSettings,
+    now: float,
+) -> tuple[Ownership, KernelTable, Plan]:
+    """A blocking reconcile's first half, which writes nothing: the ownership file, the
+    kernel's table and the plan between them."""
+    owned = store.load()
+    table = kernel.dump()
+    timeouts = kernel.get_timeouts() if desired_timeouts(settings) else None
+    return owned, table, make_plan(desired, table, timeouts, owned, settings, now)
+
+
+def apply_plan(
+    kernel: IpvsTable, store: OwnershipStore, owned: Ownership, p: Plan
+) -> list[OpFailure | None]:
+    """Its writes: the ownership file ahead of the kernel (a crash mid-apply never
+    leaves a service we made but do not know we own), then the plan. The caller saves
+    ``ownership_after`` once everything else it writes is done."""
+    store.save(ownership_ahead(owned, p))
+    return list(kernel.apply(p.ops)) if p.steps else []
 
 
 class AsyncIpvsTable(Protocol):
