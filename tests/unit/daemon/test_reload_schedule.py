@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +66,27 @@ async def until(check: Any, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_reload_goes_before_a_full_reconcile_that_is_still_reading(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Path, SlowDumps, Agent]]:
+    """An agent on ``SlowDumps`` whose first reconcile is done; stopped on the way out."""
     path = tmp_path / "config.yaml"
     path.write_text(config_text(tmp_path / "state", 1))
     (tmp_path / "state").mkdir()
+    kernel = SlowDumps()
+    agent = Agent(str(path), load_config(str(path)), kernel, AgentMetrics())  # type: ignore[arg-type]
+    task = asyncio.ensure_future(agent.run())
+    try:
+        await until(lambda: weights(kernel) == [1, 1, 1], "the first reconcile")
+        yield path, kernel, agent
+    finally:
+        kernel.gate.set()
+        agent._on_stop_signal()
+        await asyncio.wait_for(task, 10)
 
+
+def test_a_reload_goes_before_a_full_reconcile_that_is_still_reading(tmp_path: Path) -> None:
     async def main() -> None:
-        kernel = SlowDumps()
-        agent = Agent(str(path), load_config(str(path)), kernel, AgentMetrics())  # type: ignore[arg-type]
-        running = asyncio.ensure_future(agent.run())
-        try:
-            await until(lambda: weights(kernel) == [1, 1, 1], "the first reconcile")
+        async with running(tmp_path) as (path, kernel, agent):
             kernel.gate.clear()  # the next periodic reconcile stops in its dump
             await until(lambda: kernel.waiting == 1, "a full reconcile reading")
             writes = len(kernel.writes)
@@ -89,25 +100,13 @@ def test_a_reload_goes_before_a_full_reconcile_that_is_still_reading(tmp_path: P
             kernel.gate.set()
             await until(lambda: kernel.waiting == 0 and kernel.dumps >= 3, "it to finish")
             assert weights(kernel) == [1, 1, 7]
-        finally:
-            kernel.gate.set()
-            agent._on_stop_signal()
-            await asyncio.wait_for(running, 10)
 
     asyncio.run(main())
 
 
 def test_after_two_abandoned_full_reconciles_the_third_runs_to_its_end(tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(config_text(tmp_path / "state", 1))
-    (tmp_path / "state").mkdir()
-
     async def main() -> None:
-        kernel = SlowDumps()
-        agent = Agent(str(path), load_config(str(path)), kernel, AgentMetrics())  # type: ignore[arg-type]
-        running = asyncio.ensure_future(agent.run())
-        try:
-            await until(lambda: weights(kernel) == [1, 1, 1], "the first reconcile")
+        async with running(tmp_path) as (path, kernel, agent):
             kernel.gate.clear()
             for weight in (2, 3):  # each reload abandons the full reconcile reading
                 await until(lambda: kernel.waiting == 1, "a full reconcile reading")
@@ -122,9 +121,5 @@ def test_after_two_abandoned_full_reconciles_the_third_runs_to_its_end(tmp_path:
             assert weights(kernel) == [1, 1, 3] and kernel.waiting == 1
             kernel.gate.set()
             await until(lambda: weights(kernel) == [1, 1, 4], "the reload after it")
-        finally:
-            kernel.gate.set()
-            agent._on_stop_signal()
-            await asyncio.wait_for(running, 10)
 
     asyncio.run(main())

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.config import load_config, parse_config
+from agent.config import Config, load_config, parse_config
 from agent.daemon.offload import Offload, inline
 from agent.daemon.worker import SMALL_FILE, ConfigWorker, LoadRefused, delta, rebuild
 from agent.ipvs.desired import desired_table
@@ -63,13 +63,18 @@ def write(path: Path, text: str) -> None:
     assert path.stat().st_size >= SMALL_FILE  # the worker process answers
 
 
+def large_file(tmp_path: Path, n: int = 400) -> tuple[Path, Config]:
+    """A file of ``n`` virtual servers that the worker process reads, and its content."""
+    path = tmp_path / "config.yaml"
+    write(path, config_text(n))
+    return path, load_config(str(path))
+
+
 def test_the_worker_process_reads_reloads_refuses_invalid_files_and_survives_a_kill(
     tmp_path: Path,
 ) -> None:
     n = 400
-    path = tmp_path / "config.yaml"
-    write(path, config_text(n))
-    base = load_config(str(path))
+    path, base = large_file(tmp_path, n)
     base_desired = desired_table(base.virtual_servers)
 
     async def main() -> None:
@@ -185,9 +190,7 @@ def test_a_kept_worker_is_primed_at_start_and_started_again_when_it_ends(
     tmp_path: Path,
 ) -> None:
     n = 400
-    path = tmp_path / "config.yaml"
-    write(path, config_text(n))
-    base = load_config(str(path))
+    path, base = large_file(tmp_path, n)
     base_desired = desired_table(base.virtual_servers)
 
     async def primed(worker: ConfigWorker, starts: int) -> None:
@@ -335,9 +338,7 @@ def test_the_daemon_side_reconciles_in_the_worker_and_stops_it_when_cancelled(
     from agent.daemon.worker import WorkerFailed
 
     n = 400
-    path = tmp_path / "config.yaml"
-    write(path, config_text(n))
-    base = load_config(str(path))
+    path, base = large_file(tmp_path, n)
     slow = tmp_path / "slow"
     state = str(tmp_path / "state.json")
     argv = [sys.executable, "-m", "tests.unit.daemon.fake_worker"]
