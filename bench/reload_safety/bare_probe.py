@@ -7,7 +7,8 @@ work does to its loop.
     python bench/reload_safety/bare_probe.py OUT.json [SCHED_RR_PRIORITY]
 
 Runs until SIGTERM or SIGINT, then writes the bucket counts (the daemon's
-LAG_BUCKETS, cumulative like a Prometheus histogram) and the worst wake to OUT.json.
+LAG_BUCKETS, cumulative like a Prometheus histogram), the worst wake, and each wake
+later than 25 ms with its time (monotonic) to OUT.json.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 PERIOD = 0.01
+LATE = 0.025
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -32,12 +34,15 @@ async def probe(out: Path) -> None:
     counts = [0] * (len(BUCKETS) + 1)
     worst = 0.0
     wakes = 0
+    late: list[tuple[float, float]] = []  # (monotonic time, lag) of wakes over LATE
     deadline = time.monotonic() + PERIOD
     while not stop.is_set():
         await asyncio.sleep(max(0.0, deadline - time.monotonic()))
         lag = max(0.0, time.monotonic() - deadline)
         wakes += 1
         worst = max(worst, lag)
+        if lag > LATE and len(late) < 5000:
+            late.append((round(deadline + lag, 3), round(lag, 4)))
         for k, le in enumerate(BUCKETS):
             if lag <= le:
                 counts[k] += 1
@@ -49,7 +54,9 @@ async def probe(out: Path) -> None:
     for le, n in zip([*BUCKETS, float("inf")], counts, strict=True):
         running += n
         cumulative[str(le)] = running
-    out.write_text(json.dumps({"wakes": wakes, "max_s": round(worst, 4), "le": cumulative}))
+    out.write_text(
+        json.dumps({"wakes": wakes, "max_s": round(worst, 4), "le": cumulative, "late": late})
+    )
 
 
 if __name__ == "__main__":

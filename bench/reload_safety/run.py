@@ -41,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.reload_safety.threads import ThreadSampler  # noqa: E402
 from tests.kernel.test_reload_safety import (  # noqa: E402
     DESTS,
     Cluster,
@@ -290,6 +291,8 @@ def run_cluster(
             cpu_before = {n: cpu_seconds(a.pid) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
             window_start = time.monotonic()
             losses = LossWatch(work / "state-d1" / "lock-status.json")
+            pids = {"d1": d1.pid, "d2": d2.pid, "w": w.pid, "bare": bare.pid}
+            sampler = ThreadSampler(pids | ({"bare_rt": bare_rt.pid} if bare_rt else {}))
             took: list[float] = []
             hups: list[float] = []
             for n in range(reloads):
@@ -312,6 +315,7 @@ def run_cluster(
                 time.sleep(gap)
             time.sleep(2)
             res["d1_losses_after_sighup"] = losses.stop(hups)
+            sampler.stop()
             res["rss_mib"] = {n: memory_mib(a.pid) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
             res["mem_available_mib"] = mem_available_mib()
             after = {n: scrape(a) for n, a in (("d1", d1), ("d2", d2), ("w", w))}
@@ -327,8 +331,26 @@ def run_cluster(
             if bare_rt is not None:
                 bare_rt.send_signal(signal.SIGTERM)
                 bare_rt.wait(timeout=60)
-                res["bare_loop_rt"] = bare_summary(json.loads(bare_rt_out.read_text()))
+                rt_probe = json.loads(bare_rt_out.read_text())
+                res["bare_loop_rt"] = bare_summary(rt_probe)
                 res["bare_loop_rt_priority"] = realtime + 1
+                rt_late = rt_probe.get("late", [])
+            else:
+                rt_late = []
+            # each thread's CPU and run-queue wait over the window, and around each loss:
+            # the busiest threads, the loops' waits for a CPU, the real-time bare loop's
+            # worst wake (the machine's own stall) in the same span
+            res["threads"] = sampler.totals()
+            res["d1_losses"] = [
+                {
+                    "after_sighup_s": round(t - max((h for h in hups if h <= t), default=t), 2),
+                    **sampler.around(t),
+                    "bare_rt_worst_s": max(
+                        (lag for at, lag in rt_late if t - 1.5 <= at <= t), default=0.0
+                    ),
+                }
+                for t in losses.times[:60]
+            ]
             res["realtime_priority"] = realtime
             res["reload_seconds"] = [round(t, 3) for t in took]
             res["reload_median_s"] = round(statistics.median(took), 3)
@@ -550,6 +572,15 @@ def main() -> int:
     wit = a["witness"]
     print(f"witness: lock refusals {wit['lock_refusals']}, rejected {wit['lock_rejected']}")
     print(f"d1: lease losses by time since the last SIGHUP: {a['d1_losses_after_sighup']}")
+    print("threads by CPU over the reloads (CPU s, run-queue wait s, policy):")
+    for row in a["threads"][:14]:
+        print(f"  {row['thread']}: {row['cpu_s']} / {row['wait_s']} ({row['policy']})")
+    for loss in a["d1_losses"]:
+        print(
+            f"d1 lease loss {loss['after_sighup_s']} s after SIGHUP: real-time bare loop worst "
+            f"{ms(loss['bare_rt_worst_s'])}; loops waiting for a CPU {loss.get('loop_wait_s')}; "
+            f"busiest {loss.get('busiest_cpu_s')}"
+        )
     print(f"resident MiB (agent, children): {a['rss_mib']}; available {a['mem_available_mib']}")
     bare = a["bare_loop"]
     print(
