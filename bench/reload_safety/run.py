@@ -572,13 +572,18 @@ def main() -> int:
     wit = a["witness"]
     print(f"witness: lock refusals {wit['lock_refusals']}, rejected {wit['lock_rejected']}")
     print(f"d1: lease losses by time since the last SIGHUP: {a['d1_losses_after_sighup']}")
-    print("threads by CPU over the reloads (CPU s, run-queue wait s, policy):")
+    print("threads by CPU over the reloads (CPU s, run-queue wait s):")
     for row in a["threads"][:14]:
-        print(f"  {row['thread']}: {row['cpu_s']} / {row['wait_s']} ({row['policy']})")
+        print(
+            f"  {row['thread']}: {row['cpu_s']} (system {row['system_s']}) / {row['wait_s']} "
+            f"({row['policy']}; switches {row['switches']}, preempted {row['preempted']})"
+        )
     for loss in a["d1_losses"]:
         print(
             f"d1 lease loss {loss['after_sighup_s']} s after SIGHUP: real-time bare loop worst "
-            f"{ms(loss['bare_rt_worst_s'])}; loops waiting for a CPU {loss.get('loop_wait_s')}; "
+            f"{ms(loss['bare_rt_worst_s'])}; loops waiting for a CPU {loss.get('loop_wait_s')}, "
+            f"their system CPU {loss.get('loop_system_s')}, switches (voluntary, preempted) "
+            f"{loss.get('loop_switches')}; "
             f"busiest {loss.get('busiest_cpu_s')}"
         )
     print(f"resident MiB (agent, children): {a['rss_mib']}; available {a['mem_available_mib']}")

@@ -23,8 +23,9 @@ from pathlib import Path
 TICK = os.sysconf("SC_CLK_TCK")
 POLICY = {0: "OTHER", 1: "FIFO", 2: "RR", 3: "BATCH", 5: "IDLE"}
 
-# one thread at one sample: CPU seconds, run-queue wait seconds
-Sample = dict[str, tuple[float, float]]
+# one thread at one sample: CPU seconds, run-queue wait seconds, system CPU seconds,
+# voluntary and involuntary context switches
+Sample = dict[str, tuple[float, float, float, int, int]]
 
 
 def _read(path: Path) -> str:
@@ -60,7 +61,12 @@ def _threads(agent: str, pid: int) -> tuple[Sample, dict[str, str]]:
             sched = _read(task / "schedstat").split()
             wait = int(sched[1]) / 1e9 if len(sched) > 1 else 0.0
             name = f"{agent}/{proc}/{comm}[{task.name}]"
-            sample[name] = (cpu, wait)
+            status = _read(task / "status")
+            switches = [
+                int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line
+            ]
+            vol, invol = [*switches, 0, 0][:2]
+            sample[name] = (cpu, wait, int(fields[12]) / TICK, vol, invol)
             rt = int(fields[37])
             policy[name] = POLICY.get(int(fields[38]), fields[38]) + (f" {rt}" if rt else "")
     return sample, policy
@@ -99,14 +105,17 @@ class ThreadSampler:
         """The ``top`` threads by CPU over the window: CPU and run-queue wait, seconds."""
         (_, first), (_, last) = self.samples[0], self.samples[-1]
         rows = []
-        for name, (cpu, wait) in last.items():
-            c0, w0 = first.get(name, (0.0, 0.0))
+        for name, (cpu, wait, system, vol, invol) in last.items():
+            c0, w0, s0, v0, i0 = first.get(name, (0.0, 0.0, 0.0, 0, 0))
             rows.append(
                 {
                     "thread": name,
                     "policy": self.policy.get(name, "?"),
                     "cpu_s": round(cpu - c0, 2),
+                    "system_s": round(system - s0, 2),
                     "wait_s": round(wait - w0, 2),
+                    "switches": vol - v0,
+                    "preempted": invol - i0,
                 }
             )
         rows.sort(key=lambda r: -float(str(r["cpu_s"])))
@@ -119,18 +128,23 @@ class ThreadSampler:
         if not before or not after:
             return {}
         (t0, s0), (t1, s1) = before[-1], after[0]
+        zero = (0.0, 0.0, 0.0, 0, 0)
         delta = {
-            n: (c - s0.get(n, (0.0, 0.0))[0], w - s0.get(n, (0.0, 0.0))[1])
-            for n, (c, w) in s1.items()
+            n: tuple(b - a for a, b in zip(s0.get(n, zero), now, strict=True))
+            for n, now in s1.items()
         }
         busiest = sorted(delta.items(), key=lambda kv: -kv[1][0])[:top]
+        loops = {
+            n.split("/")[0]: d
+            for n, d in delta.items()
+            if n.split("/")[1] == "main" and n.endswith(f"[{self.pids[n.split('/')[0]]}]")
+        }
         return {
             "seconds": round(t1 - t0, 2),
-            "busiest_cpu_s": {n: round(c, 2) for n, (c, _) in busiest},
-            # the agents' loop threads (their main thread): time runnable without a CPU
-            "loop_wait_s": {
-                n.split("/")[0]: round(w, 3)
-                for n, (_, w) in delta.items()
-                if n.split("/")[1] == "main" and n.endswith(f"[{self.pids[n.split('/')[0]]}]")
-            },
+            "busiest_cpu_s": {n: round(d[0], 2) for n, d in busiest},
+            # the agents' loop threads (their main thread): system CPU, time runnable
+            # without a CPU, voluntary and involuntary switches
+            "loop_system_s": {a: round(d[2], 2) for a, d in loops.items()},
+            "loop_wait_s": {a: round(d[1], 3) for a, d in loops.items()},
+            "loop_switches": {a: (int(d[3]), int(d[4])) for a, d in loops.items()},
         }

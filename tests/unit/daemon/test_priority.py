@@ -102,3 +102,70 @@ def test_config_range(value: str, fragment: str) -> None:
 def test_config_value() -> None:
     assert parse_config("node: {realtime_priority: 10}\n").realtime_priority == 10
     assert parse_config("node: {name: d1}\n").realtime_priority is None
+
+
+# ---------------------------------------------------------- helper threads follow the loop
+
+
+def test_helpers_run_one_real_time_priority_below_the_loop_or_at_normal() -> None:
+    from agent.daemon.priority import helper_scheduling
+
+    rr = os.SCHED_RR | os.SCHED_RESET_ON_FORK
+    assert helper_scheduling(rr, 10) == (rr, 9)
+    assert helper_scheduling(os.SCHED_FIFO, 50) == (rr, 49)  # systemd's chrt-style FIFO
+    assert helper_scheduling(rr, 1) == (os.SCHED_OTHER, 0)  # nothing real-time below 1
+    assert helper_scheduling(os.SCHED_OTHER, 0) == (os.SCHED_OTHER, 0)
+
+
+class Threads:
+    """The loop's thread (the process id) and the calling helper thread (0)."""
+
+    def __init__(self, loop: tuple[int, int], helper: tuple[int, int]) -> None:
+        self.of = {os.getpid(): loop, 0: helper}
+        self.calls: list[tuple[int, int]] = []
+
+    def get(self, tid: int) -> tuple[int, int]:
+        return self.of[tid]
+
+    def set(self, policy: int, priority: int) -> None:
+        self.calls.append((policy, priority))
+        self.of[0] = (policy, priority)
+
+
+def test_a_helper_follows_the_loop_up_and_back_down_and_is_left_alone_in_between() -> None:
+    from agent.daemon.priority import follow_loop
+
+    rr = os.SCHED_RR | os.SCHED_RESET_ON_FORK
+    t = Threads(loop=(rr, 10), helper=(os.SCHED_OTHER, 0))
+    follow_loop(t.get, t.set)
+    assert t.calls == [(rr, 9)]
+    follow_loop(t.get, t.set)
+    assert t.calls == [(rr, 9)]  # already there: no call
+    t.of[os.getpid()] = (os.SCHED_OTHER, 0)  # a reload removed realtime_priority
+    follow_loop(t.get, t.set)
+    assert t.calls[-1] == (os.SCHED_OTHER, 0)
+
+
+def test_a_helper_that_may_not_follow_is_logged_once_and_runs_on(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.daemon.priority as priority
+
+    monkeypatch.setattr(priority, "_follow_refused", False)
+    t = Threads(loop=(os.SCHED_RR, 10), helper=(os.SCHED_OTHER, 0))
+
+    def refuse(policy: int, prio: int) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    priority.follow_loop(t.get, refuse)
+    priority.follow_loop(t.get, refuse)
+    lines = [r for r in caplog.records if "cannot follow" in r.getMessage()]
+    assert len(lines) == 1 and "Operation not permitted" in lines[0].getMessage()
+
+
+def test_the_real_calls_leave_a_normal_process_as_it_is() -> None:
+    from agent.daemon.priority import follow_loop
+
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    follow_loop()
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
