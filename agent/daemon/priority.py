@@ -15,14 +15,16 @@ after it (the configuration worker, the fence, exec checks, notify and quorum co
 starts at normal priority. Threads started before it (the metrics listener) keep theirs.
 
 The daemon's helper threads that take the interpreter lock while the loop runs (the
-worker thread, the VIP netlink thread, the stall watch) call ``follow_loop``: they run
+worker thread, the VIP netlink thread, the stall watch, the thread that renders
+``/metrics``) call ``follow_loop``: they run
 one real-time priority below the loop (normal priority when the loop does, or runs at
 priority 1). A helper at normal priority that holds the lock can lose its CPU to any
 other process of the host, and the loop then waits for the lock until the helper runs
 again, however high the loop's own priority: priority inversion through the
 interpreter lock. One below the loop, a helper is never preempted by normal work, and
 the loop still preempts it whenever it wakes. In the lab VM that inversion was what
-still lost a 200 ms lease at 10,000 services (bench/RESULTS.md, ``## reload_safety``).
+still lost a 200 ms lease at 10,000 services, during reloads and during a scrape of
+``/metrics`` (bench/RESULTS.md, ``## reload_safety``).
 The heavy work (parsing, full reconciles of a large table) stays in the configuration
 worker process, at nice 10. The kernel's real-time
 throttling (``kernel.sched_rt_runtime_us``, by default 95 % of each second) bounds
