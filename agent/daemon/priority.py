@@ -26,7 +26,9 @@ the loop still preempts it whenever it wakes. In the lab VM that inversion was w
 still lost a 200 ms lease at 10,000 services, during reloads and during a scrape of
 ``/metrics`` (bench/RESULTS.md, ``## reload_safety``).
 The heavy work (parsing, full reconciles of a large table) stays in the configuration
-worker process, at nice 10. The kernel's real-time
+worker process, at nice 10. A helper looks at the loop's priority before each piece of
+work (the stall watch once a second), so a reload that changes or removes the key
+reaches each helper at its next piece of work. The kernel's real-time
 throttling (``kernel.sched_rt_runtime_us``, by default 95 % of each second) bounds
 what a runaway loop could take, and systemd's watchdog ends a wedged one.
 
