@@ -5,10 +5,8 @@ loop. At normal priority the loop queues for a CPU behind whatever else is runna
 the configuration worker parsing a reload or reconciling a large table, the worker
 thread planning, the other processes of the host. With ``node.realtime_priority: N`` the
 loop's thread runs at ``SCHED_RR`` priority N and preempts all of them whenever it
-wakes; it sleeps between events, so it takes little. It does not shorten the loop's
-waits for the interpreter lock: while the worker thread holds it (planning a
-reload, a small table's reconcile), the loop still waits for that thread, which runs at
-normal priority.
+wakes; it sleeps between events, so it takes little. Its waits for the interpreter
+lock are another matter: see the helper threads below.
 
 The policy is set with ``SCHED_RESET_ON_FORK``, so every thread and process started
 after it (the configuration worker, the fence, exec checks, notify and quorum commands)
@@ -16,17 +14,16 @@ starts at normal priority. Threads started before it (the metrics listener) keep
 
 The daemon's helper threads that take the interpreter lock while the loop runs (the
 worker thread, the VIP netlink thread, the stall watch, the thread that renders
-``/metrics``) call ``follow_loop``: they run
-one real-time priority below the loop (normal priority when the loop does, or runs at
-priority 1). A helper at normal priority that holds the lock can lose its CPU to any
-other process of the host, and the loop then waits for the lock until the helper runs
-again, however high the loop's own priority: priority inversion through the
-interpreter lock. One below the loop, a helper is never preempted by normal work, and
-the loop still preempts it whenever it wakes. In the lab VM that inversion was what
-still lost a 200 ms lease at 10,000 services, during reloads and during a scrape of
-``/metrics`` (bench/RESULTS.md, ``## reload_safety``).
-The heavy work (parsing, full reconciles of a large table) stays in the configuration
-worker process, at nice 10. A helper looks at the loop's priority before each piece of
+``/metrics``) call ``follow_loop``: they run one real-time priority below the loop
+(normal priority when the loop does, or runs at priority 1). A helper at normal
+priority that holds the lock can lose its CPU to any other process of the host, and
+the loop then waits for the lock until the helper runs again, however high the loop's
+own priority: priority inversion through the interpreter lock. One below the loop, a
+helper is never preempted by normal work, and the loop still preempts it whenever it
+wakes. The cost falls on the host's normal-priority processes while a helper works
+(profiles and runs in bench/RESULTS.md, ``## reload_safety``). The heavy work
+(parsing, full reconciles of a large table) stays in the configuration worker
+process, at nice 10. A helper looks at the loop's priority before each piece of
 work (the stall watch once a second), so a reload that changes or removes the key
 reaches each helper at its next piece of work. The kernel's real-time
 throttling (``kernel.sched_rt_runtime_us``, by default 95 % of each second) bounds
