@@ -48,9 +48,8 @@ failed) they run here, planning and the ownership file on a worker thread
 (``agent.daemon.offload``) and kernel I/O yielding to the loop (``agent.ipvs.kernel``).
 A reload's changed services and health's edits always run here: they are small. A
 10 ms probe measures how late the loop wakes (``agent.daemon.lag``). The collector:
-``agent.gcpause``. With ``node.realtime_priority`` the loop's thread runs at SCHED_RR,
-and the helper threads that take the interpreter lock beside it one priority below
-(``agent.daemon.priority``).
+``agent.gcpause``. With ``node.realtime_priority`` the loop's thread alone runs at
+SCHED_RR (``agent.daemon.priority``).
 
 Failure policy: degrade, don't die.
 

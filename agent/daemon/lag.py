@@ -35,7 +35,6 @@ log = logging.getLogger("lvs-agent")
 
 PERIOD = 0.01  # seconds between wakes
 LOG_EVERY = 10.0  # seconds between two log lines about late wakes
-FOLLOW_EVERY = 50  # the stall watch's wakes between two looks at the loop's priority
 DEFAULT_THRESHOLD = 0.5  # without VRRP or a lock: half of the 1 s advert default
 
 # 1 ms .. 5 s: a healthy loop stays in the first buckets; a VRRP takeover needs ~3 adverts.
@@ -197,14 +196,8 @@ class StallWatch:
                 )
 
     def _run(self) -> None:
-        from agent.daemon.priority import follow_loop
-
         last = self.clock()
-        wakes = 0
         while not self._stop.wait(self.period):
-            if wakes % FOLLOW_EVERY == 0:
-                follow_loop()  # just below a real-time loop: see agent.daemon.priority
-            wakes += 1
             self.drain()
             now = self.clock()
             threshold = self.threshold()

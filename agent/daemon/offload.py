@@ -28,7 +28,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from agent.daemon.priority import follow_loop
 from agent.gcpause import paused_gc, settle
 
 T = TypeVar("T")
@@ -55,7 +54,6 @@ class Offload:
 
 
 def _quietly(fn: Callable[[], T]) -> T:
-    follow_loop()  # just below a real-time loop: see agent.daemon.priority
     try:
         with paused_gc(any_thread=True):
             return fn()

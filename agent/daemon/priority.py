@@ -5,27 +5,15 @@ loop. At normal priority the loop queues for a CPU behind whatever else is runna
 the configuration worker parsing a reload or reconciling a large table, the worker
 thread planning, the other processes of the host. With ``node.realtime_priority: N`` the
 loop's thread runs at ``SCHED_RR`` priority N and preempts all of them whenever it
-wakes; it sleeps between events, so it takes little. Its waits for the interpreter
-lock are another matter: see the helper threads below.
+wakes; it sleeps between events, so it takes little. It does not shorten the loop's
+waits for the interpreter lock: while the worker thread holds it (planning a
+reload, a small table's reconcile), the loop still waits for that thread, which runs at
+normal priority.
 
-The policy is set with ``SCHED_RESET_ON_FORK``, so every thread and process started
-after it (the configuration worker, the fence, exec checks, notify and quorum commands)
-starts at normal priority. Threads started before it (the metrics listener) keep theirs.
-
-The daemon's helper threads that take the interpreter lock while the loop runs (the
-worker thread, the VIP netlink thread, the stall watch, the thread that renders
-``/metrics``) call ``follow_loop``: they run one real-time priority below the loop
-(normal priority when the loop does, or runs at priority 1). A helper at normal
-priority that holds the lock can lose its CPU to any other process of the host, and
-the loop then waits for the lock until the helper runs again, however high the loop's
-own priority: priority inversion through the interpreter lock. One below the loop, a
-helper is never preempted by normal work, and the loop still preempts it whenever it
-wakes. The cost falls on the host's normal-priority processes while a helper works
-(profiles and runs in bench/RESULTS.md, ``## reload_safety``). The heavy work
-(parsing, full reconciles of a large table) stays in the configuration worker
-process, at nice 10. A helper looks at the loop's priority before each piece of
-work (the stall watch once a second), so a reload that changes or removes the key
-reaches each helper at its next piece of work. The kernel's real-time
+Only the loop's thread: the policy is set with ``SCHED_RESET_ON_FORK``, so every thread
+and process started after it (the worker thread, the configuration worker, the
+fence, exec checks, notify and quorum commands) starts at normal priority. Threads
+started before it (the metrics listener) keep theirs. The kernel's real-time
 throttling (``kernel.sched_rt_runtime_us``, by default 95 % of each second) bounds
 what a runaway loop could take, and systemd's watchdog ends a wedged one.
 
@@ -114,50 +102,6 @@ class LoopPriority:
             return describe(*self._get())
         except OSError:
             return "an unknown priority"
-
-
-def helper_scheduling(loop_policy: int, loop_priority: int) -> tuple[int, int]:
-    """(policy, priority) for a helper thread of a loop that runs at ``loop_policy``
-    and ``loop_priority``: one real-time priority below it, or normal."""
-    base = loop_policy & ~os.SCHED_RESET_ON_FORK
-    if base in (os.SCHED_RR, os.SCHED_FIFO) and loop_priority > 1:
-        return os.SCHED_RR | os.SCHED_RESET_ON_FORK, loop_priority - 1
-    return os.SCHED_OTHER, 0
-
-
-_follow_refused = False
-
-
-def follow_loop(
-    get_scheduler: Callable[[int], tuple[int, int]] | None = None,
-    set_scheduler: Callable[[int, int], None] | None = None,
-) -> None:
-    """Puts the calling helper thread where ``helper_scheduling`` says for the loop's
-    (the main thread's) scheduling now; a no-op when it is there already. A refusal is
-    logged once and the thread runs on as it is."""
-    global _follow_refused
-    get = get_scheduler or _get_scheduler_of
-    try:
-        policy, priority = helper_scheduling(*get(os.getpid()))
-        mine, my_priority = get(0)
-        if (mine & ~os.SCHED_RESET_ON_FORK, my_priority) == (
-            policy & ~os.SCHED_RESET_ON_FORK,
-            priority,
-        ):
-            return
-        (set_scheduler or _set_scheduler)(policy, priority)
-    except OSError as exc:
-        if not _follow_refused:
-            _follow_refused = True
-            log.warning(
-                "a helper thread cannot follow the event loop's priority (%s); it runs at "
-                "its own",
-                exc.strerror or exc,
-            )
-
-
-def _get_scheduler_of(tid: int) -> tuple[int, int]:
-    return os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority
 
 
 def _set_scheduler(policy: int, priority: int) -> None:

@@ -617,15 +617,6 @@ class _One:
         return [self.family]
 
 
-def _render(metrics: AgentMetrics) -> list[bytes]:
-    """``exposition_parts`` on an executor thread that takes the interpreter lock beside
-    the loop: just below a real-time loop (``agent.daemon.priority``)."""
-    from agent.daemon.priority import follow_loop
-
-    follow_loop()
-    return metrics.exposition_parts()
-
-
 async def serve(metrics: AgentMetrics, host: str, port: int) -> asyncio.Server:
     """Serve GET /metrics on host:port from the running loop."""
     from prometheus_client import CONTENT_TYPE_LATEST
@@ -640,7 +631,7 @@ async def serve(metrics: AgentMetrics, host: str, port: int) -> asyncio.Server:
             elif path == b"/metrics":
                 loop = asyncio.get_running_loop()
                 # Rendering a large table is CPU work; keep the loop free for VRRP timers.
-                parts = await loop.run_in_executor(None, _render, metrics)
+                parts = await loop.run_in_executor(None, metrics.exposition_parts)
                 status, ctype = b"200 OK", CONTENT_TYPE_LATEST.encode()
             elif path == b"/":
                 status, ctype = b"200 OK", b"text/plain"

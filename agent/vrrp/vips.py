@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_interface
 from typing import Any, Final, TypeVar
 
-from agent.daemon.priority import follow_loop
 from agent.vrrp.packet import IPAddress, VipInterface, internet_checksum
 
 ETH_P_ARP: Final = 0x0806
@@ -238,7 +237,6 @@ class VipManager:
             raise VipError(f"{what} on {self.ifname}: {_describe(e)}") from e
 
     def _in_worker(self, fn: Callable[[Any, int], _T]) -> _T:
-        follow_loop()  # just below a real-time loop: see agent.daemon.priority
         if self._ipr is None:
             from pyroute2 import IPRoute  # lazy: pyroute2 costs ~0.2 s to import
 
