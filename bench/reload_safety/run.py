@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.reload_safety.threads import ThreadSampler  # noqa: E402
+from bench.reload_safety.threads import SPAN, ThreadSampler  # noqa: E402
 from tests.kernel.test_reload_safety import (  # noqa: E402
     DESTS,
     Cluster,
@@ -76,6 +76,11 @@ def buckets(text: str, name: str = LAG) -> dict[float, float]:
     for labels, value in metric_values(text, f"{name}_bucket").items():
         out[float(dict(labels)["le"])] = value
     return out
+
+
+def since_sighup(t: float, hups: list[float]) -> float | None:
+    """Seconds from the last SIGHUP at or before ``t`` to ``t`` (None: none before it)."""
+    return min((t - h for h in hups if h <= t), default=None)
 
 
 class LossWatch:
@@ -115,11 +120,10 @@ class LossWatch:
         bins = {"before the first": 0, "0-1 s": 0, "1-3 s": 0, "3-6 s": 0, "6-12 s": 0}
         bins["12 s or more"] = 0
         for t in self.times:
-            since = [t - h for h in hups if h <= t]
-            if not since:
+            gap = since_sighup(t, hups)
+            if gap is None:
                 bins["before the first"] += 1
                 continue
-            gap = min(since)
             key = next(
                 (
                     k
@@ -343,10 +347,10 @@ def run_cluster(
             res["threads"] = sampler.totals()
             res["d1_losses"] = [
                 {
-                    "after_sighup_s": round(t - max((h for h in hups if h <= t), default=t), 2),
+                    "after_sighup_s": round(since_sighup(t, hups) or 0.0, 2),
                     **sampler.around(t),
                     "bare_rt_worst_s": max(
-                        (lag for at, lag in rt_late if t - 1.5 <= at <= t), default=0.0
+                        (lag for at, lag in rt_late if t - SPAN <= at <= t), default=0.0
                     ),
                 }
                 for t in losses.times[:60]

@@ -1,13 +1,15 @@
 """Which threads of the machine ran, and which waited for a CPU, around each lease loss.
 
 ``ThreadSampler`` reads every thread of the given processes and their descendants from
-/proc once a ``period``: its CPU time (``stat`` utime + stime), its time runnable but
-waiting for a CPU (``schedstat``'s second field) and its scheduling policy. From those:
+/proc once a ``period``: its CPU time (``stat`` utime + stime) and system CPU time, its
+time runnable but waiting for a CPU (``schedstat``'s second field), its voluntary and
+involuntary context switches (``status``) and its scheduling policy. From those:
 
-  - ``totals``: each thread's CPU and run-queue wait over the window, in seconds;
+  - ``totals``: each thread's CPU, system CPU, run-queue wait and switches over the
+    window;
   - ``around``: for a moment (a lease loss), the threads that took the most CPU in the
-    ``span`` seconds before it, and how long each agent's loop thread waited for a CPU
-    in that span.
+    ``SPAN`` seconds before it, and each agent's loop thread's system CPU, wait for a
+    CPU and switches in that span.
 
 A thread is named ``agent/process/thread``: the agent's name from ``pids``, ``main`` or
 the child's command name, and the thread's own name (``comm``).
@@ -22,6 +24,7 @@ from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
 POLICY = {0: "OTHER", 1: "FIFO", 2: "RR", 3: "BATCH", 5: "IDLE"}
+SPAN = 1.5  # seconds before a lease loss that ``around`` looks at
 
 # one thread at one sample: CPU seconds, run-queue wait seconds, system CPU seconds,
 # voluntary and involuntary context switches
@@ -102,7 +105,8 @@ class ThreadSampler:
         self._take()
 
     def totals(self, top: int = 25) -> list[dict[str, object]]:
-        """The ``top`` threads by CPU over the window: CPU and run-queue wait, seconds."""
+        """The ``top`` threads by CPU over the window: CPU, system CPU and run-queue wait
+        in seconds, voluntary and involuntary switches."""
         (_, first), (_, last) = self.samples[0], self.samples[-1]
         rows = []
         for name, (cpu, wait, system, vol, invol) in last.items():
@@ -121,8 +125,9 @@ class ThreadSampler:
         rows.sort(key=lambda r: -float(str(r["cpu_s"])))
         return rows[:top]
 
-    def around(self, t: float, span: float = 1.5, top: int = 6) -> dict[str, object]:
-        """The threads' CPU and the loops' run-queue wait in the ``span`` before ``t``."""
+    def around(self, t: float, span: float = SPAN, top: int = 6) -> dict[str, object]:
+        """The busiest threads' CPU and the loops' system CPU, run-queue wait and switches
+        in the ``span`` seconds before ``t``."""
         before = [s for s in self.samples if s[0] <= t - span]
         after = [s for s in self.samples if s[0] >= t]
         if not before or not after:
